@@ -1,0 +1,149 @@
+"""``Idempotency-Key`` (API.md): same key + same body → the original response; same key +
+another body → 422; while the first request still runs → 409 with ``Retry-After``.
+
+The key is claimed in a short transaction of its own, so a concurrent duplicate sees it at
+once; the response is stored in the same transaction as the action's effects, so a crash can
+never leave an effect without its stored response. A claim whose request died is taken over
+once its lease has run out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from simtopup.api.models import IdempotencyRecord
+from simtopup.api.problems import CONTENT_TYPE, from_domain_error, problem
+from simtopup.core.errors import DomainError
+
+Action = Callable[[], tuple[int, dict[str, Any]]]
+
+
+def request_fingerprint(request: HttpRequest) -> str:
+    body = request.body
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (request.method or "", request.path, canonical):
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _json(status: int, body: dict[str, Any] | str) -> HttpResponse:
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    return HttpResponse(
+        text, status=status, content_type=CONTENT_TYPE if status >= 400 else "application/json"
+    )
+
+
+def run_once(request: HttpRequest, scope: str, action: Action) -> HttpResponse:
+    """Run ``action`` (which returns ``(status, body)``) at most once per idempotency key."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        try:
+            with transaction.atomic(durable=True):
+                status, body = action()
+        except DomainError as exc:
+            return from_domain_error(exc)
+        return _json(status, body)
+    if not 1 <= len(key) <= 255:
+        return problem(
+            400,
+            "invalid_idempotency_key",
+            _("The Idempotency-Key header must be 1–255 characters."),
+        )
+    fingerprint = request_fingerprint(request)
+    now = timezone.now()
+    lease = timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS)
+    try:
+        with transaction.atomic(durable=True):
+            record = IdempotencyRecord.objects.create(
+                scope=scope,
+                key=key,
+                method=request.method or "",
+                path=request.path[:255],
+                request_hash=fingerprint,
+                locked_until=now + lease,
+            )
+    except IntegrityError:
+        existing = IdempotencyRecord.objects.filter(scope=scope, key=key).first()
+        if existing is None:  # pruned between our insert and read: ask for a retry
+            return _in_progress()
+        if existing.request_hash != fingerprint:
+            return problem(
+                422,
+                "idempotency_key_reused",
+                _("This Idempotency-Key was already used with a different request."),
+            )
+        if existing.response_status is not None:
+            response = _json(existing.response_status, existing.response_body)
+            response["Idempotent-Replayed"] = "true"
+            return response
+        took_over = IdempotencyRecord.objects.filter(
+            pk=existing.pk,
+            response_status__isnull=True,
+            locked_until=existing.locked_until,
+            locked_until__lt=now,
+        ).update(locked_until=now + lease)
+        if not took_over:
+            return _in_progress()
+        record = existing
+    try:
+        with transaction.atomic(durable=True):
+            status, body = action()
+            _store(record, status, body)
+    except DomainError as exc:
+        response = from_domain_error(exc)
+        with transaction.atomic(durable=True):
+            _store(record, exc.status, response.content.decode())
+        return response
+    except _LeaseLost:
+        return _in_progress()
+    except Exception:
+        # Let a retry run the request again right away instead of waiting for the lease.
+        IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True).delete()
+        raise
+    return _json(status, body)
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+def _store(record: IdempotencyRecord, status: int, body: dict[str, Any] | str) -> None:
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    stored = IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True).update(
+        response_status=status, response_body=text
+    )
+    if stored != 1:
+        # Another request took the key over after our lease ran out; undo our effects.
+        raise _LeaseLost
+
+
+def _in_progress() -> HttpResponse:
+    return problem(
+        409,
+        "request_in_progress",
+        _("A request with this Idempotency-Key is still being processed. Retry shortly."),
+        headers={"Retry-After": "1"},
+    )
+
+
+def prune(older_than_hours: int | None = None) -> int:
+    hours = older_than_hours or settings.IDEMPOTENCY_RETENTION_HOURS
+    deleted, _rows = IdempotencyRecord.objects.filter(
+        created_at__lt=timezone.now() - timedelta(hours=hours)
+    ).delete()
+    return deleted

@@ -1,0 +1,50 @@
+"""Network API — ``/network/v1`` (API.md), HMAC-signed with the network secret."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from ninja import Router
+
+from simtopup.api.auth import NetworkSignature
+from simtopup.api.schemas import AuthorizationOut, Problem, UsageBatchIn, UsageOut
+from simtopup.core.errors import DomainError
+from simtopup.devices.identifiers import normalise_digits
+from simtopup.devices.models import Device
+from simtopup.usage.rating import UsageIn, authorization, ingest
+
+router = Router(auth=NetworkSignature(), tags=["network"])
+ERRORS = {400: Problem, 401: Problem, 404: Problem, 413: Problem, 422: Problem}
+MAX_RECORDS = 1000
+
+
+@router.post(
+    "/usage", response={200: UsageOut, **ERRORS}, summary="Report usage records (up to 1,000)"
+)
+def report_usage(request: HttpRequest, payload: UsageBatchIn) -> dict[str, object]:
+    if len(payload.records) > MAX_RECORDS:
+        raise DomainError(
+            "too_many_records",
+            _("A batch holds at most %(max)s records.") % {"max": MAX_RECORDS},
+            422,
+        )
+    result = ingest(
+        [UsageIn(r.id, r.iccid, r.bytes, r.started_at, r.ended_at) for r in payload.records]
+    )
+    return {
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "rejected": result.rejected,
+    }
+
+
+@router.get(
+    "/devices/{iccid}/authorization",
+    response={200: AuthorizationOut, **ERRORS},
+    summary="May this device use data?",
+)
+def device_authorization(request: HttpRequest, iccid: str) -> dict[str, object]:
+    device = Device.objects.filter(iccid=normalise_digits(iccid)).first()
+    if device is None:
+        raise DomainError("unknown_device", _("There is no device with this ICCID."), 404)
+    return authorization(device)

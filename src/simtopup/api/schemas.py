@@ -1,0 +1,106 @@
+"""Request and response schemas (OpenAPI). Unknown fields are refused."""
+
+from __future__ import annotations
+
+from ninja import Schema
+from pydantic import AwareDatetime, ConfigDict, Field
+
+
+class Strict(Schema):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class MoneyOut(Schema):
+    amount: str = Field(examples=["30.00"])
+    currency: str = Field(examples=["CNY"])
+
+
+class PlanOut(Schema):
+    code: str
+    name: str
+    kind: str
+    data_bytes: int
+    validity_hours: int
+    price: MoneyOut
+
+
+class ResellerPlanOut(PlanOut):
+    wholesale_price: MoneyOut
+
+
+class TopupIn(Strict):
+    device: str = Field(min_length=1, max_length=128, description="IMEI, ICCID, EID or serial")
+    plan: str = Field(min_length=1, max_length=40)
+    reference: str = Field(
+        min_length=1, max_length=100, description="your own unique reference for this sale"
+    )
+
+
+class TopupOut(Schema):
+    id: int
+    status: str = Field(description="fulfilled, processing or failed")
+    reference: str | None
+    device: str = Field(description="masked device identifier")
+    plan: str
+    charged: MoneyOut
+    float_balance: MoneyOut
+    receipt_no: str | None
+    created_at: str
+    fulfilled_at: str | None
+    failure_code: str | None
+
+
+class TopupList(Schema):
+    items: list[TopupOut]
+    next_cursor: str | None
+
+
+class FloatOut(Schema):
+    balance: MoneyOut
+
+
+class DeviceCheckOut(Schema):
+    device: str = Field(description="masked identifier")
+    kind: str
+    status: str
+    rechargeable: bool
+    remaining_bytes: int
+    payg: bool
+
+
+class Problem(Schema):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, str]] | None = None
+
+
+class UsageRecordIn(Strict):
+    id: str = Field(min_length=1, max_length=100)
+    iccid: str = Field(min_length=1, max_length=40)
+    bytes: int = Field(ge=0, le=10**15)
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+
+
+class UsageBatchIn(Strict):
+    records: list[UsageRecordIn]
+
+
+class Rejected(Schema):
+    id: str
+    code: str
+
+
+class UsageOut(Schema):
+    accepted: int
+    duplicates: int
+    rejected: list[Rejected]
+
+
+class AuthorizationOut(Schema):
+    allowed: bool
+    remaining_bytes: int
+    reason: str

@@ -1,0 +1,34 @@
+"""Errors the caller can act on, each with a stable machine-readable code.
+
+Domain functions raise :class:`DomainError` (or a subclass); the API turns it into an
+RFC 9457 problem document with the same ``code``; the website shows ``message`` on the form.
+System failures (a gateway timeout, a database outage) are ordinary exceptions and never
+carry a user-facing code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils.functional import Promise
+
+
+@dataclass
+class FieldError:
+    field: str
+    code: str
+    message: str | Promise
+
+
+@dataclass
+class DomainError(Exception):
+    code: str
+    message: str | Promise
+    status: int = 422
+    errors: list[FieldError] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"

@@ -1,0 +1,93 @@
+"""`simtopup serve`: migrate, then run the web server and the worker until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from simtopup.settings import envint
+
+
+class Command(BaseCommand):
+    help = "Migrate the database, then serve website + API (gunicorn) and the background worker."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default=os.environ.get("SIMTOPUP_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=envint("PORT", 8000))
+        parser.add_argument(
+            "--workers", type=int, default=envint("WEB_WORKERS", 3), help="web processes"
+        )
+        parser.add_argument(
+            "--threads", type=int, default=envint("WEB_THREADS", 4), help="threads per web process"
+        )
+        parser.add_argument(
+            "--no-worker", action="store_true", help="do not start the background worker"
+        )
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "simtopup.settings"}
+        web = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "simtopup.wsgi:application",
+            "--bind",
+            f"{opts['host']}:{opts['port']}",
+            "--workers",
+            str(opts["workers"]),
+            "--threads",
+            str(opts["threads"]),
+            "--worker-class",
+            "gthread",
+            "--keep-alive",
+            "5",
+            "--access-logfile",
+            "-",
+            "--graceful-timeout",
+            "10",
+        ]
+        children = [subprocess.Popen(web, env=env)]
+        if not opts["no_worker"]:
+            children.append(
+                subprocess.Popen([sys.executable, "-m", "simtopup.cli", "worker"], env=env)
+            )
+        self.stdout.write(
+            f"simtopup serving on http://{opts['host']}:{opts['port']}/ (Ctrl-C stops everything)"
+        )
+        stopping = False
+
+        def stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while not stopping and all(c.poll() is None for c in children):
+                time.sleep(0.2)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for child in children:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        failed = [
+            c.returncode
+            for c in children
+            if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)
+        ]
+        if failed and not stopping:
+            raise SystemExit(1)

@@ -1,0 +1,54 @@
+"""Money: integer minor units in the database, decimal strings on the API."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from functools import cache
+
+import iso4217
+from django.utils.translation import gettext_lazy as _
+
+from simtopup.core.errors import DomainError
+
+
+@cache
+def exponent(currency: str) -> int:
+    """Number of decimals of an ISO 4217 currency (CNY → 2, JPY → 0)."""
+    try:
+        value = iso4217.Currency(currency.upper()).exponent
+    except ValueError:
+        raise DomainError("unknown_currency", _("Unknown currency."), 422) from None
+    return int(value or 0)
+
+
+def to_minor(text: str, currency: str, *, field: str = "amount", allow_zero: bool = False) -> int:
+    """Parse ``"30.00"`` into 3000 (CNY). Refuses floats' rounding, too many decimals, signs."""
+    exp = exponent(currency)
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise DomainError(
+            "invalid_amount", _("The amount must be a decimal number."), 422
+        ) from None
+    if not value.is_finite():
+        raise DomainError("invalid_amount", _("The amount must be a decimal number."), 422)
+    scaled = value.scaleb(exp)
+    if scaled != scaled.to_integral_value():
+        raise DomainError(
+            "too_many_decimals",
+            _("The amount has more decimals than the currency allows."),
+            422,
+        )
+    minor = int(scaled)
+    if minor < 0 or (minor == 0 and not allow_zero):
+        raise DomainError("amount_not_positive", _("The amount must be greater than zero."), 422)
+    return minor
+
+
+def to_decimal_string(minor: int, currency: str) -> str:
+    exp = exponent(currency)
+    return str(Decimal(minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp)))
+
+
+def money(minor: int, currency: str) -> dict[str, str]:
+    return {"amount": to_decimal_string(minor, currency), "currency": currency}

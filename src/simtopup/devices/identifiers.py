@@ -1,0 +1,134 @@
+"""Parse and validate what a person types from the back of a card (API.md "Identifiers").
+
+Order of decisions:
+1. an identifier found in inventory is accepted exactly as imported (even with an odd check
+   digit — the operator's import is the truth);
+2. otherwise its shape decides what it claims to be, and a wrong check digit says so;
+3. a valid identifier not in inventory is ``unknown_device``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+from stdnum import luhn
+from stdnum.iso7064 import mod_97_10
+
+from simtopup.core.errors import DomainError, FieldError
+from simtopup.devices.models import Device
+
+_SEPARATORS = re.compile(r"[\s\-]+")
+MAX_IDENTIFIER_LENGTH = 64
+
+
+class IdentifierKind(StrEnum):
+    IMEI = "imei"
+    ICCID = "iccid"
+    EID = "eid"
+    SERIAL = "serial"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    kind: IdentifierKind | None  # None: digits of no known shape (may still be a serial)
+    value: str  # normalised form
+    check_ok: bool
+
+
+def _error(code: str, message: object, field: str, status: int = 422) -> DomainError:
+    return DomainError(code, message, status, errors=[FieldError(field, code, message)])  # type: ignore[arg-type]
+
+
+def normalise_digits(raw: str) -> str:
+    """Strip spaces, dashes and an ICCID's trailing ``F`` filler."""
+    text = _SEPARATORS.sub("", raw.strip())
+    if len(text) in (20, 21) and text[:-1].isdigit() and text[-1] in "fF":
+        text = text[:-1]
+    return text
+
+
+def parse(raw: str) -> Parsed:
+    """Classify by shape and check the check digit. Does not look at inventory."""
+    text = normalise_digits(raw)
+    if not text.isdigit():
+        return Parsed(None, raw.strip(), False)
+    if len(text) == 15:
+        return Parsed(IdentifierKind.IMEI, text, luhn.is_valid(text))
+    if len(text) in (19, 20) and text.startswith("89"):
+        return Parsed(IdentifierKind.ICCID, text, luhn.is_valid(text))
+    if len(text) == 32:
+        return Parsed(IdentifierKind.EID, text, mod_97_10.is_valid(text))
+    return Parsed(None, text, False)
+
+
+CHECK_NAMES = {
+    IdentifierKind.IMEI: _("the IMEI's Luhn check digit"),
+    IdentifierKind.ICCID: _("the ICCID's Luhn check digit"),
+    IdentifierKind.EID: _("the EID's MOD 97-10 check digits"),
+}
+
+
+def find_device(raw: str, *, field: str = "device", for_update: bool = False) -> Device:
+    """Resolve any accepted identifier to a device in inventory, or raise a DomainError.
+
+    Does not check whether the device may be recharged: see :func:`rechargeable_device`.
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        raise _error("invalid_identifier", _("Enter the device ID printed on the card."), field)
+    if len(raw) > MAX_IDENTIFIER_LENGTH * 2:
+        raise _error("invalid_identifier", _("This is not a device ID we recognise."), field)
+    stripped = raw.strip()
+    digits = normalise_digits(stripped)
+    query = Q(serial=stripped)
+    if digits.isdigit():
+        query |= Q(imei=digits) | Q(iccid=digits) | Q(eid=digits) | Q(serial=digits)
+    qs = Device.objects.filter(query)
+    if for_update:
+        qs = qs.select_for_update()
+    device = qs.order_by("pk").first()
+    if device is not None:
+        return device
+    parsed = parse(stripped)
+    if parsed.kind is None:
+        raise _error(
+            "invalid_identifier",
+            _(
+                "This is not a device ID we recognise. It should be the IMEI (15 digits), "
+                "ICCID (19–20 digits starting 89), EID (32 digits) or the serial number "
+                "printed on the back of the card."
+            ),
+            field,
+        )
+    if not parsed.check_ok:
+        raise _error(
+            "check_digit_mismatch",
+            _(
+                "This looks like an %(kind)s, but %(check)s does not match. Please re-read "
+                "the label on the back of the card: a digit is probably mistyped."
+            )
+            % {"kind": parsed.kind.value.upper(), "check": CHECK_NAMES[parsed.kind]},
+            field,
+        )
+    raise _error(
+        "unknown_device",
+        _("This %(kind)s is valid, but it is not one of our cards. Please check the number.")
+        % {"kind": parsed.kind.value.upper()},
+        field,
+    )
+
+
+def rechargeable_device(raw: str, *, field: str = "device") -> Device:
+    device = find_device(raw, field=field)
+    if not device.rechargeable:
+        raise _error(
+            "device_not_rechargeable",
+            _(
+                "This card is suspended or retired and cannot be topped up. Please contact customer service."
+            ),
+            field,
+        )
+    return device

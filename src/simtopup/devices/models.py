@@ -1,0 +1,76 @@
+"""Inventory of data cards and hotspot devices the operator sells."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from simtopup.ledger.models import Account
+
+
+class DeviceKind(models.TextChoices):
+    ESIM = "esim", "eSIM"
+    SIM = "sim", "physical SIM card"
+    HOTSPOT = "hotspot", "portable hotspot"
+
+
+class DeviceStatus(models.TextChoices):
+    IN_STOCK = "in_stock", "in stock"
+    ACTIVE = "active", "active"
+    SUSPENDED = "suspended", "suspended"
+    RETIRED = "retired", "retired"
+
+
+RECHARGEABLE = (DeviceStatus.IN_STOCK, DeviceStatus.ACTIVE)
+
+
+class Device(models.Model):
+    kind = models.CharField(max_length=10, choices=DeviceKind.choices)
+    # Identifiers as imported (normalised digits for IMEI / ICCID / EID, verbatim serial).
+    imei = models.CharField(max_length=15, null=True, blank=True, unique=True)
+    iccid = models.CharField(max_length=20, null=True, blank=True, unique=True)
+    eid = models.CharField(max_length=32, null=True, blank=True, unique=True)
+    serial = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    activation_code = models.CharField(max_length=255, blank=True)
+    status = models.CharField(
+        max_length=10, choices=DeviceStatus.choices, default=DeviceStatus.IN_STOCK
+    )
+    # Pay-per-use: usage beyond all bundles is charged to the card's credit.
+    payg = models.BooleanField(default=False)
+    credit_account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="+")
+    overage_account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(imei__isnull=False)
+                | Q(iccid__isnull=False)
+                | Q(eid__isnull=False)
+                | Q(serial__isnull=False),
+                name="devices_device_has_identifier",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.display_identifier
+
+    @property
+    def display_identifier(self) -> str:
+        return self.iccid or self.eid or self.imei or self.serial or f"device {self.pk}"
+
+    @property
+    def masked(self) -> str:
+        return mask(self.display_identifier)
+
+    @property
+    def rechargeable(self) -> bool:
+        return self.status in RECHARGEABLE
+
+
+def mask(identifier: str) -> str:
+    """Show the first 4 and last 4 characters: 8986••••••••••••1234."""
+    if len(identifier) <= 8:
+        return identifier[:2] + "•" * max(len(identifier) - 4, 1) + identifier[-2:]
+    return identifier[:4] + "•" * (len(identifier) - 8) + identifier[-4:]

@@ -1,0 +1,89 @@
+"""Double-entry ledger: accounts and immutable transfers.
+
+Every movement of value is one :class:`Transfer` of a positive ``amount`` from ``source`` to
+``destination``, both in the transfer's ``unit`` (an ISO 4217 currency, or ``BYTES``).
+Balances start at zero, so per unit the balances always sum to zero.
+
+Two kinds of account:
+
+* bounded accounts (card credit, reseller floats, data bundles) keep a cached ``balance``
+  updated in the transfer's transaction, under a row lock taken in primary-key order, and
+  may never go below zero (a compare-and-swap update plus a CHECK constraint);
+* hot system accounts (revenue, clearing, issuance) are never row-locked: their balance is
+  the sum of their transfers, so concurrent top-ups do not queue on one row.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+BYTES = "BYTES"
+
+
+class AccountKind(models.TextChoices):
+    DEVICE_CREDIT = "device_credit", "device credit"
+    DEVICE_OVERAGE = "device_overage", "device overage"
+    BUNDLE = "bundle", "data bundle"
+    RESELLER_FLOAT = "reseller_float", "reseller float"
+    SYSTEM = "system", "system"
+
+
+class Account(models.Model):
+    code = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=AccountKind.choices)
+    unit = models.CharField(max_length=8)
+    # Cached balance of bounded accounts; always 0 for hot accounts (derived from transfers).
+    balance = models.BigIntegerField(default=0)
+    # May this account go below zero? Only system accounts and overage may.
+    allow_negative = models.BooleanField(default=False)
+    # Hot accounts are not row-locked and keep no cached balance.
+    hot = models.BooleanField(default=False)
+    # A clearing account must return to zero once everything has settled.
+    clearing = models.BooleanField(default=False)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(allow_negative=True) | Q(balance__gte=0),
+                name="ledger_account_floor",
+            ),
+            models.CheckConstraint(
+                condition=Q(hot=False) | Q(balance=0), name="ledger_hot_account_uncached"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Transfer(models.Model):
+    """One immutable movement of value. Never updated or deleted (a database trigger
+    refuses both); corrections are new transfers."""
+
+    source = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    destination = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    amount = models.BigIntegerField()
+    unit = models.CharField(max_length=8)
+    kind = models.CharField(max_length=40)
+    # Exactly-once: a retried operation posts the same key and is refused the second time.
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    memo = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="ledger_transfer_positive"),
+            models.CheckConstraint(
+                condition=~Q(source=models.F("destination")), name="ledger_transfer_two_accounts"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["source", "id"]),
+            models.Index(fields=["destination", "id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_id}→{self.destination_id} {self.amount} {self.unit}"

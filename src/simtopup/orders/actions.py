@@ -1,0 +1,323 @@
+"""The order state machine: placing, fulfilling, failing and refunding orders.
+
+Every transition is a compare-and-swap (``UPDATE … WHERE status IN (…)``); the row count
+says who won, so retries, duplicate tasks and the reconciler can race freely and each effect
+still happens once. Money moves only through :mod:`simtopup.ledger`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from stdnum import luhn
+
+from simtopup.catalog.models import Plan
+from simtopup.core.errors import DomainError
+from simtopup.devices.models import Device, DeviceStatus
+from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
+from simtopup.network.adapters import AdapterError, Grant, bundle_window, get_adapter
+from simtopup.orders.models import OUTSTANDING, Channel, Order, OrderStatus
+from simtopup.resellers.models import Reseller
+
+logger = logging.getLogger(__name__)
+
+
+def receipt_number(order: Order) -> str:
+    """``R20261126-00000042-7``: date, order number, Luhn check digit. Never reused, because
+    order ids are never reused (sequences / AUTOINCREMENT)."""
+    body = f"{order.created_at:%Y%m%d}{order.pk:08d}"
+    return f"R{body[:8]}-{body[8:]}-{luhn.calc_check_digit(body)}"
+
+
+def outstanding_clearing() -> dict[str, int]:
+    """What the order clearing accounts must hold: money of orders paid, not yet settled."""
+    rows = (
+        Order.objects.filter(status__in=OUTSTANDING)
+        .values_list("currency")
+        .annotate(total=Sum("amount"))
+    )
+    return {f"system:order_clearing:{currency}": int(total) for currency, total in rows}
+
+
+# --- placing ------------------------------------------------------------------------------
+
+
+def place_reseller_topup(
+    reseller: Reseller, device: Device, plan: Plan, amount: int, reference: str
+) -> Order:
+    """Debit the reseller's float into clearing and, with a synchronous adapter, fulfil at
+    once — all in the caller's transaction. With an asynchronous adapter the order stays
+    ``paid`` and a fulfilment task is enqueued with it."""
+    now = timezone.now()
+    if plan.is_payg:
+        # Two bounded accounts: lock both now, in primary-key order (DESIGN invariant 5).
+        lock_accounts([reseller.float_account_id, device.credit_account_id])
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                channel=Channel.RESELLER,
+                status=OrderStatus.PAID,
+                device=device,
+                plan=plan,
+                reseller=reseller,
+                reference=reference,
+                amount=amount,
+                retail_amount=plan.price,
+                currency=plan.currency,
+                paid_at=now,
+            )
+    except IntegrityError:
+        raise DomainError(
+            "duplicate_reference",
+            _("A top-up with this reference already exists."),
+            409,
+        ) from None
+    clearing = system_account("order_clearing", order.currency)
+    post(
+        [
+            Posting(
+                reseller.float_account,
+                clearing,
+                amount,
+                "order_payment",
+                f"order:{order.pk}:pay",
+                f"order {order.pk}",
+            )
+        ]
+    )
+    adapter = get_adapter()
+    if adapter.synchronous:
+        _complete(order, adapter.apply(order), now=now)
+    else:
+        _enqueue_fulfilment(order)
+    return order
+
+
+# --- fulfilling ---------------------------------------------------------------------------
+
+
+def _enqueue_fulfilment(order: Order, run_after: timedelta | None = None) -> None:
+    from simtopup.orders.tasks import fulfil_order_task
+
+    task = fulfil_order_task
+    if run_after:
+        task = task.using(run_after=timezone.now() + run_after)
+    task.enqueue(order.pk)
+
+
+def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> bool:
+    """Record the fulfilment inside the current transaction. Returns False if another worker
+    got there first (the CAS lost) — then nothing is written."""
+    from simtopup.usage.bundles import grant_bundle
+
+    now = now or timezone.now()
+    receipt = receipt_number(order)
+    won = Order.objects.filter(pk=order.pk, status__in=OUTSTANDING).update(
+        status=OrderStatus.FULFILLED,
+        fulfilled_at=now,
+        closed_at=now,
+        receipt_no=receipt,
+        lease_until=None,
+    )
+    if won != 1:
+        return False
+    order.status, order.fulfilled_at, order.receipt_no = OrderStatus.FULFILLED, now, receipt
+    clearing = system_account("order_clearing", order.currency)
+    device = order.device
+    if order.plan.is_payg:
+        # Credit lands on the card: the plan's face value, whatever the payer was charged.
+        credit = device.credit_account
+        lock_accounts([credit.pk])
+        postings = [
+            Posting(
+                clearing,
+                credit,
+                min(order.amount, order.retail_amount),
+                "credit_topup",
+                f"order:{order.pk}:credit",
+            )
+        ]
+        if order.amount > order.retail_amount:
+            postings.append(
+                Posting(
+                    clearing,
+                    system_account("revenue", order.currency),
+                    order.amount - order.retail_amount,
+                    "revenue",
+                    f"order:{order.pk}:revenue",
+                )
+            )
+        elif order.retail_amount > order.amount:
+            postings.append(
+                Posting(
+                    system_account("reseller_discount", order.currency),
+                    credit,
+                    order.retail_amount - order.amount,
+                    "reseller_discount",
+                    f"order:{order.pk}:discount",
+                )
+            )
+        post(postings)
+        if not device.payg:
+            Device.objects.filter(pk=device.pk, payg=False).update(payg=True)
+    else:
+        post(
+            [
+                Posting(
+                    clearing,
+                    system_account("revenue", order.currency),
+                    order.amount,
+                    "revenue",
+                    f"order:{order.pk}:revenue",
+                )
+            ]
+        )
+        grant_bundle(order, grant)
+    Device.objects.filter(pk=device.pk, status=DeviceStatus.IN_STOCK).update(
+        status=DeviceStatus.ACTIVE, activated_at=now
+    )
+    return True
+
+
+def fulfil_pending(order_id: int) -> str:
+    """Worker side of fulfilment: claim, call the adapter outside any transaction, record.
+
+    Safe to call any number of times, concurrently, after crashes: the claim and the
+    completion are both compare-and-swap, and adapters are idempotent on the order id.
+    Returns what happened (for logs and tests).
+    """
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.FULFILMENT_LEASE_SECONDS)
+    claimable = Q(status=OrderStatus.PAID) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    stale = Q(status=OrderStatus.FULFILLING, lease_until__lt=now)
+    claimed = Order.objects.filter(claimable | stale, pk=order_id).update(
+        status=OrderStatus.FULFILLING, lease_until=lease, attempts=F("attempts") + 1
+    )
+    if claimed != 1:
+        return "not_claimable"
+    order = Order.objects.select_related("plan", "device", "reseller").get(pk=order_id)
+    adapter = get_adapter()
+    try:
+        grant = adapter.apply(order) if not adapter.synchronous else bundle_window(order)
+    except AdapterError as exc:
+        return _after_failure(order, str(exc), permanent=exc.permanent)
+    except Exception as exc:
+        logger.exception("network adapter crashed on order %s", order_id)
+        return _after_failure(order, f"adapter error: {exc.__class__.__name__}", permanent=False)
+    with transaction.atomic(durable=True):
+        # Fresh row: the lease may have been taken over meanwhile; _complete's CAS decides.
+        order = Order.objects.select_related("plan", "device", "reseller").get(pk=order_id)
+        done = _complete(order, grant)
+        if done:
+            _notify_reseller(order, "topup.fulfilled")
+    return "fulfilled" if done else "already_done"
+
+
+def _after_failure(order: Order, detail: str, *, permanent: bool) -> str:
+    backoff = settings.FULFILMENT_BACKOFF
+    if permanent or order.attempts >= len(backoff) + 1:
+        with transaction.atomic(durable=True):
+            refunded = fail_and_refund(order, "fulfilment_failed", detail)
+        return "failed" if refunded else "already_done"
+    delay = timedelta(seconds=backoff[min(order.attempts - 1, len(backoff) - 1)])
+    with transaction.atomic(durable=True):
+        released = Order.objects.filter(pk=order.pk, status=OrderStatus.FULFILLING).update(
+            status=OrderStatus.PAID,
+            next_attempt_at=timezone.now() + delay,
+            lease_until=None,
+            failure_detail=detail[:300],
+        )
+        if released:
+            _enqueue_fulfilment(order, run_after=delay)
+    logger.warning(
+        "order %s: fulfilment attempt %s failed (%s); retry in %s",
+        order.pk,
+        order.attempts,
+        detail,
+        delay,
+    )
+    return "retry"
+
+
+def fail_and_refund(order: Order, code: str, detail: str) -> bool:
+    """Mark an outstanding order failed and return its money to where it came from."""
+    now = timezone.now()
+    won = Order.objects.filter(pk=order.pk, status__in=OUTSTANDING).update(
+        status=OrderStatus.FAILED,
+        closed_at=now,
+        failure_code=code,
+        failure_detail=detail[:300],
+        lease_until=None,
+    )
+    if won != 1:
+        return False
+    order.status = OrderStatus.FAILED
+    clearing = system_account("order_clearing", order.currency)
+    if order.reseller_id is None:
+        raise NotImplementedError(
+            "refunds of non-reseller orders go through their payment provider"
+        )
+    reseller = Reseller.objects.select_related("float_account").get(pk=order.reseller_id)
+    post(
+        [
+            Posting(
+                clearing,
+                reseller.float_account,
+                order.amount,
+                "order_refund",
+                f"order:{order.pk}:refund",
+                f"refund of order {order.pk}",
+            )
+        ]
+    )
+    _notify_reseller(order, "topup.failed")
+    logger.error(
+        "order %s failed (%s: %s); %s returned to reseller float",
+        order.pk,
+        code,
+        detail,
+        order.amount,
+    )
+    return True
+
+
+def _notify_reseller(order: Order, event: str) -> None:
+    if order.reseller_id is None:
+        return
+    from simtopup.resellers.webhooks import queue_event
+
+    queue_event(order, event)
+
+
+# --- the janitor --------------------------------------------------------------------------
+
+
+def reconcile(limit: int = 500) -> dict[str, int]:
+    """Find orders left ``paid`` past their retry time, or ``fulfilling`` past their lease
+    (a worker died), and finish them. The database is the truth; tasks are only triggers."""
+    now = timezone.now()
+    grace = now - timedelta(seconds=settings.RECONCILE_INTERVAL_SECONDS)
+    due = (
+        Order.objects.filter(
+            (
+                Q(status=OrderStatus.PAID)
+                & (Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, paid_at__lt=grace))
+            )
+            | Q(status=OrderStatus.FULFILLING, lease_until__lt=now)
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    counts: dict[str, int] = {}
+    for order_id in list(due):
+        outcome = fulfil_pending(order_id)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts

@@ -1,0 +1,81 @@
+"""Orders: one purchase of one plan for one device, through one channel."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from simtopup.catalog.models import Plan
+from simtopup.devices.models import Device
+from simtopup.resellers.models import Reseller
+
+
+class OrderStatus(models.TextChoices):
+    AWAITING_PAYMENT = "awaiting_payment", "awaiting payment"
+    PAID = "paid", "paid"
+    FULFILLING = "fulfilling", "fulfilling"
+    FULFILLED = "fulfilled", "fulfilled"
+    FAILED = "failed", "failed"
+    REFUNDED = "refunded", "refunded"
+    CANCELLED = "cancelled", "cancelled"
+
+
+# Orders whose money sits in the order clearing account.
+OUTSTANDING = (OrderStatus.PAID, OrderStatus.FULFILLING)
+FINAL = (OrderStatus.FULFILLED, OrderStatus.FAILED, OrderStatus.REFUNDED, OrderStatus.CANCELLED)
+
+
+class Channel(models.TextChoices):
+    RESELLER = "reseller", "reseller"
+    APP = "app", "app"
+    WEB = "web", "website"
+    AUTO = "auto", "automatic top-up"
+
+
+class Order(models.Model):
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    status = models.CharField(max_length=20, choices=OrderStatus.choices)
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="orders")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    reseller = models.ForeignKey(
+        Reseller, on_delete=models.PROTECT, null=True, blank=True, related_name="orders"
+    )
+    # The reseller's own reference for the sale (unique per reseller).
+    reference = models.CharField(max_length=100, null=True, blank=True)
+    # What the payer was charged, in minor units of `currency` (wholesale for resellers).
+    amount = models.BigIntegerField()
+    # The plan's retail price when ordered (what lands on the card for a credit plan).
+    retail_amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    receipt_no = models.CharField(max_length=32, null=True, blank=True, unique=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Set when a worker claims the fulfilment; a stale lease is taken over by the reconciler.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    failure_code = models.CharField(max_length=40, blank=True)
+    failure_detail = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    fulfilled_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reseller", "reference"],
+                condition=Q(reseller__isnull=False, reference__isnull=False),
+                name="orders_reseller_reference_once",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="orders_amount_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["reseller", "-id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.pk} ({self.status})"
+
+    @property
+    def clearing_key(self) -> str:
+        return f"order:{self.pk}"

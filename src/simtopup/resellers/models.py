@@ -1,0 +1,106 @@
+"""Authorised resellers (agents): float, API keys, wholesale prices, outgoing webhooks."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from simtopup.catalog.models import Plan
+from simtopup.ledger.models import Account
+
+
+class ResellerStatus(models.TextChoices):
+    ACTIVE = "active", "active"
+    SUSPENDED = "suspended", "suspended"
+
+
+class Reseller(models.Model):
+    name = models.CharField(max_length=200)
+    # The public agent code customers can verify on the official site.
+    code = models.CharField(max_length=20, unique=True)
+    status = models.CharField(
+        max_length=10, choices=ResellerStatus.choices, default=ResellerStatus.ACTIVE
+    )
+    currency = models.CharField(max_length=3, default="CNY")
+    # Discount off retail in basis points (800 = 8 %), unless a ResellerPrice row says otherwise.
+    discount_bps = models.PositiveIntegerField(default=0)
+    float_account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="+")
+    webhook_url = models.URLField(blank=True)
+    webhook_secret = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(discount_bps__lt=10000), name="resellers_discount_below_100"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+    @property
+    def active(self) -> bool:
+        return self.status == ResellerStatus.ACTIVE
+
+
+class ApiKey(models.Model):
+    """A reseller API key. Only its SHA-256 is stored; the key is shown once."""
+
+    reseller = models.ForeignKey(Reseller, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.reseller_id})"
+
+
+class ResellerPrice(models.Model):
+    """An explicit wholesale price for one plan, overriding the reseller's discount."""
+
+    reseller = models.ForeignKey(Reseller, on_delete=models.CASCADE, related_name="prices")
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="+")
+    price = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["reseller", "plan"], name="resellers_price_once"),
+            models.CheckConstraint(condition=Q(price__gt=0), name="resellers_price_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id} at {self.price} for reseller {self.reseller_id}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    DELIVERED = "delivered", "delivered"
+    FAILED = "failed", "failed"
+
+
+class WebhookDelivery(models.Model):
+    """One outgoing event to a reseller, retried with backoff until delivered."""
+
+    reseller = models.ForeignKey(Reseller, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    # One event of a kind per object: `topup.fulfilled` for order 12 is sent once.
+    dedupe_key = models.CharField(max_length=100, unique=True)
+    payload = models.JSONField()
+    status = models.CharField(
+        max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.pk}"

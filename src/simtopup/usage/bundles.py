@@ -1,0 +1,63 @@
+"""Granting data bundles (the usage domain owns bundle rows)."""
+
+from __future__ import annotations
+
+from django.db.models import Q
+from django.utils import timezone
+
+from simtopup.devices.models import Device
+from simtopup.ledger.actions import Posting, open_account, post, system_account
+from simtopup.ledger.models import BYTES, Account, AccountKind
+from simtopup.network.adapters import Grant
+from simtopup.orders.models import Order
+from simtopup.usage.models import Bundle
+
+
+def grant_bundle(order: Order, grant: Grant) -> Bundle:
+    """Create the order's bundle and move its bytes from issuance into it.
+
+    Runs inside the fulfilment transaction; the OneToOne on ``order`` makes a second grant for
+    the same order impossible.
+    """
+    account = open_account(f"bundle:order:{order.pk}", AccountKind.BUNDLE, BYTES)
+    bundle = Bundle.objects.create(
+        device_id=order.device_id,
+        plan_id=order.plan_id,
+        order=order,
+        account=account,
+        granted_bytes=grant.granted_bytes,
+        starts_at=grant.starts_at,
+        expires_at=grant.expires_at,
+    )
+    post(
+        [
+            Posting(
+                system_account("data_issued", BYTES),
+                account,
+                grant.granted_bytes,
+                "bundle_grant",
+                f"order:{order.pk}:grant",
+                f"bundle {bundle.pk} for order {order.pk}",
+            )
+        ]
+    )
+    return bundle
+
+
+def remaining_bytes(device: Device) -> int:
+    """Remaining data over the device's bundles that are valid now."""
+    now = timezone.now()
+    ids = Bundle.objects.filter(device=device, starts_at__lte=now, expires_at__gt=now).values(
+        "account_id"
+    )
+    return sum(Account.objects.filter(id__in=ids, balance__gt=0).values_list("balance", flat=True))
+
+
+def active_bundles(device: Device) -> list[Bundle]:
+    now = timezone.now()
+    return list(
+        Bundle.objects.filter(device=device)
+        .filter(Q(expires_at__gt=now))
+        .select_related("account", "plan")
+        .order_by("expires_at", "id")
+    )

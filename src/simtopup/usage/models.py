@@ -1,0 +1,73 @@
+"""Data bundles and usage records."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from simtopup.catalog.models import Plan
+from simtopup.devices.models import Device
+from simtopup.ledger.models import Account
+from simtopup.orders.models import Order
+
+
+class Bundle(models.Model):
+    """Data granted to a device. Its remaining bytes are its ledger account's balance."""
+
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="bundles")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    # Exactly one bundle per order: the fulfilment's unique fact.
+    order = models.OneToOneField(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="bundle"
+    )
+    account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="+")
+    granted_bytes = models.BigIntegerField()
+    starts_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["device", "expires_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(granted_bytes__gt=0), name="usage_bundle_positive"),
+            models.CheckConstraint(
+                condition=Q(expires_at__gt=models.F("starts_at")), name="usage_bundle_window"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"bundle {self.pk} of device {self.device_id}"
+
+
+class UsageRecord(models.Model):
+    """One usage record from the network, rated exactly once (unique record id)."""
+
+    record_id = models.CharField(max_length=100, unique=True)
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="usage_records")
+    bytes = models.BigIntegerField()
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+    bundle_bytes = models.BigIntegerField(default=0)  # drained from bundles
+    payg_bytes = models.BigIntegerField(default=0)  # charged to credit per started MB
+    charged = models.BigIntegerField(default=0)  # minor units taken from credit
+    overage_bytes = models.BigIntegerField(default=0)  # beyond bundles and credit
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(bytes__gte=0), name="usage_record_bytes_nonnegative"
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    bytes=models.F("bundle_bytes")
+                    + models.F("payg_bytes")
+                    + models.F("overage_bytes")
+                ),
+                name="usage_record_every_byte",
+            ),
+        ]
+        indexes = [models.Index(fields=["device", "-ended_at"])]
+
+    def __str__(self) -> str:
+        return self.record_id
