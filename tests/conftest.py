@@ -26,3 +26,8 @@ def _run_on_commit(django_capture_on_commit_callbacks: Any) -> Iterator[None]:
     # Side effects scheduled with on_commit run in tests (Zulip-style).
     with django_capture_on_commit_callbacks(execute=True):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -175,9 +175,9 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
         sample = Device.objects.order_by("pk").first()
         self.stdout.write("Demo data ready.")
+        note = "" if created else " (unless you changed it)"
         self.stdout.write(
-            f"  operator console: {settings.SITE_URL}/admin/  user: operator  password: "
-            + (password if created or user.check_password(password) else "(changed by you)")
+            f"  operator console: {settings.SITE_URL}/admin/  user: operator  password: {password}{note}"
         )
         self.stdout.write(f"  demo reseller API key: {api_key}")
         if sample:

@@ -1,0 +1,211 @@
+"""The operator console: Django admin over every domain, read-only where value moves.
+
+Value never moves from here except through domain actions (admin actions call them), so the
+ledger stays provable: transfers, usage records and orders cannot be edited by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from simtopup.catalog.models import PaygTariff, Plan
+from simtopup.core.money import to_decimal_string
+from simtopup.devices.models import Device
+from simtopup.ledger.models import Account, Transfer
+from simtopup.orders.models import Order
+from simtopup.resellers import actions as reseller_actions
+from simtopup.resellers.models import ApiKey, Reseller, ResellerPrice, WebhookDelivery
+from simtopup.usage.models import Bundle, UsageRecord
+
+admin.site.site_header = "simtopup operator console"
+admin.site.site_title = "simtopup"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = [
+        "code",
+        "kind",
+        "name_en",
+        "name_zh_hans",
+        "data_bytes",
+        "validity_hours",
+        "price_display",
+        "active",
+    ]
+    list_filter = ["kind", "active"]
+    search_fields = ["code", "name_en", "name_zh_hans", "name_zh_hant"]
+
+    @admin.display(description="price")
+    def price_display(self, plan: Plan) -> str:
+        return f"{to_decimal_string(plan.price, plan.currency)} {plan.currency}"
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # orders refer to plans; deactivate instead
+
+
+@admin.register(PaygTariff)
+class PaygTariffAdmin(admin.ModelAdmin):
+    list_display = ["price_per_mb", "currency", "effective_from", "created_at"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # tariffs are history: add a new row with a later effective_from
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "iccid", "eid", "imei", "serial", "status", "payg", "created_at"]
+    list_filter = ["kind", "status", "payg"]
+    search_fields = ["iccid", "eid", "imei", "serial"]
+    readonly_fields = ["credit_account", "overage_account", "payg", "created_at", "activated_at"]
+    fields = [
+        "kind",
+        "imei",
+        "iccid",
+        "eid",
+        "serial",
+        "activation_code",
+        "status",
+        *readonly_fields,
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # devices come in through `simtopup import-devices`
+
+
+@admin.register(Reseller)
+class ResellerAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "code", "status", "discount_bps", "float_display", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "code"]
+    readonly_fields = ["code", "float_account", "status", "suspended_at", "created_at"]
+    fields = ["name", "currency", "discount_bps", "webhook_url", "webhook_secret", *readonly_fields]
+    actions = ["suspend_selected", "reinstate_selected"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # `simtopup reseller create` makes the float account and the first key
+
+    @admin.display(description="float")
+    def float_display(self, reseller: Reseller) -> str:
+        return f"{to_decimal_string(reseller.float_account.balance, reseller.currency)} {reseller.currency}"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Reseller]:
+        return super().get_queryset(request).select_related("float_account")
+
+    @admin.action(description="Suspend selected resellers")
+    def suspend_selected(self, request: HttpRequest, queryset: QuerySet[Reseller]) -> None:
+        n = sum(reseller_actions.suspend(r) for r in queryset)
+        self.message_user(request, f"{n} reseller(s) suspended.", messages.SUCCESS)
+
+    @admin.action(description="Reinstate selected resellers")
+    def reinstate_selected(self, request: HttpRequest, queryset: QuerySet[Reseller]) -> None:
+        n = sum(reseller_actions.reinstate(r) for r in queryset)
+        self.message_user(request, f"{n} reseller(s) reinstated.", messages.SUCCESS)
+
+
+@admin.register(ResellerPrice)
+class ResellerPriceAdmin(admin.ModelAdmin):
+    list_display = ["reseller", "plan", "price"]
+    list_filter = ["reseller"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyAdmin):
+    list_display = ["id", "reseller", "name", "prefix", "created_at", "revoked_at"]
+    list_filter = ["reseller"]
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "channel",
+        "status",
+        "device",
+        "plan",
+        "reseller",
+        "amount",
+        "currency",
+        "receipt_no",
+        "created_at",
+        "fulfilled_at",
+    ]
+    list_filter = ["status", "channel", "reseller"]
+    search_fields = ["receipt_no", "reference", "device__iccid", "device__serial"]
+    list_select_related = ["device", "plan", "reseller"]
+
+
+@admin.register(Bundle)
+class BundleAdmin(ReadOnlyAdmin):
+    list_display = ["id", "device", "plan", "granted_bytes", "starts_at", "expires_at", "order"]
+    list_select_related = ["device", "plan"]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdmin):
+    list_display = [
+        "record_id",
+        "device",
+        "bytes",
+        "bundle_bytes",
+        "payg_bytes",
+        "charged",
+        "overage_bytes",
+        "started_at",
+    ]
+    search_fields = ["record_id", "device__iccid"]
+    list_select_related = ["device"]
+
+
+@admin.register(Account)
+class AccountAdmin(ReadOnlyAdmin):
+    list_display = ["id", "code", "kind", "unit", "balance", "hot", "clearing"]
+    list_filter = ["kind", "unit", "hot"]
+    search_fields = ["code"]
+
+
+@admin.register(Transfer)
+class TransferAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "source",
+        "destination",
+        "amount",
+        "unit",
+        "kind",
+        "idempotency_key",
+        "created_at",
+    ]
+    list_filter = ["kind", "unit"]
+    search_fields = ["idempotency_key", "memo"]
+    list_select_related = ["source", "destination"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "reseller",
+        "event",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "delivered_at",
+        "last_error",
+    ]
+    list_filter = ["status", "event"]

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from django.test import Client
+
+from tests.support import Actors, post_json
+
+
+def test_healthz(db: None) -> None:
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_when_migrated(db: None) -> None:
+    response = Client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+
+
+def test_openapi_describes_the_reseller_and_network_apis(db: None) -> None:
+    spec = Client().get("/api/openapi.json").json()
+    for path in [
+        "/reseller/v1/plans",
+        "/reseller/v1/devices/{identifier}",
+        "/reseller/v1/topups",
+        "/reseller/v1/topups/{topup_id}",
+        "/reseller/v1/float",
+        "/network/v1/usage",
+        "/network/v1/devices/{iccid}/authorization",
+    ]:
+        assert path in spec["paths"], path
+    topup = spec["paths"]["/reseller/v1/topups"]["post"]
+    assert {"201", "402", "422"} <= set(topup["responses"])
+    assert Client().get("/api/docs").status_code == 200
+
+
+def test_metrics_count_orders(actors: Actors, alice) -> None:
+    post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "m1"})
+    response = Client().get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert 'simtopup_orders{channel="reseller",status="fulfilled"} 1' in response.content.decode()
+
+
+def test_home_links_docs_and_admin(db: None) -> None:
+    body = Client().get("/").content.decode()
+    assert "/api/docs" in body
+    assert "/admin/" in body
+
+
+def test_reseller_lists_plans_with_wholesale_prices(actors: Actors, alice) -> None:
+    plans = {p["code"]: p for p in alice.get("/reseller/v1/plans").json()}
+    assert plans["day-1g"]["price"] == {"amount": "5.00", "currency": "CNY"}
+    assert plans["day-1g"]["wholesale_price"] == {"amount": "4.60", "currency": "CNY"}
+    assert plans["credit-50"]["kind"] == "payg"
+
+
+def test_explicit_price_list_overrides_the_discount(actors: Actors, alice) -> None:
+    from simtopup.resellers.models import ResellerPrice
+
+    ResellerPrice.objects.create(reseller=actors.alice, plan=actors.plans["day-1g"], price=399)
+    plans = {p["code"]: p for p in alice.get("/reseller/v1/plans").json()}
+    assert plans["day-1g"]["wholesale_price"]["amount"] == "3.99"
+    response = post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "p1"})
+    assert response.json()["charged"]["amount"] == "3.99"
+
+
+def test_device_check_before_selling(actors: Actors, alice) -> None:
+    spaced = " ".join([actors.device.iccid[:4], actors.device.iccid[4:10], actors.device.iccid[10:]])
+    body = alice.get(f"/reseller/v1/devices/{spaced}").json()
+    assert body["rechargeable"] is True
+    assert body["remaining_bytes"] == 0
+    assert actors.device.iccid not in str(body)
+    post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "c1"})
+    assert alice.get(f"/reseller/v1/devices/{actors.device.iccid}").json()["remaining_bytes"] == 1024**3
+    assert alice.get("/reseller/v1/devices/12345").json()["code"] == "invalid_identifier"
+
+
+def test_topups_by_reference_and_pagination(actors: Actors, alice) -> None:
+    for n in range(5):
+        post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": f"ref-{n}"})
+    found = alice.get("/reseller/v1/topups?reference=ref-3").json()
+    assert [t["reference"] for t in found["items"]] == ["ref-3"]
+    assert found["next_cursor"] is None
+    page1 = alice.get("/reseller/v1/topups?limit=2").json()
+    page2 = alice.get(f"/reseller/v1/topups?limit=2&cursor={page1['next_cursor']}").json()
+    page3 = alice.get(f"/reseller/v1/topups?limit=2&cursor={page2['next_cursor']}").json()
+    refs = [t["reference"] for t in page1["items"] + page2["items"] + page3["items"]]
+    assert refs == ["ref-4", "ref-3", "ref-2", "ref-1", "ref-0"]
+    assert page3["next_cursor"] is None
