@@ -1,16 +1,72 @@
-"""Adding devices to inventory (one by one, or from the CSV import)."""
+"""Adding devices to inventory (one by one, or in bulk from the CSV import)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypedDict
 
 from django.conf import settings
 from django.db import transaction
 
 from simtopup.devices.models import Device, DeviceKind
-from simtopup.ledger.actions import open_account
-from simtopup.ledger.models import BYTES, AccountKind
+from simtopup.ledger.models import BYTES, Account, AccountKind
 
 
-@transaction.atomic
+class DeviceSpec(TypedDict, total=False):
+    kind: str
+    imei: str | None
+    iccid: str | None
+    eid: str | None
+    serial: str | None
+    activation_code: str
+
+
+def create_devices(specs: Sequence[DeviceSpec], *, currency: str | None = None) -> list[Device]:
+    """Create devices with their credit and overage ledger accounts, in a few bulk inserts.
+
+    Identifiers must already be normalised (see :mod:`simtopup.devices.identifiers`); an
+    identifier already in inventory raises IntegrityError (unique constraints) and the
+    caller's transaction rolls back.
+    """
+    currency = currency or settings.CURRENCY
+    accounts: list[Account] = []
+    for spec in specs:
+        first = spec.get("iccid") or spec.get("eid") or spec.get("imei") or spec.get("serial")
+        if not first:
+            raise ValueError("a device needs at least one identifier")
+        accounts.append(
+            Account(
+                code=f"device:{first}:credit:{currency}",
+                kind=AccountKind.DEVICE_CREDIT,
+                unit=currency,
+            )
+        )
+        accounts.append(
+            Account(
+                code=f"device:{first}:overage:{BYTES}",
+                kind=AccountKind.DEVICE_OVERAGE,
+                unit=BYTES,
+                allow_negative=True,
+            )
+        )
+    with transaction.atomic():
+        Account.objects.bulk_create(accounts, batch_size=500)
+        devices = [
+            Device(
+                kind=spec.get("kind") or DeviceKind.ESIM,
+                imei=spec.get("imei") or None,
+                iccid=spec.get("iccid") or None,
+                eid=spec.get("eid") or None,
+                serial=spec.get("serial") or None,
+                activation_code=spec.get("activation_code") or "",
+                credit_account=accounts[2 * i],
+                overage_account=accounts[2 * i + 1],
+            )
+            for i, spec in enumerate(specs)
+        ]
+        return Device.objects.bulk_create(devices, batch_size=500)
+
+
 def create_device(
     *,
     kind: str = DeviceKind.ESIM,
@@ -21,25 +77,13 @@ def create_device(
     activation_code: str = "",
     currency: str | None = None,
 ) -> Device:
-    """Create a device with its credit and overage ledger accounts.
-
-    Identifiers must already be normalised (see :mod:`simtopup.devices.identifiers`).
-    """
-    currency = currency or settings.CURRENCY
-    first = iccid or eid or imei or serial
-    if not first:
-        raise ValueError("a device needs at least one identifier")
-    credit = open_account(f"device:{first}:credit:{currency}", AccountKind.DEVICE_CREDIT, currency)
-    overage = open_account(
-        f"device:{first}:overage:{BYTES}", AccountKind.DEVICE_OVERAGE, BYTES, allow_negative=True
-    )
-    return Device.objects.create(
-        kind=kind,
-        imei=imei or None,
-        iccid=iccid or None,
-        eid=eid or None,
-        serial=serial or None,
-        activation_code=activation_code,
-        credit_account=credit,
-        overage_account=overage,
-    )
+    """Create one device with its ledger accounts."""
+    spec: DeviceSpec = {
+        "kind": kind,
+        "imei": imei,
+        "iccid": iccid,
+        "eid": eid,
+        "serial": serial,
+        "activation_code": activation_code,
+    }
+    return create_devices([spec], currency=currency)[0]

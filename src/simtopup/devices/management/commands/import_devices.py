@@ -1,0 +1,38 @@
+"""`simtopup import-devices FILE.csv`: add devices to inventory from a CSV file."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
+
+from simtopup.devices.importer import COLUMNS, ImportRejected, import_devices
+
+
+class Command(BaseCommand):
+    help = (
+        f"Import devices from a UTF-8 CSV file with the header {','.join(COLUMNS)}. "
+        "All or nothing: if any row is bad, nothing is written and every problem is listed. "
+        "Devices already in inventory with the same identifiers are left unchanged."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", help="path to the CSV file")
+
+    def handle(self, *args: Any, file: str, verbosity: int = 1, **options: Any) -> None:
+        show_progress = verbosity > 0 and self.stdout.isatty()
+        try:
+            result = import_devices(file, progress=sys.stderr if show_progress else None)
+        except ImportRejected as rejected:
+            for problem in rejected.problems:
+                self.stderr.write(str(problem))
+            raise CommandError(
+                _("%(count)d problem(s) found; nothing was imported.")
+                % {"count": len(rejected.problems)}
+            ) from None
+        self.stdout.write(
+            _("%(created)d created, %(unchanged)d unchanged")
+            % {"created": result.created, "unchanged": result.unchanged}
+        )
