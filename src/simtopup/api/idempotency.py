@@ -106,8 +106,12 @@ def run_once(request: HttpRequest, scope: str, action: Action) -> HttpResponse:
             _store(record, status, body)
     except DomainError as exc:
         response = from_domain_error(exc)
-        with transaction.atomic(durable=True):
-            _store(record, exc.status, response.content.decode())
+        try:
+            with transaction.atomic(durable=True):
+                _store(record, exc.status, response.content.decode())
+        except _LeaseLost:
+            # Taken over meanwhile (e.g. our duplicate_reference is the other's success).
+            return _in_progress()
         return response
     except _LeaseLost:
         return _in_progress()

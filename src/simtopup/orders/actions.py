@@ -259,7 +259,9 @@ def fail_and_refund(order: Order, code: str, detail: str) -> bool:
     )
     if won != 1:
         return False
-    order.status = OrderStatus.FAILED
+    # The in-memory order feeds the topup.failed webhook payload: make it match the row.
+    order.status, order.closed_at, order.lease_until = OrderStatus.FAILED, now, None
+    order.failure_code, order.failure_detail = code, detail[:300]
     clearing = system_account("order_clearing", order.currency)
     if order.reseller_id is None:
         raise NotImplementedError(
