@@ -45,20 +45,41 @@ def test_demo_key_works(db: None) -> None:
     key = next(word for word in output.split() if word.startswith("sk_demo_"))
     device = Device.objects.order_by("pk").first()
     assert device is not None
-    response = post_json(reseller_client(key), "/reseller/v1/topups", {"device": device.iccid, "plan": "day-1g", "reference": "demo-1"})
+    response = post_json(
+        reseller_client(key),
+        "/reseller/v1/topups",
+        {"device": device.iccid, "plan": "day-1g", "reference": "demo-1"},
+    )
     assert response.status_code == 201, response.content
     assert response.json()["status"] == "fulfilled"
 
 
 def test_reseller_create_credit_suspend(db: None) -> None:
-    created = json.loads(run("reseller", "create", "--name", "Shop 1", "--float", "1000.00", "--currency", "CNY", "--discount", "0.08"))
+    created = json.loads(
+        run(
+            "reseller",
+            "create",
+            "--name",
+            "Shop 1",
+            "--float",
+            "1000.00",
+            "--currency",
+            "CNY",
+            "--discount",
+            "0.08",
+        )
+    )
     reseller = Reseller.objects.get(pk=created["id"])
     assert reseller.discount_bps == 800
     assert created["api_key"].startswith("sk_")
     assert reseller.api_keys.get().key_hash != created["api_key"]  # stored hashed
     client = reseller_client(created["api_key"])
-    assert client.get("/reseller/v1/float").json() == {"balance": {"amount": "1000.00", "currency": "CNY"}}
-    credited = json.loads(run("reseller", "credit", str(reseller.pk), "250.50", "--reason", "bank transfer 42"))
+    assert client.get("/reseller/v1/float").json() == {
+        "balance": {"amount": "1000.00", "currency": "CNY"}
+    }
+    credited = json.loads(
+        run("reseller", "credit", str(reseller.pk), "250.50", "--reason", "bank transfer 42")
+    )
     assert credited["float"] == {"amount": "1250.50", "currency": "CNY"}
     run("reseller", "suspend", str(reseller.pk))
     reseller.refresh_from_db()
@@ -111,10 +132,16 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 def test_serve_runs_web_and_worker_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "SIMTOPUP_DATA_DIR": str(tmp_path), "SIMTOPUP_DATABASE_URL": f"sqlite:///{tmp_path}/serve.sqlite3"}
+    env = {
+        **os.environ,
+        "SIMTOPUP_DATA_DIR": str(tmp_path),
+        "SIMTOPUP_DATABASE_URL": f"sqlite:///{tmp_path}/serve.sqlite3",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "simtopup.cli", "serve", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60
@@ -139,7 +166,10 @@ def test_serve_runs_web_and_worker_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 0
         time.sleep(0.5)
         for child in children:
-            assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+            assert (
+                not Path(f"/proc/{child}").exists()
+                or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+            )
     finally:
         if proc.poll() is None:
             proc.kill()

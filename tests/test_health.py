@@ -35,7 +35,11 @@ def test_openapi_describes_the_reseller_and_network_apis(db: None) -> None:
 
 
 def test_metrics_count_orders(actors: Actors, alice) -> None:
-    post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "m1"})
+    post_json(
+        alice,
+        "/reseller/v1/topups",
+        {"device": actors.device.iccid, "plan": "day-1g", "reference": "m1"},
+    )
     response = Client().get("/metrics")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
@@ -61,24 +65,41 @@ def test_explicit_price_list_overrides_the_discount(actors: Actors, alice) -> No
     ResellerPrice.objects.create(reseller=actors.alice, plan=actors.plans["day-1g"], price=399)
     plans = {p["code"]: p for p in alice.get("/reseller/v1/plans").json()}
     assert plans["day-1g"]["wholesale_price"]["amount"] == "3.99"
-    response = post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "p1"})
+    response = post_json(
+        alice,
+        "/reseller/v1/topups",
+        {"device": actors.device.iccid, "plan": "day-1g", "reference": "p1"},
+    )
     assert response.json()["charged"]["amount"] == "3.99"
 
 
 def test_device_check_before_selling(actors: Actors, alice) -> None:
-    spaced = " ".join([actors.device.iccid[:4], actors.device.iccid[4:10], actors.device.iccid[10:]])
+    spaced = " ".join(
+        [actors.device.iccid[:4], actors.device.iccid[4:10], actors.device.iccid[10:]]
+    )
     body = alice.get(f"/reseller/v1/devices/{spaced}").json()
     assert body["rechargeable"] is True
     assert body["remaining_bytes"] == 0
     assert actors.device.iccid not in str(body)
-    post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "c1"})
-    assert alice.get(f"/reseller/v1/devices/{actors.device.iccid}").json()["remaining_bytes"] == 1024**3
+    post_json(
+        alice,
+        "/reseller/v1/topups",
+        {"device": actors.device.iccid, "plan": "day-1g", "reference": "c1"},
+    )
+    assert (
+        alice.get(f"/reseller/v1/devices/{actors.device.iccid}").json()["remaining_bytes"]
+        == 1024**3
+    )
     assert alice.get("/reseller/v1/devices/12345").json()["code"] == "invalid_identifier"
 
 
 def test_topups_by_reference_and_pagination(actors: Actors, alice) -> None:
     for n in range(5):
-        post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": f"ref-{n}"})
+        post_json(
+            alice,
+            "/reseller/v1/topups",
+            {"device": actors.device.iccid, "plan": "day-1g", "reference": f"ref-{n}"},
+        )
     found = alice.get("/reseller/v1/topups?reference=ref-3").json()
     assert [t["reference"] for t in found["items"]] == ["ref-3"]
     assert found["next_cursor"] is None

@@ -55,19 +55,29 @@ def test_empty_body(actors: Actors, alice) -> None:
         ({"device": "x", "plan": "day-1g"}, "reference", "required"),
         ({"device": 123, "plan": "day-1g", "reference": "r"}, "device", "wrong_type"),
         ({"device": "x", "plan": ["day-1g"], "reference": "r"}, "plan", "wrong_type"),
-        ({"device": "x", "plan": "day-1g", "reference": "r", "amount": "1.00"}, "amount", "unknown_field"),
+        (
+            {"device": "x", "plan": "day-1g", "reference": "r", "amount": "1.00"},
+            "amount",
+            "unknown_field",
+        ),
         ({"device": "", "plan": "day-1g", "reference": "r"}, "device", "too_short"),
         ({"device": "x", "plan": "day-1g", "reference": "r" * 101}, "reference", "too_long"),
     ],
 )
 def test_field_errors(actors: Actors, alice, body: dict, field: str, code: str) -> None:
     body = assert_problem(post_json(alice, "/reseller/v1/topups", body), 422, "validation_error")
-    assert {"field": field, "code": code} in [{"field": e["field"], "code": e["code"]} for e in body["errors"]]
+    assert {"field": field, "code": code} in [
+        {"field": e["field"], "code": e["code"]} for e in body["errors"]
+    ]
     assert_nothing_changed(actors)
 
 
 def test_unknown_plan(actors: Actors, alice) -> None:
-    response = post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "nope", "reference": "r"})
+    response = post_json(
+        alice,
+        "/reseller/v1/topups",
+        {"device": actors.device.iccid, "plan": "nope", "reference": "r"},
+    )
     body = assert_problem(response, 422, "unknown_plan")
     assert body["errors"][0]["field"] == "plan"
     assert_nothing_changed(actors)
@@ -76,7 +86,11 @@ def test_unknown_plan(actors: Actors, alice) -> None:
 def test_inactive_plan_is_unknown(actors: Actors, alice) -> None:
     actors.plans["day-1g"].active = False
     actors.plans["day-1g"].save(update_fields=["active"])
-    response = post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "r"})
+    response = post_json(
+        alice,
+        "/reseller/v1/topups",
+        {"device": actors.device.iccid, "plan": "day-1g", "reference": "r"},
+    )
     assert_problem(response, 422, "unknown_plan")
 
 
@@ -84,7 +98,9 @@ def test_device_not_rechargeable(actors: Actors, alice) -> None:
     device = actors.device
     device.status = "suspended"
     device.save(update_fields=["status"])
-    response = post_json(alice, "/reseller/v1/topups", {"device": device.iccid, "plan": "day-1g", "reference": "r"})
+    response = post_json(
+        alice, "/reseller/v1/topups", {"device": device.iccid, "plan": "day-1g", "reference": "r"}
+    )
     assert_problem(response, 422, "device_not_rechargeable")
     assert_nothing_changed(actors)
 
@@ -96,7 +112,9 @@ def test_oversized_body(actors: Actors, alice) -> None:
     assert_nothing_changed(actors)
 
 
-@pytest.mark.parametrize("header", ["", "Bearer", "Bearer sk_wrong", "Basic abc", "Bearer " + "x" * 300])
+@pytest.mark.parametrize(
+    "header", ["", "Bearer", "Bearer sk_wrong", "Basic abc", "Bearer " + "x" * 300]
+)
 def test_wrong_api_key(actors: Actors, header: str) -> None:
     client = reseller_client("unused")
     response = client.post(
@@ -120,7 +138,9 @@ def test_revoked_api_key(actors: Actors) -> None:
 
 def test_idempotency_key_too_long(actors: Actors, alice) -> None:
     response = post_json(
-        alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "r"},
+        alice,
+        "/reseller/v1/topups",
+        {"device": actors.device.iccid, "plan": "day-1g", "reference": "r"},
         **{"Idempotency-Key": "k" * 256},
     )
     assert_problem(response, 400, "invalid_idempotency_key")
@@ -142,7 +162,12 @@ def test_a_refused_request_replays_its_error(actors: Actors) -> None:
 def test_keys_are_scoped_to_the_caller(actors: Actors, alice) -> None:
     body = {"device": actors.device.iccid, "plan": "day-1g", "reference": "r"}
     first = post_json(alice, "/reseller/v1/topups", body, **{"Idempotency-Key": "shared"})
-    other = post_json(reseller_client(actors.bob_key), "/reseller/v1/topups", body, **{"Idempotency-Key": "shared"})
+    other = post_json(
+        reseller_client(actors.bob_key),
+        "/reseller/v1/topups",
+        body,
+        **{"Idempotency-Key": "shared"},
+    )
     assert first.status_code == other.status_code == 201
     assert first.json()["id"] != other.json()["id"]
 

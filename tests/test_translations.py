@@ -18,7 +18,15 @@ import simtopup
 
 SRC = Path(simtopup.__file__).parent
 LOCALE = SRC / "locale"
-GETTEXT_NAMES = {"_", "gettext", "gettext_lazy", "pgettext", "pgettext_lazy", "ngettext", "ngettext_lazy"}
+GETTEXT_NAMES = {
+    "_",
+    "gettext",
+    "gettext_lazy",
+    "pgettext",
+    "pgettext_lazy",
+    "ngettext",
+    "ngettext_lazy",
+}
 TEMPLATE_TAG = re.compile(r"""{%\s*(?:translate|trans)\s+(["'])(.+?)\1""")
 BLOCK_TAG = re.compile(r"{%\s*blocktranslate[^%]*%}(.+?){%\s*endblocktranslate\s*%}", re.S)
 
@@ -30,9 +38,17 @@ def python_messages() -> set[str]:
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in GETTEXT_NAMES:
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in GETTEXT_NAMES
+            ):
                 index = 1 if node.func.id.startswith("pgettext") else 0
-                if len(node.args) > index and isinstance(node.args[index], ast.Constant) and isinstance(node.args[index].value, str):
+                if (
+                    len(node.args) > index
+                    and isinstance(node.args[index], ast.Constant)
+                    and isinstance(node.args[index].value, str)
+                ):
                     found.add(node.args[index].value)
     return found
 
@@ -42,7 +58,9 @@ def template_messages() -> set[str]:
     for path in SRC.rglob("templates/**/*.html"):
         text = path.read_text()
         found.update(m.group(2) for m in TEMPLATE_TAG.finditer(text))
-        found.update(" ".join(m.group(1).split()) for m in BLOCK_TAG.finditer(text) if "{%" not in m.group(1))
+        found.update(
+            " ".join(m.group(1).split()) for m in BLOCK_TAG.finditer(text) if "{%" not in m.group(1)
+        )
     return found
 
 
@@ -72,7 +90,11 @@ def test_every_message_is_translated_into_chinese(language: str) -> None:
 def test_traditional_differs_from_simplified_where_it_should() -> None:
     hans, hant = catalogue("zh_Hans"), catalogue("zh_Hant")
     # 余额/餘額, 设备/設備 … a Traditional catalogue that is a copy of the Simplified one is wrong.
-    same = [m for m in MESSAGES if hans.get(m) == hant.get(m) and re.search("[余设额号码卡据]", hans.get(m, ""))]
+    same = [
+        m
+        for m in MESSAGES
+        if hans.get(m) == hant.get(m) and re.search("[余设额号码卡据]", hans.get(m, ""))
+    ]
     assert same == []
 
 
@@ -81,4 +103,7 @@ def test_placeholders_survive_translation() -> None:
         cat = catalogue(language)
         for message in MESSAGES:
             wanted = sorted(re.findall(r"%\(\w+\)s", message))
-            assert sorted(re.findall(r"%\(\w+\)s", cat.get(message, ""))) == wanted, (language, message)
+            assert sorted(re.findall(r"%\(\w+\)s", cat.get(message, ""))) == wanted, (
+                language,
+                message,
+            )

@@ -58,8 +58,14 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def fulfilled_order(actors: Actors, alice, receiver: Receiver) -> Order:
-    Reseller.objects.filter(pk=actors.alice.pk).update(webhook_url=receiver.url, webhook_secret=SECRET)
-    response = post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "w1"})
+    Reseller.objects.filter(pk=actors.alice.pk).update(
+        webhook_url=receiver.url, webhook_secret=SECRET
+    )
+    response = post_json(
+        alice,
+        "/reseller/v1/topups",
+        {"device": actors.device.iccid, "plan": "day-1g", "reference": "w1"},
+    )
     assert response.status_code == 201
     return Order.objects.get(pk=response.json()["id"])
 
@@ -85,7 +91,9 @@ def test_it_delivers_a_signed_event_once(fulfilled_order: Order, receiver: Recei
     assert delivery.status == DeliveryStatus.DELIVERED
 
 
-def test_it_retries_with_backoff_then_gives_up(fulfilled_order: Order, receiver: Receiver, settings) -> None:
+def test_it_retries_with_backoff_then_gives_up(
+    fulfilled_order: Order, receiver: Receiver, settings
+) -> None:
     settings.WEBHOOK_BACKOFF = [10, 60]
     receiver.status = 503
     queue_event(fulfilled_order, "topup.fulfilled")
@@ -121,7 +129,11 @@ def test_the_reconciler_delivers_what_is_due(fulfilled_order: Order, receiver: R
 
 
 def test_no_url_no_delivery(actors: Actors, alice) -> None:
-    response = post_json(alice, "/reseller/v1/topups", {"device": actors.device.iccid, "plan": "day-1g", "reference": "w2"})
+    response = post_json(
+        alice,
+        "/reseller/v1/topups",
+        {"device": actors.device.iccid, "plan": "day-1g", "reference": "w2"},
+    )
     queue_event(Order.objects.get(pk=response.json()["id"]), "topup.fulfilled")
     assert WebhookDelivery.objects.count() == 0
 

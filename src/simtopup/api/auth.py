@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
-from ninja.security import HttpBearer
+from ninja.security import APIKeyHeader, HttpBearer
 
 from simtopup.core.errors import DomainError
 from simtopup.core.signing import HEADER, verify
@@ -23,13 +23,20 @@ class ResellerKey(HttpBearer):
         return reseller
 
 
-class NetworkSignature:
-    """``X-Simtopup-Signature`` over the raw body with the network secret."""
+class NetworkSignature(APIKeyHeader):
+    """``X-Simtopup-Signature`` over the raw body with the network secret.
 
-    openapi_type = "apiKey"
-    openapi_in = "header"
-    openapi_name = HEADER
+    An API-key header for OpenAPI's sake, but verified here whether present or not, so a
+    missing header is ``unauthenticated`` and a bad one ``invalid_signature`` or
+    ``signature_expired`` (all 401 problems).
+    """
 
-    def __call__(self, request: HttpRequest) -> bool:
-        verify(settings.NETWORK_SECRET, request.headers.get(HEADER), request.body)
+    param_name = HEADER
+    openapi_description = (
+        "HMAC-SHA256: \"t=<unix seconds>,v1=<hex HMAC of '<t>.<raw body>' with the network "
+        'secret>"; at most 300 s of clock skew.'
+    )
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> bool:
+        verify(settings.NETWORK_SECRET, key, request.body)
         return True

@@ -22,6 +22,10 @@ MAX_RECORDS = 1000
     "/usage", response={200: UsageOut, **ERRORS}, summary="Report usage records (up to 1,000)"
 )
 def report_usage(request: HttpRequest, payload: UsageBatchIn) -> dict[str, object]:
+    """Rate usage records exactly once per record id, all in one transaction: bundles
+    soonest-expiring first, then a pay-per-use card's credit per started MB, the rest as
+    overage. A repeated id counts as a duplicate; a record for an unknown ICCID or ending
+    before it starts is rejected on its own, without refusing the batch."""
     if len(payload.records) > MAX_RECORDS:
         raise DomainError(
             "too_many_records",
@@ -44,6 +48,9 @@ def report_usage(request: HttpRequest, payload: UsageBatchIn) -> dict[str, objec
     summary="May this device use data?",
 )
 def device_authorization(request: HttpRequest, iccid: str) -> dict[str, object]:
+    """``allowed`` while bundle data valid now remains (reason ``bundle``) or a pay-per-use
+    card's credit buys at least one MB (``payg_credit``); otherwise ``no_data``,
+    ``insufficient_balance`` or ``device_not_rechargeable`` (suspended or retired)."""
     device = Device.objects.filter(iccid=normalise_digits(iccid)).first()
     if device is None:
         raise DomainError("unknown_device", _("There is no device with this ICCID."), 404)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ninja import Schema
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field, StrictInt
 
 
 class Strict(Schema):
@@ -80,7 +80,8 @@ class Problem(Schema):
 class UsageRecordIn(Strict):
     id: str = Field(min_length=1, max_length=100)
     iccid: str = Field(min_length=1, max_length=40)
-    bytes: int = Field(ge=0, le=10**15)
+    # Strict: a JSON string or boolean is not a byte count (lax pydantic would coerce them).
+    bytes: StrictInt = Field(ge=0, le=10**15)
     started_at: AwareDatetime
     ended_at: AwareDatetime
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 
 from simtopup.catalog.pricing import tariff_per_mb
 from simtopup.devices.identifiers import normalise_digits
-from simtopup.devices.models import Device, DeviceStatus
+from simtopup.devices.models import RECHARGEABLE, Device
 from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
 from simtopup.ledger.models import BYTES, Account
+from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import Bundle, UsageRecord
 
 MB = 1024 * 1024
@@ -52,18 +52,7 @@ def ingest(records: list[UsageIn]) -> IngestResult:
 
 def _ingest(records: list[UsageIn]) -> IngestResult:
     result = IngestResult()
-    seen: set[str] = set()
-    valid: list[UsageIn] = []
-    for r in records:
-        if r.id in seen:
-            result.duplicates += 1
-            continue
-        seen.add(r.id)
-        if r.ended_at < r.started_at:
-            result.rejected.append({"id": r.id, "code": "invalid_time_range"})
-            continue
-        valid.append(r)
-    iccids = {normalise_digits(r.iccid) for r in valid}
+    iccids = {normalise_digits(r.iccid) for r in records}
     with transaction.atomic(durable=True):
         devices = {
             d.iccid: d
@@ -71,28 +60,41 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
                 "credit_account", "overage_account"
             )
         }
-        known = []
-        for r in valid:
-            if normalise_digits(r.iccid) in devices:
-                known.append(r)
-            else:
+        # The first acceptable occurrence of an id is rated; later ones are duplicates. A
+        # rejected record is not remembered, so the network can resend it corrected.
+        seen: set[str] = set()
+        known: list[tuple[UsageIn, Device]] = []
+        for r in records:
+            device = devices.get(normalise_digits(r.iccid))
+            if r.ended_at < r.started_at:
+                result.rejected.append({"id": r.id, "code": "invalid_time_range"})
+            elif device is None:
                 result.rejected.append({"id": r.id, "code": "unknown_device"})
+            elif r.id in seen:
+                result.duplicates += 1
+            else:
+                seen.add(r.id)
+                known.append((r, device))
         if not known:
             return result
-        device_ids = sorted({devices[normalise_digits(r.iccid)].pk for r in known})
-        earliest = min(r.started_at for r in known)
+        involved = {device.pk: device for _r, device in known}
+        earliest = min(r.started_at for r, _device in known)
         bundles = list(
-            Bundle.objects.filter(device_id__in=device_ids, expires_at__gt=earliest).order_by(
+            Bundle.objects.filter(device_id__in=involved, expires_at__gt=earliest).order_by(
                 "expires_at", "id"
             )
         )
         account_ids = [b.account_id for b in bundles]
-        for d in devices.values():
-            if d.pk in device_ids:
-                account_ids += [d.credit_account_id, d.overage_account_id]
-        locked = lock_accounts(account_ids)  # the one global order: primary key
+        for d in involved.values():
+            account_ids += [d.credit_account_id, d.overage_account_id]
+        # The one global order (primary key), whatever order the records came in: two batches
+        # touching the same devices in opposite orders queue instead of deadlocking.
+        locked = lock_accounts(account_ids)
+        # Read after the locks: a concurrent batch with the same ids for the same devices has
+        # committed by now. One for other devices is caught by the unique record id when we
+        # insert, and ingest() runs the batch again, finding those ids rated.
         done = set(
-            UsageRecord.objects.filter(record_id__in=[r.id for r in known]).values_list(
+            UsageRecord.objects.filter(record_id__in=[r.id for r, _device in known]).values_list(
                 "record_id", flat=True
             )
         )
@@ -106,11 +108,11 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
         postings: list[Posting] = []
         rows: list[UsageRecord] = []
         revenue: dict[str, Account] = {}
-        for r in sorted(known, key=lambda x: (x.started_at, x.id)):
+        # Rated in time order (then id), so the listing order of a batch never matters.
+        for r, device in sorted(known, key=lambda pair: (pair[0].started_at, pair[0].id)):
             if r.id in done:
                 result.duplicates += 1
                 continue
-            device = devices[normalise_digits(r.iccid)]
             left = r.bytes
             from_bundles = 0
             for b in by_device[device.pk]:
@@ -133,7 +135,9 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
                         )
                     )
             payg_bytes = charged = 0
-            if left and device.payg and device.status != DeviceStatus.SUSPENDED:
+            # Credit pays only where authorization would have allowed it (not suspended or
+            # retired cards); whatever is left is overage, never silently dropped.
+            if left and device.payg and device.status in RECHARGEABLE:
                 credit_id = device.credit_account_id
                 needed_mb = -(-left // MB)
                 affordable_mb = min(needed_mb, balances[credit_id] // tariff)
@@ -188,19 +192,11 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
 
 
 def authorization(device: Device) -> dict[str, object]:
-    """What the policy server asks before letting a device use data."""
-    from django.utils import timezone
-
-    now = timezone.now()
-    remaining = sum(
-        Account.objects.filter(
-            Q(balance__gt=0),
-            id__in=Bundle.objects.filter(
-                device=device, starts_at__lte=now, expires_at__gt=now
-            ).values("account_id"),
-        ).values_list("balance", flat=True)
-    )
-    if device.status in (DeviceStatus.SUSPENDED, DeviceStatus.RETIRED):
+    """What the policy server asks before letting a device use data: ``allowed`` with the
+    remaining bundle bytes valid now, and why (``bundle``, ``payg_credit``, ``no_data``,
+    ``insufficient_balance`` or ``device_not_rechargeable``)."""
+    remaining = remaining_bytes(device)
+    if device.status not in RECHARGEABLE:
         return {"allowed": False, "remaining_bytes": remaining, "reason": "device_not_rechargeable"}
     if remaining > 0:
         return {"allowed": True, "remaining_bytes": remaining, "reason": "bundle"}
