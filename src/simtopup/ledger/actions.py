@@ -97,7 +97,8 @@ def post(postings: Sequence[Posting]) -> list[Transfer]:
 
     Floors hold by compare-and-swap (``UPDATE … WHERE balance + delta >= 0``): a posting that
     would take a bounded account below zero raises :class:`InsufficientFunds`, and the
-    caller's transaction rolls back everything it did. Callers must already hold the row locks
+    caller's transaction rolls back everything it did — so a caller that wants to go on after
+    catching it must have wrapped the call in its own savepoint. Callers must already hold the row locks
     of the bounded accounts involved (:func:`lock_accounts`) when they touch several.
     """
     if not connection.in_atomic_block:
