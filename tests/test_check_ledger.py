@@ -264,8 +264,8 @@ def test_a_settled_order_reopened_as_paid_is_reported(actors: Actors, alice: Cli
 
 
 def test_a_paid_order_whose_money_never_reached_clearing_is_reported(actors: Actors) -> None:
-    # No order ever moved money yet, so no clearing account exists at all.
-    assert not Account.objects.filter(clearing=True).exists()
+    # No order ever moved Hong Kong dollars, so no HKD clearing account exists at all.
+    assert not Account.objects.filter(code="system:order_clearing:HKD").exists()
     Order.objects.create(
         channel=Channel.RESELLER,
         status=OrderStatus.PAID,
@@ -275,10 +275,10 @@ def test_a_paid_order_whose_money_never_reached_clearing_is_reported(actors: Act
         reference="lost",
         amount=460,
         retail_amount=500,
-        currency=CNY,
+        currency="HKD",
     )
     assert_violations(
-        "clearing account system:order_clearing:CNY holds 0, but outstanding items account for 460"
+        "clearing account system:order_clearing:HKD holds 0, but outstanding items account for 460"
     )
 
 

@@ -6,12 +6,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.core.errors import DomainError
-from simtopup.ledger.models import Account, AccountKind, Transfer
+from simtopup.ledger.models import BYTES, Account, AccountKind, Transfer
 
 # Hot system accounts: code stem → clearing?
 SYSTEM_ACCOUNTS: dict[str, bool] = {
@@ -23,6 +23,10 @@ SYSTEM_ACCOUNTS: dict[str, bool] = {
     "data_issued": False,  # bytes granted in bundles (BYTES)
     "data_consumed": False,  # bytes used on the network (BYTES)
 }
+
+
+# Above this many bounded accounts, post() updates them all in one statement (usage batches).
+ONE_STATEMENT_FROM = 4
 
 
 class InsufficientFunds(DomainError):
@@ -50,10 +54,36 @@ class Posting:
     memo: str = ""
 
 
+# System accounts never change once created, so each process keeps the ones created at
+# migrate time (see apps.py) instead of reading them on every transfer. The cache is cleared
+# whenever the schema is (re)built, e.g. by a test flush.
+_cache: dict[str, Account] = {}
+
+
+def clear_system_account_cache() -> None:
+    _cache.clear()
+
+
+def ensure_system_accounts(units: list[str]) -> None:
+    """Create every system account for ``units`` (idempotent); run after migrate."""
+    clear_system_account_cache()
+    for unit in units:
+        for stem in SYSTEM_ACCOUNTS:
+            if (unit == BYTES) == stem.startswith("data_"):
+                _cache[f"system:{stem}:{unit}"] = _get_or_create_system(stem, unit)
+
+
 def system_account(stem: str, unit: str) -> Account:
     """The hot system account ``system:<stem>:<unit>``, created on first use."""
     if stem not in SYSTEM_ACCOUNTS:
         raise ValueError(f"unknown system account {stem!r}")
+    cached = _cache.get(f"system:{stem}:{unit}")
+    if cached is not None:
+        return cached
+    return _get_or_create_system(stem, unit)
+
+
+def _get_or_create_system(stem: str, unit: str) -> Account:
     code = f"system:{stem}:{unit}"
     account = Account.objects.filter(code=code).first()
     if account is None:
@@ -116,17 +146,19 @@ def post(postings: Sequence[Posting]) -> list[Transfer]:
             if not account.hot:
                 deltas[account.pk] += delta
                 accounts[account.pk] = account
-    # Decreases first, in primary-key order, so a refused floor fails before any write.
-    for account_id in sorted(deltas, key=lambda i: (deltas[i] >= 0, i)):
-        delta = deltas[account_id]
-        if delta == 0:
-            continue
-        updated = Account.objects.filter(
-            Q(allow_negative=True) | Q(balance__gte=-delta), id=account_id
-        ).update(balance=F("balance") + delta)
-        if updated != 1:
-            raise InsufficientFunds(accounts[account_id])
-        accounts[account_id].balance += delta  # keep the caller's copy honest
+    changes = {account_id: delta for account_id, delta in deltas.items() if delta}
+    if len(changes) > ONE_STATEMENT_FROM:
+        _update_in_one_statement(changes, accounts)
+    else:
+        # Decreases first, in primary-key order, so a refused floor fails before any write.
+        for account_id in sorted(changes, key=lambda i: (changes[i] >= 0, i)):
+            delta = changes[account_id]
+            updated = Account.objects.filter(
+                Q(allow_negative=True) | Q(balance__gte=-delta), id=account_id
+            ).update(balance=F("balance") + delta)
+            if updated != 1:
+                raise InsufficientFunds(accounts[account_id])
+            accounts[account_id].balance += delta  # keep the caller's copy honest
     return Transfer.objects.bulk_create(
         [
             Transfer(
@@ -141,6 +173,39 @@ def post(postings: Sequence[Posting]) -> list[Transfer]:
             for p in postings
         ]
     )
+
+
+def _update_in_one_statement(changes: dict[int, int], accounts: dict[int, Account]) -> None:
+    """Batch path (usage rating): one UPDATE … FROM (VALUES …) for many accounts. The floor
+    is the CHECK constraint; a refusal is reported as the account it concerns."""
+    ids = sorted(changes)
+    params: list[int] = []
+    for i in ids:
+        params += [i, changes[i]]
+    table = Account._meta.db_table
+    if connection.vendor == "postgresql":
+        rows = ", ".join(["(%s::bigint, %s::bigint)"] * len(ids))
+        sql = (
+            f"UPDATE {table} AS a SET balance = a.balance + v.delta "
+            f"FROM (VALUES {rows}) AS v(id, delta) WHERE a.id = v.id"
+        )
+    else:  # SQLite ≥ 3.33: UPDATE … FROM; VALUES columns are column1, column2
+        rows = ", ".join(["(%s, %s)"] * len(ids))
+        sql = (
+            f"UPDATE {table} SET balance = balance + v.column2 "
+            f"FROM (VALUES {rows}) AS v WHERE {table}.id = v.column1"
+        )
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+    except IntegrityError:
+        current = dict(Account.objects.filter(id__in=ids).values_list("id", "balance"))
+        for i in ids:
+            if not accounts[i].allow_negative and current[i] + changes[i] < 0:
+                raise InsufficientFunds(accounts[i]) from None
+        raise
+    for i in ids:
+        accounts[i].balance += changes[i]
 
 
 def transfer(

@@ -51,8 +51,8 @@ def outstanding_clearing() -> dict[str, int]:
 def place_reseller_topup(
     reseller: Reseller, device: Device, plan: Plan, amount: int, reference: str
 ) -> Order:
-    """Debit the reseller's float into clearing and, with a synchronous adapter, fulfil at
-    once — all in the caller's transaction. With an asynchronous adapter the order stays
+    """Fulfil at once with a synchronous adapter and debit the reseller's float — all in the
+    caller's transaction. With an asynchronous adapter the order stays
     ``paid`` and a fulfilment task is enqueued with it."""
     now = timezone.now()
     if plan.is_payg:
@@ -78,6 +78,13 @@ def place_reseller_topup(
             _("A top-up with this reference already exists."),
             409,
         ) from None
+    adapter = get_adapter()
+    if adapter.synchronous:
+        _complete(order, adapter.apply(order), now=now)
+    else:
+        _enqueue_fulfilment(order)
+    # The float is debited last, so its row lock (the one every top-up of this reseller
+    # queues on) is held only until COMMIT. A refused floor rolls everything above back.
     clearing = system_account("order_clearing", order.currency)
     post(
         [
@@ -91,11 +98,6 @@ def place_reseller_topup(
             )
         ]
     )
-    adapter = get_adapter()
-    if adapter.synchronous:
-        _complete(order, adapter.apply(order), now=now)
-    else:
-        _enqueue_fulfilment(order)
     return order
 
 

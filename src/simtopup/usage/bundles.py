@@ -6,7 +6,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from simtopup.devices.models import Device
-from simtopup.ledger.actions import Posting, open_account, post, system_account
+from simtopup.ledger.actions import Posting, post, system_account
 from simtopup.ledger.models import BYTES, Account, AccountKind
 from simtopup.network.adapters import Grant
 from simtopup.orders.models import Order
@@ -19,7 +19,11 @@ def grant_bundle(order: Order, grant: Grant) -> Bundle:
     Runs inside the fulfilment transaction; the OneToOne on ``order`` makes a second grant for
     the same order impossible.
     """
-    account = open_account(f"bundle:order:{order.pk}", AccountKind.BUNDLE, BYTES)
+    # New for every order (no get-or-create round trips); the OneToOne on ``order`` and the
+    # unique account code both refuse a second grant.
+    account = Account.objects.create(
+        code=f"bundle:order:{order.pk}", kind=AccountKind.BUNDLE, unit=BYTES
+    )
     bundle = Bundle.objects.create(
         device_id=order.device_id,
         plan_id=order.plan_id,
