@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils.translation import gettext_lazy as _
@@ -54,9 +55,9 @@ class Posting:
     memo: str = ""
 
 
-# System accounts never change once created, so each process keeps the ones created at
-# migrate time (see apps.py) instead of reading them on every transfer. The cache is cleared
-# whenever the schema is (re)built, e.g. by a test flush.
+# System accounts never change once created, so each process keeps the ones that migrate
+# creates (those of the operator's currency and of BYTES, see apps.py) instead of reading
+# them on every transfer. The cache is cleared whenever migrate or a test flush runs.
 _cache: dict[str, Account] = {}
 
 
@@ -69,18 +70,31 @@ def ensure_system_accounts(units: list[str]) -> None:
     clear_system_account_cache()
     for unit in units:
         for stem in SYSTEM_ACCOUNTS:
-            if (unit == BYTES) == stem.startswith("data_"):
+            if _standard(stem, unit):
                 _cache[f"system:{stem}:{unit}"] = _get_or_create_system(stem, unit)
+
+
+def _standard(stem: str, unit: str) -> bool:
+    """Does migrate create this system account? Money accounts in the operator's currency,
+    data accounts (and adjustments) in BYTES."""
+    if unit == BYTES:
+        return stem.startswith("data_") or stem == "adjustments"
+    return unit == settings.CURRENCY and not stem.startswith("data_")
 
 
 def system_account(stem: str, unit: str) -> Account:
     """The hot system account ``system:<stem>:<unit>``, created on first use."""
     if stem not in SYSTEM_ACCOUNTS:
         raise ValueError(f"unknown system account {stem!r}")
-    cached = _cache.get(f"system:{stem}:{unit}")
+    code = f"system:{stem}:{unit}"
+    cached = _cache.get(code)
     if cached is not None:
         return cached
-    return _get_or_create_system(stem, unit)
+    account = _get_or_create_system(stem, unit)
+    if _standard(stem, unit):
+        # Created at migrate time, outside any transaction that could roll it back.
+        _cache[code] = account
+    return account
 
 
 def _get_or_create_system(stem: str, unit: str) -> Account:
