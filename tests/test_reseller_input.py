@@ -202,3 +202,4 @@ def test_problem_detail_in_the_requests_language(actors: Actors, alice) -> None:
     )
     body = assert_problem(response, 422, "invalid_identifier")
     assert any("\u4e00" <= ch <= "\u9fff" for ch in body["detail"]), body["detail"]
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in body["title"]), body["title"]

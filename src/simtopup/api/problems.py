@@ -30,6 +30,26 @@ def titles() -> dict[str, str]:
         "idempotency_key_reused": _("Idempotency key reused"),
         "request_in_progress": _("Request in progress"),
         "server_error": _("Something went wrong on our side"),
+        "insufficient_funds": _("Insufficient funds"),
+        "invalid_idempotency_key": _("Invalid Idempotency-Key"),
+        "http_error": _("The request was refused"),
+        "invalid_identifier": _("Not a device ID"),
+        "check_digit_mismatch": _("Check digit mismatch"),
+        "unknown_device": _("Unknown device"),
+        "device_not_rechargeable": _("Card cannot be topped up"),
+        "unknown_plan": _("Unknown plan"),
+        "duplicate_reference": _("Duplicate reference"),
+        "invalid_cursor": _("Invalid cursor"),
+        "too_many_records": _("Too many records"),
+        "invalid_signature": _("Invalid signature"),
+        "signature_expired": _("Signature expired"),
+        "unknown_currency": _("Unknown currency"),
+        "invalid_amount": _("Invalid amount"),
+        "too_many_decimals": _("Too many decimals"),
+        "amount_not_positive": _("Amount must be positive"),
+        "invalid_name": _("Invalid name"),
+        "invalid_discount": _("Invalid discount"),
+        "reason_required": _("Reason required"),
     }
 
 
@@ -44,7 +64,7 @@ def problem(
 ) -> HttpResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + code,
-        "title": titles().get(code, code.replace("_", " ").capitalize()),
+        "title": titles().get(code) or _("The request was refused"),
         "status": status,
         "detail": detail,
         "code": code,

@@ -116,7 +116,7 @@ def _enqueue_fulfilment(order: Order, run_after: timedelta | None = None) -> Non
 def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> bool:
     """Record the fulfilment inside the current transaction. Returns False if another worker
     got there first (the CAS lost) — then nothing is written."""
-    from simtopup.usage.bundles import grant_bundle
+    from simtopup.usage.bundles import open_bundle
 
     now = now or timezone.now()
     receipt = receipt_number(order)
@@ -169,21 +169,19 @@ def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> boo
         if not device.payg:
             Device.objects.filter(pk=device.pk, payg=False).update(payg=True)
     else:
-        post(
-            [
-                Posting(
-                    clearing,
-                    system_account("revenue", order.currency),
-                    order.amount,
-                    "revenue",
-                    f"order:{order.pk}:revenue",
-                )
-            ]
+        _bundle, grant_posting = open_bundle(order, grant)
+        revenue = Posting(
+            clearing,
+            system_account("revenue", order.currency),
+            order.amount,
+            "revenue",
+            f"order:{order.pk}:revenue",
         )
-        grant_bundle(order, grant)
-    Device.objects.filter(pk=device.pk, status=DeviceStatus.IN_STOCK).update(
-        status=DeviceStatus.ACTIVE, activated_at=now
-    )
+        post([revenue, grant_posting])
+    if device.status == DeviceStatus.IN_STOCK:
+        Device.objects.filter(pk=device.pk, status=DeviceStatus.IN_STOCK).update(
+            status=DeviceStatus.ACTIVE, activated_at=now
+        )
     return True
 
 

@@ -6,21 +6,20 @@ from django.db.models import Q
 from django.utils import timezone
 
 from simtopup.devices.models import Device
-from simtopup.ledger.actions import Posting, post, system_account
+from simtopup.ledger.actions import Posting, system_account
 from simtopup.ledger.models import BYTES, Account, AccountKind
 from simtopup.network.adapters import Grant
 from simtopup.orders.models import Order
 from simtopup.usage.models import Bundle
 
 
-def grant_bundle(order: Order, grant: Grant) -> Bundle:
-    """Create the order's bundle and move its bytes from issuance into it.
+def open_bundle(order: Order, grant: Grant) -> tuple[Bundle, Posting]:
+    """Create the order's bundle and return the posting that moves its bytes from issuance
+    into it, for the caller to post with the rest of the fulfilment (one ledger write).
 
-    Runs inside the fulfilment transaction; the OneToOne on ``order`` makes a second grant for
-    the same order impossible.
+    Runs inside the fulfilment transaction; the OneToOne on ``order`` and the unique account
+    code both make a second grant for the same order impossible.
     """
-    # New for every order (no get-or-create round trips); the OneToOne on ``order`` and the
-    # unique account code both refuse a second grant.
     account = Account.objects.create(
         code=f"bundle:order:{order.pk}", kind=AccountKind.BUNDLE, unit=BYTES
     )
@@ -33,19 +32,15 @@ def grant_bundle(order: Order, grant: Grant) -> Bundle:
         starts_at=grant.starts_at,
         expires_at=grant.expires_at,
     )
-    post(
-        [
-            Posting(
-                system_account("data_issued", BYTES),
-                account,
-                grant.granted_bytes,
-                "bundle_grant",
-                f"order:{order.pk}:grant",
-                f"bundle {bundle.pk} for order {order.pk}",
-            )
-        ]
+    posting = Posting(
+        system_account("data_issued", BYTES),
+        account,
+        grant.granted_bytes,
+        "bundle_grant",
+        f"order:{order.pk}:grant",
+        f"bundle {bundle.pk} for order {order.pk}",
     )
-    return bundle
+    return bundle, posting
 
 
 def remaining_bytes(device: Device) -> int:
