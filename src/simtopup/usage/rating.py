@@ -79,10 +79,14 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
             return result
         involved = {device.pk: device for _r, device in known}
         earliest = min(r.started_at for r, _device in known)
+        # A drained bundle never fills up again, so only bundles with bytes left are loaded
+        # and locked (devices accumulate many spent ones over the years).
         bundles = list(
-            Bundle.objects.filter(device_id__in=involved, expires_at__gt=earliest).order_by(
-                "expires_at", "id"
+            Bundle.objects.filter(
+                device_id__in=involved, expires_at__gt=earliest, account__balance__gt=0
             )
+            .only("id", "device_id", "account_id", "starts_at", "expires_at")
+            .order_by("expires_at", "id")
         )
         account_ids = [b.account_id for b in bundles]
         for d in involved.values():
