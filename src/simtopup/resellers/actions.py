@@ -64,8 +64,11 @@ def create_api_key(reseller: Reseller, name: str = "") -> tuple[ApiKey, str]:
     return api_key, key
 
 
-def revoke_api_key(api_key: ApiKey) -> None:
-    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def revoke_api_key(key_id: int) -> bool:
+    """Revoke a key at once (the next request with it is unauthenticated)."""
+    return bool(
+        ApiKey.objects.filter(pk=key_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    )
 
 
 def authenticate(key: str) -> Reseller | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.db.models import Q
 from django.utils import timezone
 
 from simtopup.devices.models import Device
@@ -50,13 +49,3 @@ def remaining_bytes(device: Device) -> int:
         "account_id"
     )
     return sum(Account.objects.filter(id__in=ids, balance__gt=0).values_list("balance", flat=True))
-
-
-def active_bundles(device: Device) -> list[Bundle]:
-    now = timezone.now()
-    return list(
-        Bundle.objects.filter(device=device)
-        .filter(Q(expires_at__gt=now))
-        .select_related("account", "plan")
-        .order_by("expires_at", "id")
-    )

@@ -15,9 +15,10 @@ from simtopup.resellers.actions import (
     create_reseller,
     credit_float,
     reinstate,
+    revoke_api_key,
     suspend,
 )
-from simtopup.resellers.models import ApiKey, Reseller
+from simtopup.resellers.models import Reseller
 
 
 class Command(BaseCommand):
@@ -128,11 +129,6 @@ class Command(BaseCommand):
             api_key, key = create_api_key(self._reseller(id), name)
             self.stdout.write(json.dumps({"key_id": api_key.pk, "api_key": key}))
         else:
-            from django.utils import timezone
-
-            n = ApiKey.objects.filter(pk=id, revoked_at__isnull=True).update(
-                revoked_at=timezone.now()
-            )
-            if not n:
+            if not revoke_api_key(id):
                 raise CommandError(f"no active API key with id {id}")
             self.stdout.write(json.dumps({"key_id": id, "revoked": True}))
