@@ -528,19 +528,21 @@ def test_a_record_id_inserted_by_a_racing_batch_is_a_duplicate_not_an_error(
     a, b = two_devices_with_data(rich_reseller())
     now = timezone.now()  # after the purchases: inside the bundles' windows
     system_account("data_consumed", BYTES)  # so neither side creates it under the other
-    real_tariff = rating.tariff_per_mb
+    real_schedule = rating.tariff_schedule
     raced = threading.Event()
     competitor: list[IngestResult] = []
 
-    def tariff_after_a_competitor_commits(*args: Any) -> int:
+    # The tariff is read right after the batch has read which ids are already rated: the
+    # moment to let the competitor commit.
+    def schedule_after_a_competitor_commits() -> Callable[[datetime], int]:
         if not raced.is_set():  # only our first attempt; the competitor passes straight on
             raced.set()
             competitor.extend(
                 run_in_threads([lambda: ingest([usage("same", b, 5 * MB, now)])], timeout=30)
             )
-        return real_tariff(*args)
+        return real_schedule()
 
-    monkeypatch.setattr(rating, "tariff_per_mb", tariff_after_a_competitor_commits)
+    monkeypatch.setattr(rating, "tariff_schedule", schedule_after_a_competitor_commits)
     ours = ingest([usage("same", a, 7 * MB, now), usage("mine", a, 3 * MB, now)])
     assert competitor[0].accepted == 1
     assert (ours.accepted, ours.duplicates, ours.rejected) == (1, 1, [])

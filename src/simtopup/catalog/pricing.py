@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from django.conf import settings
@@ -22,6 +23,18 @@ def get_plan(code: str) -> Plan:
             errors=[FieldError("plan", "unknown_plan", _("There is no such plan."))],
         )
     return plan
+
+
+def tariff_schedule() -> Callable[[datetime], int]:
+    """The pay-per-use tariff as a function of time, read once (for rating a whole batch):
+    usage is charged at the tariff in force when it started."""
+    rows = list(PaygTariff.objects.values_list("effective_from", "price_per_mb"))  # newest first
+    default = settings.DEFAULT_PAYG_TARIFF_PER_MB
+
+    def at(moment: datetime) -> int:
+        return next((price for effective, price in rows if effective <= moment), default)
+
+    return at
 
 
 def tariff_per_mb(at: datetime | None = None) -> int:

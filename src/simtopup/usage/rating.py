@@ -14,7 +14,7 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
-from simtopup.catalog.pricing import tariff_per_mb
+from simtopup.catalog.pricing import tariff_per_mb, tariff_schedule
 from simtopup.devices.identifiers import normalise_digits
 from simtopup.devices.models import RECHARGEABLE, Device
 from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
@@ -106,7 +106,7 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
         by_device: dict[int, list[Bundle]] = defaultdict(list)
         for b in bundles:
             by_device[b.device_id].append(b)
-        tariff = tariff_per_mb()
+        tariff_at = tariff_schedule()
         consumed = system_account("data_consumed", BYTES)
         issued = system_account("data_issued", BYTES)
         postings: list[Posting] = []
@@ -144,6 +144,7 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
             if left and device.payg and device.status in RECHARGEABLE:
                 credit_id = device.credit_account_id
                 needed_mb = -(-left // MB)
+                tariff = tariff_at(r.started_at)
                 affordable_mb = min(needed_mb, balances[credit_id] // tariff)
                 if affordable_mb:
                     charged = affordable_mb * tariff
