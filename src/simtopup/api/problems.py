@@ -60,7 +60,6 @@ def problem(
     *,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> HttpResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + code,
@@ -71,8 +70,6 @@ def problem(
     }
     if errors:
         body["errors"] = errors
-    if extra:
-        body.update(extra)
     response = HttpResponse(
         json.dumps(body, ensure_ascii=False), status=status, content_type=CONTENT_TYPE
     )
@@ -89,7 +86,6 @@ def from_domain_error(exc: DomainError) -> HttpResponse:
         errors=[{"field": e.field, "code": e.code, "message": str(e.message)} for e in exc.errors]
         or None,
         headers=exc.headers,
-        extra=exc.extra,
     )
 
 

@@ -9,7 +9,6 @@ carry a user-facing code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.utils.functional import Promise
 
@@ -28,7 +27,6 @@ class DomainError(Exception):
     status: int = 422
     errors: list[FieldError] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

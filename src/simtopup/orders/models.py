@@ -75,7 +75,3 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"order {self.pk} ({self.status})"
-
-    @property
-    def clearing_key(self) -> str:
-        return f"order:{self.pk}"
