@@ -75,6 +75,14 @@ SIGNATURE_TOLERANCE_SECONDS = 300
 IDEMPOTENCY_RETENTION_HOURS = envint("IDEMPOTENCY_RETENTION_HOURS", 48)
 IDEMPOTENCY_LEASE_SECONDS = envint("IDEMPOTENCY_LEASE_SECONDS", 60)
 
+# --- customers: one-time codes, senders (accounts/, notifications/) ------------------------
+
+# --- payments: routing, sandbox gateway (payments/) ---------------------------------------
+
+# --- payment providers: stripe, alipay, wechatpay (payments/providers/) --------------------
+
+# --- receipts (orders/receipts.py) ---------------------------------------------------------
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -86,11 +94,14 @@ INSTALLED_APPS = [
     "simtopup.core",
     "simtopup.ledger",
     "simtopup.catalog",
+    "simtopup.accounts",
     "simtopup.devices",
     "simtopup.resellers",
     "simtopup.orders",
+    "simtopup.payments",
     "simtopup.usage",
     "simtopup.network",
+    "simtopup.notifications",
     "simtopup.api",
     "simtopup.backoffice",
     "simtopup.web",

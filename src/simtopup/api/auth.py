@@ -7,6 +7,8 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from ninja.security import APIKeyHeader, HttpBearer
 
+from simtopup.accounts.models import AppToken
+from simtopup.accounts.tokens import authenticate_token
 from simtopup.core.errors import DomainError
 from simtopup.core.signing import HEADER, verify
 from simtopup.resellers.actions import authenticate
@@ -21,6 +23,14 @@ class ResellerKey(HttpBearer):
         if reseller is not None and not reseller.active:
             raise DomainError("reseller_suspended", _("This reseller account is suspended."), 403)
         return reseller
+
+
+class AppBearer(HttpBearer):
+    """``Authorization: Bearer <app token>`` of a customer. ``request.auth`` is the
+    :class:`~simtopup.accounts.models.AppToken` (its ``customer`` loaded)."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> AppToken | None:
+        return authenticate_token(token)
 
 
 class NetworkSignature(APIKeyHeader):

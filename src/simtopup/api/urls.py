@@ -1,7 +1,7 @@
 from django.urls import path
 from ninja import NinjaAPI
 
-from simtopup.api import network, problems, reseller
+from simtopup.api import app, network, problems, reseller
 from simtopup.api.parser import StrictJSONParser
 
 api = NinjaAPI(
@@ -14,6 +14,7 @@ api = NinjaAPI(
     parser=StrictJSONParser(),
 )
 problems.install(api)
+api.add_router("api/v1/", app.router)
 api.add_router("reseller/v1/", reseller.router)
 api.add_router("network/v1/", network.router)
 

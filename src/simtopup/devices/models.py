@@ -41,6 +41,18 @@ class Device(models.Model):
     overage_account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    # The customer the card is bound to ("add to my account"), at most one.
+    owner = models.ForeignKey(
+        "accounts.Customer",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="devices",
+    )
+    nickname = models.CharField(max_length=60, blank=True)
+    bound_at = models.DateTimeField(null=True, blank=True)
+    # When the owner first fetched the eSIM activation code (LPA / QR).
+    esim_activated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

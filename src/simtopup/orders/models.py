@@ -40,6 +40,16 @@ class Order(models.Model):
     reseller = models.ForeignKey(
         Reseller, on_delete=models.PROTECT, null=True, blank=True, related_name="orders"
     )
+    # The logged-in customer who placed it (app / web / auto); may differ from the card's owner.
+    customer = models.ForeignKey(
+        "accounts.Customer",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orders",
+    )
+    # card | alipay | wechat_pay | balance (empty for reseller orders: paid from the float).
+    payment_method = models.CharField(max_length=20, blank=True)
     # The reseller's own reference for the sale (unique per reseller).
     reference = models.CharField(max_length=100, null=True, blank=True)
     # What the payer was charged, in minor units of `currency` (wholesale for resellers).
@@ -71,6 +81,7 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"]),
             models.Index(fields=["reseller", "-id"]),
+            models.Index(fields=["customer", "-id"]),
         ]
 
     def __str__(self) -> str:

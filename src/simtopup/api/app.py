@@ -1,0 +1,12 @@
+"""App API — ``/api/v1`` (API.md): one router made of the routers of its parts."""
+
+from __future__ import annotations
+
+from ninja import Router
+
+from simtopup.api import app_auth, app_devices, app_orders
+
+router = Router()
+router.add_router("", app_auth.router)
+router.add_router("", app_devices.router)
+router.add_router("", app_orders.router)

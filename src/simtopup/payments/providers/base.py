@@ -1,0 +1,177 @@
+"""The payment provider protocol.
+
+A provider turns "take this much money for this payment" into a next action for the payer
+(a checkout page to open, or a QR code to scan), turns the provider's signed notifications
+into :class:`ProviderEvent` objects, answers status queries and refunds. It never touches the
+database: :mod:`simtopup.payments.actions` stores events once, checks them against the
+payment and moves money through the ledger.
+
+Capability flags tell the rest of the system what a provider can do (like Django's task
+backends: ``supports_defer`` …).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+# What the customer chose. ``balance`` (the card's credit) never reaches a provider.
+CARD = "card"
+ALIPAY = "alipay"
+WECHAT_PAY = "wechat_pay"
+METHODS = (CARD, ALIPAY, WECHAT_PAY)
+
+
+class ProviderError(Exception):
+    """The provider refused or could not be reached.
+
+    ``code`` is stable (``payment_declined``, ``provider_unavailable``, …); ``retryable`` says
+    whether trying again later may work (a timeout) or not (a refusal).
+    """
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class InvalidNotification(ProviderError):
+    """A notification whose signature, timestamp or shape is wrong: forged, tampered,
+    replayed out of its window. Nothing may change because of it; it is logged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_notification", message)
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    # Our merchant reference for the payment (``out_trade_no``, metadata): unique, stable
+    # across retries of the same payment — providers deduplicate on it.
+    reference: str
+    amount: int  # minor units
+    currency: str  # ISO 4217
+    method: str  # one of METHODS
+    description: str  # shown to the payer by the provider
+    return_url: str  # where the payer's browser goes after the provider's page
+    notify_url: str  # where the provider posts its asynchronous notifications
+    language: str = "zh-hans"
+    client_ip: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NextAction:
+    """What the payer does next: open ``url`` (a hosted checkout page) or scan ``qr_data``."""
+
+    kind: Literal["redirect", "qr"]
+    url: str | None = None
+    qr_data: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatedPayment:
+    provider_ref: str | None  # the provider's id (PaymentIntent id, prepay id …), if any
+    next_action: NextAction
+
+
+# Event kinds, normalised across providers.
+SUCCEEDED = "payment.succeeded"
+FAILED = "payment.failed"
+PENDING = "payment.pending"
+REFUNDED = "refund.succeeded"
+REFUND_FAILED = "refund.failed"
+IGNORED = "ignored"  # an event type we do not act on (still stored once)
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One notification, verified. ``event_id`` is unique per provider (stored once)."""
+
+    event_id: str
+    kind: str  # one of the kinds above
+    reference: str | None  # our PaymentRequest.reference, as echoed by the provider
+    provider_ref: str | None = None
+    amount: int | None = None  # minor units, as the provider reports it
+    currency: str | None = None
+    merchant: str | None = None  # the merchant / app the event was sent for
+    occurred_at: datetime | None = None
+    failure_code: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PaymentStatus:
+    """Answer of :meth:`Provider.query`."""
+
+    status: Literal["pending", "succeeded", "failed", "unknown"]
+    provider_ref: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    merchant: str | None = None
+    failure_code: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    status: Literal["succeeded", "pending", "failed"]
+    provider_refund_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """What to answer the provider's notification request with."""
+
+    status: int = 200
+    content_type: str = "text/plain"
+    body: bytes = b""
+
+
+class Provider(abc.ABC):
+    name: ClassVar[str]
+    methods: ClassVar[frozenset[str]]
+    # Capability flags.
+    supports_refund: ClassVar[bool] = True
+    supports_partial_refund: ClassVar[bool] = False
+    supports_query: ClassVar[bool] = True
+    # The provider delivers notifications asynchronously (all real ones do).
+    supports_webhooks: ClassVar[bool] = True
+
+    @property
+    def merchant(self) -> str | None:
+        """Our merchant identity at the provider (account, app id, mch id); events for
+        another merchant are refused."""
+        return None
+
+    @abc.abstractmethod
+    def create_payment(self, request: PaymentRequest) -> CreatedPayment:
+        """Ask the provider for a payment; raises :class:`ProviderError`."""
+
+    @abc.abstractmethod
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+        """Verify and decode a notification (raw body, request headers with any case);
+        raises :class:`InvalidNotification` if it is not authentic or not fresh."""
+
+    def ack(self, accepted: bool) -> Ack:
+        """The answer the provider expects (Alipay wants ``success``, WeChat Pay JSON …)."""
+        return Ack(200 if accepted else 400)
+
+    @abc.abstractmethod
+    def query(self, reference: str, provider_ref: str | None) -> PaymentStatus:
+        """Ask the provider where the payment stands (the janitor does this)."""
+
+    @abc.abstractmethod
+    def refund(
+        self,
+        reference: str,
+        provider_ref: str | None,
+        amount: int,
+        currency: str,
+        refund_reference: str,
+        total: int,
+    ) -> RefundResult:
+        """Refund ``amount`` of a captured payment of ``total``; idempotent on
+        ``refund_reference``."""
