@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ninja import Router
 
-from simtopup.api import app_auth, app_devices, app_orders
+from simtopup.api import app_auth, app_devices, app_orders, app_receipts
 
 router = Router()
 router.add_router("", app_auth.router)
 router.add_router("", app_devices.router)
 router.add_router("", app_orders.router)
+router.add_router("", app_receipts.router)
