@@ -19,15 +19,20 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+# The Debian packages: receipts need a CJK font; the tests also read PDFs and drive a browser.
+# Only the missing ones are installed; a no-op when all are present (scripts/install-system-deps).
 run: install
+	@scripts/install-system-deps fonts-noto-cjk
 	$(BIN)/simtopup migrate --no-input
 	$(BIN)/simtopup demo
 	$(BIN)/simtopup serve --host $(HOST) --port $(PORT)
 
 test: install
+	@scripts/install-system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-postgres: install
+	@scripts/install-system-deps
 	SIMTOPUP_DATABASE_URL=$${SIMTOPUP_DATABASE_URL:-$(PG_URL)} $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install

@@ -214,7 +214,8 @@ ACCESS_LOG = re.compile(r'"(?:GET|POST|PUT|DELETE|HEAD) [^"]*" \d{3} ')
 
 
 class Server:
-    """``simtopup serve --no-worker`` in its own process group, always stopped on exit."""
+    """``simtopup serve`` (``--no-worker`` unless asked) in its own process group, always
+    stopped on exit."""
 
     def __init__(self, env: dict[str, str], logfile: Path, args: argparse.Namespace) -> None:
         self.env, self.logfile, self.args = env, logfile, args
@@ -225,16 +226,10 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        command = [
-            str(BIN / "simtopup"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--no-worker",
-        ]
+    def start(self, *, worker: bool = False) -> None:
+        command = [str(BIN / "simtopup"), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if not worker:
+            command.append("--no-worker")
         if self.args.web_workers:
             command += ["--workers", str(self.args.web_workers)]
         if self.args.web_threads:

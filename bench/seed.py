@@ -8,6 +8,8 @@ the benchmark database (never the test database). Sub-commands print one JSON ob
   fresh API key for each.
 - ``bundled --plan CODE --min-bytes B ICCID…``: which of these devices hold an active bundle
   of that plan with at least B bytes left (the usage benchmark tops up the others first).
+- ``customer --devices N``: plans, N bench devices and the bench customer with a fresh app
+  token (the customer top-up benchmark, bench/customer.py).
 - ``audit``: the ledger audit's violations (a benchmark must leave the books balanced).
 """
 
@@ -95,6 +97,23 @@ def bundled(plan: str, min_bytes: int, iccids: list[str]) -> dict[str, Any]:
     return {"bundled": sorted(set(rows))}
 
 
+def customer(devices: int) -> dict[str, Any]:
+    """The bench customer (logged in: a fresh app token) and ``devices`` bench devices."""
+    from simtopup.accounts.models import Customer
+    from simtopup.accounts.tokens import issue_token
+
+    call_command("demo", devices=0, verbosity=0, stdout=open(os.devnull, "w"))  # noqa: SIM115
+    wanted = [bench_iccid(n) for n in range(1, devices + 1)]
+    existing = set(Device.objects.filter(iccid__in=wanted).values_list("iccid", flat=True))
+    with transaction.atomic():
+        for iccid in wanted:
+            if iccid not in existing:
+                create_device(kind="esim", iccid=iccid)
+    person, _created = Customer.objects.get_or_create(phone="+8613800000099")
+    token, _row = issue_token(person, "bench")
+    return {"token": token, "devices": wanted}
+
+
 def audit() -> dict[str, Any]:
     from simtopup.ledger.audit import audit as run_audit
 
@@ -112,10 +131,14 @@ def main(argv: list[str]) -> None:
     b.add_argument("--plan", required=True)
     b.add_argument("--min-bytes", type=int, default=1)
     b.add_argument("iccids", nargs="*")
+    c = sub.add_parser("customer")
+    c.add_argument("--devices", type=int, default=50)
     sub.add_parser("audit")
     args = parser.parse_args(argv)
     if args.command == "seed":
         out = seed(args.devices, args.float_amount, args.resellers)
+    elif args.command == "customer":
+        out = customer(args.devices)
     elif args.command == "bundled":
         iccids = args.iccids or [line.strip() for line in sys.stdin if line.strip()]
         out = bundled(args.plan, args.min_bytes, iccids)

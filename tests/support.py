@@ -128,3 +128,20 @@ def network_get(client: Client, path: str) -> Any:
 def float_of(reseller: Reseller) -> int:
     reseller.float_account.refresh_from_db()
     return reseller.float_account.balance
+
+
+def run_worker() -> None:
+    """``simtopup worker --once`` in-process: the janitor, then every ready task, and what
+    they scheduled for after their commits. Inside a test's transaction the worker's
+    connection recycling must not close the test's connection, so only that is switched off."""
+    from unittest import mock
+
+    from django.core.management import call_command
+    from django.test import TestCase
+
+    with (
+        TestCase.captureOnCommitCallbacks(execute=True),
+        mock.patch("django_tasks_db.management.commands.db_worker.close_old_connections"),
+        mock.patch("simtopup.core.management.commands.worker.close_old_connections"),
+    ):
+        call_command("worker", once=True)

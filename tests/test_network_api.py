@@ -393,13 +393,13 @@ def test_a_failure_while_posting_rolls_back_the_whole_batch(
     topup(alice, device, "credit-50")
     topup(alice, device, "day-1g")
     before = snapshot()
-    real_post = rating.post
+    real_post = rating.post_legs
 
-    def post_then_crash(postings: Any) -> Any:
-        real_post(postings)  # the transfers and balances are written …
+    def post_then_crash(*args: Any) -> Any:
+        real_post(*args)  # the transfers and balances are written …
         raise RuntimeError("the database went away")  # … then the batch fails
 
-    monkeypatch.setattr(rating, "post", post_then_crash)
+    monkeypatch.setattr(rating, "post_legs", post_then_crash)
     response = report(record("r1", device, 2 * GB), record("r2", device, 5))
     assert_problem(response, 500, "server_error")
     assert snapshot() == before  # records, transfers and balances: all or nothing

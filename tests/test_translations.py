@@ -59,7 +59,10 @@ def template_messages() -> set[str]:
         text = path.read_text()
         found.update(m.group(2) for m in TEMPLATE_TAG.finditer(text))
         found.update(
-            " ".join(m.group(1).split()) for m in BLOCK_TAG.finditer(text) if "{%" not in m.group(1)
+            # Django stores ``{{ name }}`` of a blocktranslate as ``%(name)s``.
+            re.sub(r"{{\s*(\w+)\s*}}", r"%(\1)s", " ".join(m.group(1).split()))
+            for m in BLOCK_TAG.finditer(text)
+            if "{%" not in m.group(1)
         )
     return found
 
@@ -71,7 +74,13 @@ def catalogue(language: str) -> dict[str, str]:
     path = LOCALE / language / "LC_MESSAGES" / "django.mo"
     assert path.exists(), f"no compiled catalogue for {language}: run `make messages`"
     with path.open("rb") as f:
-        return dict(gettext.GNUTranslations(f)._catalog)  # type: ignore[attr-defined]
+        raw = gettext.GNUTranslations(f)._catalog  # type: ignore[attr-defined]
+    # Plural entries are keyed (msgid, n): the singular form stands for the message.
+    found = dict(raw)
+    found.update(
+        (key[0], text) for key, text in raw.items() if isinstance(key, tuple) and key[1] == 0
+    )
+    return found
 
 
 def test_there_are_messages_to_translate() -> None:

@@ -74,14 +74,120 @@ UPSTREAM_TIMEOUT_SECONDS = envint("UPSTREAM_TIMEOUT_SECONDS", 30)
 SIGNATURE_TOLERANCE_SECONDS = 300
 IDEMPOTENCY_RETENTION_HOURS = envint("IDEMPOTENCY_RETENTION_HOURS", 48)
 IDEMPOTENCY_LEASE_SECONDS = envint("IDEMPOTENCY_LEASE_SECONDS", 60)
+# Automatic top-up: orders per device per 24 h, and the pause after a failed attempt.
+AUTO_TOPUP_DAILY_LIMIT = envint("AUTO_TOPUP_DAILY_LIMIT", 3)
+AUTO_TOPUP_RETRY_SECONDS = envint("AUTO_TOPUP_RETRY_SECONDS", 3600)
 
 # --- customers: one-time codes, senders (accounts/, notifications/) ------------------------
+# Phone numbers typed without "+<country code>" are read as numbers of this region.
+PHONE_DEFAULT_REGION = env("PHONE_DEFAULT_REGION", "CN")
+LOGIN_CODE_TTL_SECONDS = envint("LOGIN_CODE_TTL_SECONDS", 600)
+LOGIN_CODE_MAX_ATTEMPTS = envint("LOGIN_CODE_MAX_ATTEMPTS", 5)
+# Rate limits on code requests, "<count>/<seconds>" each, counted in the database so they
+# hold across processes: per phone number / email, and per client IP.
+LOGIN_CODE_IDENTITY_LIMITS = envlist("LOGIN_CODE_IDENTITY_LIMITS", "1/60,5/3600")
+LOGIN_CODE_IP_LIMITS = envlist("LOGIN_CODE_IP_LIMITS", "20/3600")
+# The request header (META name, e.g. HTTP_X_FORWARDED_FOR) that carries the client IP when
+# behind a trusted reverse proxy; its last entry is used. Empty: REMOTE_ADDR.
+CLIENT_IP_HEADER = env("CLIENT_IP_HEADER", "")
+# Senders: "console" (prints to the server's output), "memory" (tests), "smtp" (email),
+# "http" (SMS), or a dotted path to a sender class.
+SMS_SENDER = env("SMS_SENDER", "console")
+EMAIL_SENDER = env("EMAIL_SENDER", "console")
+EMAIL_FROM = env("EMAIL_FROM", "simtopup <no-reply@localhost>")
+SMTP_HOST = env("SMTP_HOST", "localhost")
+SMTP_PORT = envint("SMTP_PORT", 587)
+SMTP_USER = env("SMTP_USER", "")
+SMTP_PASSWORD = env("SMTP_PASSWORD", "")
+SMTP_SECURITY = env("SMTP_SECURITY", "starttls")  # starttls | ssl | none
+SMTP_TIMEOUT_SECONDS = envint("SMTP_TIMEOUT_SECONDS", 10)
+# A CA bundle to verify the SMTP server's certificate (a private CA); empty: the system's.
+SMTP_CA_FILE = env("SMTP_CA_FILE", "")
+SMS_HTTP_URL = env("SMS_HTTP_URL", "")
+SMS_HTTP_API_KEY = env("SMS_HTTP_API_KEY", "")
+SMS_HTTP_SIGNING_SECRET = env("SMS_HTTP_SIGNING_SECRET", "")
+SMS_HTTP_SENDER_ID = env("SMS_HTTP_SENDER_ID", "")
+SMS_HTTP_TIMEOUT_SECONDS = envint("SMS_HTTP_TIMEOUT_SECONDS", 10)
 
 # --- payments: routing, sandbox gateway (payments/) ---------------------------------------
 
+# Which provider serves the payment methods: one for all (sandbox, stripe, alipay, wechatpay),
+# and per-method overrides, e.g. "card=stripe,alipay=alipay,wechat_pay=wechatpay".
+PAYMENT_PROVIDER = env("PAYMENT_PROVIDER", "sandbox")
+PAYMENT_ROUTES = dict(item.split("=", 1) for item in envlist("PAYMENT_ROUTES", "") if "=" in item)
+# An order not paid within this many seconds is cancelled (a later payment is refunded).
+PAYMENT_EXPIRY_SECONDS = envint("PAYMENT_EXPIRY_SECONDS", 1800)
+# When the janitor asks the provider about a payment still pending: seconds after creation
+# (Kill Bill-like: minutes, then hours).
+PAYMENT_QUERY_SCHEDULE = [
+    int(s) for s in envlist("PAYMENT_QUERY_SCHEDULE", "60,300,900,3600,21600,86400")
+]
+# Seconds between retries of a provider refund that could not be made yet.
+PAYMENT_REFUND_BACKOFF = [int(s) for s in envlist("PAYMENT_REFUND_BACKOFF", "30,300,1800,7200")]
+# How long a quote (price confirmation) holds its price.
+QUOTE_TTL_SECONDS = envint("QUOTE_TTL_SECONDS", 900)
+# Sandbox gateway: its webhook signing secret (derived from SECRET_KEY when unset), the
+# merchant id it reports, and knobs to exercise real failure modes in demos and tests.
+SANDBOX_WEBHOOK_SECRET = env("SANDBOX_WEBHOOK_SECRET", "")
+SANDBOX_MERCHANT = env("SANDBOX_MERCHANT", "simtopup-sandbox")
+SANDBOX_DECLINE_ALL = envbool("SANDBOX_DECLINE_ALL", False)
+SANDBOX_WEBHOOK_DELAY_SECONDS = envint("SANDBOX_WEBHOOK_DELAY_SECONDS", 0)
+SANDBOX_WEBHOOK_COPIES = envint("SANDBOX_WEBHOOK_COPIES", 1)
+SANDBOX_OUT_OF_ORDER = envbool("SANDBOX_OUT_OF_ORDER", False)
+# "http": POST to the notify URL like a real gateway; "direct": hand the signed request to
+# our own webhook handler in the worker process (no HTTP hop; single-host demos, benchmark).
+SANDBOX_WEBHOOK_DELIVERY = env("SANDBOX_WEBHOOK_DELIVERY", "http")
+SANDBOX_WEBHOOK_BACKOFF = [int(s) for s in envlist("SANDBOX_WEBHOOK_BACKOFF", "5,30,120,600")]
+
 # --- payment providers: stripe, alipay, wechatpay (payments/providers/) --------------------
+# Credentials are never committed: set them in the environment, or give a file with the
+# *_FILE variant (SIMTOPUP_ALIPAY_APP_PRIVATE_KEY_FILE=/run/secrets/alipay_app_key.pem).
+# PEM keys may be inline (real newlines or "\n" escapes), or bare base64 as Alipay's key tool
+# prints them. A provider checks its credentials when it is first used (ImproperlyConfigured).
+# Stripe (cards, Alipay and WeChat Pay through Stripe): secret or restricted API key, the
+# webhook endpoint's signing secret, optionally a connected account (Connect) to act for.
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_ACCOUNT = env("STRIPE_ACCOUNT", "")
+STRIPE_API_VERSION = env("STRIPE_API_VERSION", "")  # empty: the SDK's pinned version
+STRIPE_TIMEOUT_SECONDS = envint("STRIPE_TIMEOUT_SECONDS", 30)
+STRIPE_MAX_NETWORK_RETRIES = envint("STRIPE_MAX_NETWORK_RETRIES", 2)
+# Alipay direct (RSA2): the app, its private key and Alipay's public key (public-key mode).
+ALIPAY_APP_ID = env("ALIPAY_APP_ID", "")
+ALIPAY_APP_PRIVATE_KEY = env("ALIPAY_APP_PRIVATE_KEY", "")
+ALIPAY_PUBLIC_KEY = env("ALIPAY_PUBLIC_KEY", "")
+# The seller's Alipay user id (2088…); when set, notifications for another seller are refused.
+ALIPAY_SELLER_ID = env("ALIPAY_SELLER_ID", "")
+ALIPAY_SANDBOX = envbool("ALIPAY_SANDBOX", False)  # Alipay's sandbox gateway
+ALIPAY_GATEWAY = env("ALIPAY_GATEWAY", "")  # explicit gateway URL (overrides ALIPAY_SANDBOX)
+# "page" (desktop cashier page), "wap" (mobile browser page) or "qr" (precreate: a QR code).
+ALIPAY_PAYMENT_MODE = env("ALIPAY_PAYMENT_MODE", "page")
+# Notifications whose notify_time is older than this are refused (Alipay retries for ~25 h).
+ALIPAY_NOTIFY_MAX_AGE_SECONDS = envint("ALIPAY_NOTIFY_MAX_AGE_SECONDS", 26 * 3600)
+ALIPAY_TIMEOUT_SECONDS = envint("ALIPAY_TIMEOUT_SECONDS", 15)
+ALIPAY_VERBOSE = envbool("ALIPAY_VERBOSE", False)  # the SDK logs requests (debug only)
+# WeChat Pay direct (APIv3, Native QR payments): merchant, app, APIv3 key, merchant API key
+# and its certificate serial; then EITHER the WeChat Pay public key and its id (PUB_KEY_ID_…)
+# OR a directory of platform certificates (<serial>.pem; downloaded by the SDK when empty).
+WECHATPAY_MCHID = env("WECHATPAY_MCHID", "")
+WECHATPAY_APPID = env("WECHATPAY_APPID", "")
+WECHATPAY_APIV3_KEY = env("WECHATPAY_APIV3_KEY", "")
+WECHATPAY_PRIVATE_KEY = env("WECHATPAY_PRIVATE_KEY", "")
+WECHATPAY_CERT_SERIAL_NO = env("WECHATPAY_CERT_SERIAL_NO", "")
+WECHATPAY_PUBLIC_KEY = env("WECHATPAY_PUBLIC_KEY", "")
+WECHATPAY_PUBLIC_KEY_ID = env("WECHATPAY_PUBLIC_KEY_ID", "")
+WECHATPAY_CERT_DIR = env("WECHATPAY_CERT_DIR", "")
+WECHATPAY_GATEWAY = env("WECHATPAY_GATEWAY", "")  # empty: https://api.mch.weixin.qq.com
+# Where WeChat Pay posts refund results (optional: refunds are also settled by their answer).
+WECHATPAY_REFUND_NOTIFY_URL = env("WECHATPAY_REFUND_NOTIFY_URL", "")
+WECHATPAY_TIMEOUT_SECONDS = envint("WECHATPAY_TIMEOUT_SECONDS", 15)
 
 # --- receipts (orders/receipts.py) ---------------------------------------------------------
+# The operator's name, printed on receipts and shown on the receipt verification page.
+OPERATOR_NAME = env("OPERATOR_NAME", "simtopup")
+# Font embedded (as a subset) in PDF receipts: a .ttf/.otf/.ttc/.otc file with Chinese glyphs,
+# optionally "path#face-index" for a collection. Empty: find Noto Sans CJK (fonts-noto-cjk).
+RECEIPT_FONT = env("RECEIPT_FONT", "")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

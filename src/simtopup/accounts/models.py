@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Customer(models.Model):
@@ -43,3 +44,57 @@ class AppToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.customer_id})"
+
+
+class IdentityKind(models.TextChoices):
+    PHONE = "phone", "phone"
+    EMAIL = "email", "email"
+
+
+class LoginCode(models.Model):
+    """A one-time login code sent to a phone number or email address.
+
+    Only an HMAC of the code is kept. A code is spent at most once (``used_at`` set by
+    compare-and-swap); after ``LOGIN_CODE_MAX_ATTEMPTS`` wrong tries it is burned. A newer
+    code for the same identity burns the older ones.
+    """
+
+    kind = models.CharField(max_length=5, choices=IdentityKind.choices)
+    identity = models.CharField(max_length=254)  # E.164 phone or lower-cased email
+    code_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    used_at = models.DateTimeField(null=True, blank=True)
+    burned_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    send_failed = models.BooleanField(default=False)
+    requested_ip = models.GenericIPAddressField(null=True, blank=True)
+    language = models.CharField(max_length=10, default="zh-hans")
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "identity", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"code for {self.identity}"
+
+
+class RateCounter(models.Model):
+    """A fixed-window counter (``key`` within the window starting at ``window_start``),
+    incremented by compare-and-swap so limits hold across processes."""
+
+    key = models.CharField(max_length=300)
+    window_start = models.DateTimeField()
+    window_seconds = models.PositiveIntegerField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "window_seconds", "window_start"], name="accounts_rate_window"
+            )
+        ]
+        indexes = [models.Index(fields=["window_start"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} @{self.window_start:%Y-%m-%d %H:%M:%S}: {self.count}"

@@ -1,9 +1,321 @@
-"""App API — /api/v1: devices."""
+"""App API — /api/v1: my cards (bind, list, unbind, nickname), eSIM activation, balance,
+credit movements; and the public plan list.
+
+Binding a card that is already mine answers 200 with the card (201 when this call bound
+it). Another customer's card is 404 ``not_found`` on every endpoint here.
+"""
 
 from __future__ import annotations
 
-from ninja import Router
+from datetime import timedelta
+from typing import Any
 
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from ninja import Query, Router, Schema, Status
+from pydantic import Field
+
+from simtopup.api.app_auth import ERRORS, me
 from simtopup.api.auth import AppBearer
+from simtopup.api.pagination import page
+from simtopup.api.schemas import MoneyOut, PlanOut, Strict
+from simtopup.api.serializers import plan_body, rfc3339
+from simtopup.catalog.models import Plan
+from simtopup.core.money import money
+from simtopup.devices.binding import (
+    bind_device,
+    my_device,
+    my_devices,
+    rename_device,
+    unbind_device,
+)
+from simtopup.devices.esim import activate
+from simtopup.devices.models import Device
+from simtopup.ledger.models import Transfer
+from simtopup.usage.bundles import remaining_bytes
+from simtopup.usage.models import Bundle
 
 router = Router(auth=AppBearer(), tags=["app: devices"])
+# Expired bundles stay listed on the balance for this long.
+EXPIRED_BUNDLES_SHOWN = timedelta(days=30)
+# Ledger transfer kinds touching a card's credit → what the customer sees.
+CREDIT_KINDS = {
+    "credit_topup": "topup",
+    "reseller_discount": "topup",
+    "payg_charge": "payg_charge",
+    "order_payment": "bundle_purchase",
+    "order_refund": "refund",
+}
+
+
+def credit_memos() -> dict[str, str]:
+    return {
+        "topup": _("Credit top-up"),
+        "payg_charge": _("Pay-per-use data"),
+        "bundle_purchase": _("Plan paid from credit"),
+        "refund": _("Refund"),
+        "adjustment": _("Adjustment by customer service"),
+    }
+
+
+def order_of(transfer: Transfer) -> int | None:
+    """Order transfers carry ``order:<id>:…`` idempotency keys."""
+    parts = transfer.idempotency_key.split(":")
+    if len(parts) >= 2 and parts[0] == "order" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+class BindIn(Strict):
+    device: str = Field(min_length=1, max_length=128, description="IMEI, ICCID, EID or serial")
+    nickname: str = Field("", max_length=60)
+
+
+class RenameIn(Strict):
+    nickname: str = Field(max_length=60)
+
+
+class DeviceOut(Schema):
+    id: int
+    kind: str
+    device: str = Field(description="masked identifier")
+    iccid: str | None
+    imei: str | None
+    eid: str | None
+    serial: str | None
+    nickname: str
+    status: str
+    payg: bool
+    remaining_bytes: int
+    credit: MoneyOut
+    bound_at: str | None
+    activated_at: str | None
+    esim_activated_at: str | None
+
+
+class DeviceList(Schema):
+    items: list[DeviceOut]
+    next_cursor: str | None
+
+
+class EsimOut(Schema):
+    activation_code: str = Field(examples=["LPA:1$smdp.example.net$MATCHING-ID"])
+    qr_svg: str = Field(description="SVG image of the QR code of activation_code")
+
+
+class BundleOut(Schema):
+    plan: str
+    granted_bytes: int
+    remaining_bytes: int
+    starts_at: str
+    expires_at: str
+    status: str = Field(description="active, upcoming, expired or used_up")
+
+
+class BalanceOut(Schema):
+    device: str
+    remaining_bytes: int
+    bundles: list[BundleOut]
+    credit: MoneyOut
+    payg: bool
+
+
+class CreditItemOut(Schema):
+    id: int
+    kind: str = Field(description="topup, payg_charge, bundle_purchase, refund or adjustment")
+    direction: str = Field(description="in (added to the credit) or out (taken from it)")
+    amount: MoneyOut = Field(description="signed: negative when taken from the credit")
+    created_at: str
+    memo: str = Field(description="what it was, in the request's language")
+    order_id: int | None = Field(description="the order behind it, if any")
+
+
+class CreditOut(Schema):
+    credit: MoneyOut
+    items: list[CreditItemOut]
+    next_cursor: str | None
+
+
+def device_body(device: Device) -> dict[str, Any]:
+    credit = device.credit_account
+    return {
+        "id": device.pk,
+        "kind": device.kind,
+        "device": device.masked,
+        # The owner may see the full identifiers of their own card.
+        "iccid": device.iccid,
+        "imei": device.imei,
+        "eid": device.eid,
+        "serial": device.serial,
+        "nickname": device.nickname,
+        "status": device.status,
+        "payg": device.payg,
+        "remaining_bytes": remaining_bytes(device),
+        "credit": money(credit.balance, credit.unit),
+        "bound_at": rfc3339(device.bound_at),
+        "activated_at": rfc3339(device.activated_at),
+        "esim_activated_at": rfc3339(device.esim_activated_at),
+    }
+
+
+def _mine(request: HttpRequest, device_id: int) -> Device:
+    return my_device(me(request), device_id)
+
+
+@router.get("/plans", auth=None, response={200: list[PlanOut], **ERRORS}, summary="Plans on sale")
+def plans(request: HttpRequest) -> list[dict[str, Any]]:
+    """Active plans; names in the request's language (Accept-Language)."""
+    return [plan_body(p) for p in Plan.objects.filter(active=True)]
+
+
+@router.post(
+    "/devices",
+    response={200: DeviceOut, 201: DeviceOut, **ERRORS},
+    summary="Add a card to my account (bind)",
+    description=(
+        "201 when bound now, 200 when it already was mine (nickname updated if given); "
+        "409 `device_bound_elsewhere` when it is in another account."
+    ),
+)
+def bind(request: HttpRequest, payload: BindIn) -> Status[dict[str, Any]]:
+    device, created = bind_device(me(request), payload.device, payload.nickname)
+    return Status(201 if created else 200, device_body(device))
+
+
+@router.get("/devices", response={200: DeviceList, **ERRORS}, summary="My cards")
+def list_devices(
+    request: HttpRequest,
+    cursor: str | None = Query(None, max_length=40),
+    limit: int = Query(50, ge=1, le=100),
+) -> dict[str, Any]:
+    rows, next_cursor = page(
+        my_devices(me(request)).select_related("credit_account"), cursor, limit
+    )
+    return {"items": [device_body(d) for d in rows], "next_cursor": next_cursor}
+
+
+@router.get(
+    "/devices/{int:device_id}",
+    response={200: DeviceOut, **ERRORS},
+    summary="One of my cards",
+)
+def get_device(request: HttpRequest, device_id: int) -> dict[str, Any]:
+    return device_body(_mine(request, device_id))
+
+
+@router.patch(
+    "/devices/{int:device_id}",
+    response={200: DeviceOut, **ERRORS},
+    summary="Rename one of my cards",
+)
+def patch_device(request: HttpRequest, device_id: int, payload: RenameIn) -> dict[str, Any]:
+    return device_body(rename_device(me(request), device_id, payload.nickname))
+
+
+@router.delete(
+    "/devices/{int:device_id}",
+    response={204: None, **ERRORS},
+    summary="Remove a card from my account (unbind)",
+)
+def delete_device(request: HttpRequest, device_id: int) -> HttpResponse:
+    unbind_device(me(request), device_id)
+    return HttpResponse(status=204)
+
+
+@router.get(
+    "/devices/{int:device_id}/esim",
+    response={200: EsimOut, **ERRORS},
+    summary="eSIM activation code and its QR code",
+    description="409 `not_an_esim` for physical cards, `no_activation_code` when none is on file.",
+)
+def esim(request: HttpRequest, device_id: int) -> dict[str, Any]:
+    activation = activate(_mine(request, device_id))
+    return {"activation_code": activation.activation_code, "qr_svg": activation.qr_svg}
+
+
+def bundle_status(bundle: Bundle, now: Any) -> str:
+    if bundle.expires_at <= now:
+        return "expired"
+    if bundle.starts_at > now:
+        return "upcoming"
+    if bundle.account.balance <= 0:
+        return "used_up"
+    return "active"
+
+
+@router.get(
+    "/devices/{int:device_id}/balance",
+    response={200: BalanceOut, **ERRORS},
+    summary="Remaining data, bundles and credit of one of my cards",
+    description="Bundles that are active, upcoming, used up, or expired in the last 30 days.",
+)
+def balance(request: HttpRequest, device_id: int) -> dict[str, Any]:
+    device = _mine(request, device_id)
+    now = timezone.now()
+    bundles = (
+        Bundle.objects.filter(device=device, expires_at__gt=now - EXPIRED_BUNDLES_SHOWN)
+        .select_related("account", "plan")
+        .order_by("expires_at", "pk")
+    )
+    items = []
+    for b in bundles:
+        status = bundle_status(b, now)
+        items.append(
+            {
+                "plan": b.plan.code,
+                "granted_bytes": b.granted_bytes,
+                "remaining_bytes": max(b.account.balance, 0) if status != "expired" else 0,
+                "starts_at": rfc3339(b.starts_at),
+                "expires_at": rfc3339(b.expires_at),
+                "status": status,
+            }
+        )
+    credit = device.credit_account
+    return {
+        "device": device.masked,
+        "remaining_bytes": remaining_bytes(device),
+        "bundles": items,
+        "credit": money(credit.balance, credit.unit),
+        "payg": device.payg,
+    }
+
+
+@router.get(
+    "/devices/{int:device_id}/credit",
+    response={200: CreditOut, **ERRORS},
+    summary="The credit of one of my cards and its movements, newest first",
+)
+def credit(
+    request: HttpRequest,
+    device_id: int,
+    cursor: str | None = Query(None, max_length=40),
+    limit: int = Query(50, ge=1, le=200),
+) -> dict[str, Any]:
+    device = _mine(request, device_id)
+    account = device.credit_account
+    rows, next_cursor = page(
+        Transfer.objects.filter(Q(source=account) | Q(destination=account)), cursor, limit
+    )
+    memos = credit_memos()
+    items = []
+    for t in rows:
+        incoming = t.destination_id == account.pk
+        kind = CREDIT_KINDS.get(t.kind, "adjustment")
+        items.append(
+            {
+                "id": t.pk,
+                "kind": kind,
+                "direction": "in" if incoming else "out",
+                "amount": money(t.amount if incoming else -t.amount, t.unit),
+                "created_at": rfc3339(t.created_at),
+                "memo": memos[kind],
+                "order_id": order_of(t),
+            }
+        )
+    return {
+        "credit": money(account.balance, account.unit),
+        "items": items,
+        "next_cursor": next_cursor,
+    }

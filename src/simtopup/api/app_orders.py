@@ -1,9 +1,232 @@
-"""App API — /api/v1: orders."""
+"""App API — /api/v1: quotes and orders (API.md)."""
 
 from __future__ import annotations
 
-from ninja import Router
+from typing import Any
 
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from ninja import Query, Router, Schema
+from pydantic import Field, StrictInt
+
+from simtopup.accounts.models import Customer
 from simtopup.api.auth import AppBearer
+from simtopup.api.idempotency import run_once
+from simtopup.api.pagination import page
+from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict
+from simtopup.api.serializers import plan_body, rfc3339
+from simtopup.core.money import money
+from simtopup.orders import customer as orders
+from simtopup.orders.models import Order, OrderStatus, Quote
+from simtopup.payments.actions import PreparedPayment
 
 router = Router(auth=AppBearer(), tags=["app: orders"])
+ERRORS = {
+    400: Problem,
+    401: Problem,
+    402: Problem,
+    403: Problem,
+    404: Problem,
+    409: Problem,
+    413: Problem,
+    422: Problem,
+    503: Problem,
+}
+
+
+class QuoteIn(Strict):
+    device: str = Field(min_length=1, max_length=128, description="IMEI, ICCID, EID or serial")
+    plan: str = Field(min_length=1, max_length=40)
+
+
+class QuoteOut(Schema):
+    id: int
+    device: str = Field(description="masked device identifier")
+    plan: PlanOut
+    price: MoneyOut
+    expires_at: str
+
+
+class OrderIn(Strict):
+    device: str = Field(min_length=1, max_length=128, description="IMEI, ICCID, EID or serial")
+    plan: str = Field(min_length=1, max_length=40)
+    payment_method: str = Field(
+        min_length=1, max_length=20, description="card, alipay, wechat_pay or balance"
+    )
+    quote: StrictInt | None = Field(
+        None, ge=1, description="a quote id: the order pays the quoted price (while valid)"
+    )
+
+
+class PaymentOut(Schema):
+    provider: str
+    method: str
+    status: str
+    checkout_url: str | None
+    qr_data: str | None = Field(None, description="content of a QR code to scan, if any")
+
+
+class OrderOut(Schema):
+    id: int
+    status: str = Field(
+        description="awaiting_payment, paid, fulfilling, fulfilled, failed, refunded, cancelled"
+    )
+    channel: str
+    device: str = Field(description="masked device identifier")
+    plan: str
+    plan_name: str
+    amount: MoneyOut
+    receipt_no: str | None
+    created_at: str
+    fulfilled_at: str | None
+    failure_code: str | None
+    payment: PaymentOut
+
+
+class OrderList(Schema):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+def _customer(request: HttpRequest) -> Customer:
+    return request.auth.customer  # type: ignore[attr-defined]
+
+
+def quote_body(quote: Quote) -> dict[str, Any]:
+    return {
+        "id": quote.pk,
+        "device": quote.device.masked,
+        "plan": plan_body(quote.plan),
+        "price": money(quote.amount, quote.currency),
+        "expires_at": rfc3339(quote.expires_at),
+    }
+
+
+def payment_body(order: Order) -> dict[str, Any]:
+    if order.payment_method == orders.BALANCE:
+        status = {
+            OrderStatus.REFUNDED: "refunded",
+            OrderStatus.FAILED: "refunded",
+        }.get(OrderStatus(order.status), "succeeded")
+        return {
+            "provider": "balance",
+            "method": "balance",
+            "status": status,
+            "checkout_url": None,
+            "qr_data": None,
+        }
+    payment = getattr(order, "payment", None)
+    if payment is None:
+        return {
+            "provider": "",
+            "method": order.payment_method,
+            "status": "none",
+            "checkout_url": None,
+            "qr_data": None,
+        }
+    open_ = order.status == OrderStatus.AWAITING_PAYMENT
+    return {
+        "provider": payment.provider,
+        "method": payment.method,
+        "status": payment.status,
+        "checkout_url": (payment.checkout_url or None) if open_ else None,
+        "qr_data": (payment.qr_data or None) if open_ else None,
+    }
+
+
+def order_body(order: Order) -> dict[str, Any]:
+    """An order as API.md describes it (plus ``plan_name``, ``failure_code`` and the
+    payment's ``qr_data``)."""
+    return {
+        "id": order.pk,
+        "status": order.status,
+        "channel": order.channel,
+        "device": order.device.masked,
+        "plan": order.plan.code,
+        "plan_name": order.plan.name,
+        "amount": money(order.amount, order.currency),
+        "receipt_no": order.receipt_no,
+        "created_at": rfc3339(order.created_at),
+        "fulfilled_at": rfc3339(order.fulfilled_at),
+        "failure_code": order.failure_code or None,
+        "payment": payment_body(order),
+    }
+
+
+@router.post(
+    "/quotes",
+    response={201: QuoteOut, **ERRORS},
+    summary="Confirm device, plan and price before paying",
+)
+def create_quote(request: HttpRequest, payload: QuoteIn) -> HttpResponse:
+    customer = _customer(request)
+
+    def action() -> tuple[int, dict[str, Any]]:
+        return 201, quote_body(orders.create_quote(customer, payload.device, payload.plan))
+
+    return run_once(request, f"customer:{customer.pk}", action)
+
+
+@router.post(
+    "/orders",
+    response={201: OrderOut, **ERRORS},
+    summary="Order a plan for a device: pay by card, Alipay, WeChat Pay or the card's credit",
+)
+def create_order(request: HttpRequest, payload: OrderIn) -> HttpResponse:
+    customer = _customer(request)
+    client_ip = request.META.get("REMOTE_ADDR")
+    prepared: list[PreparedPayment | None] = []
+
+    def prepare() -> None:
+        # The provider is asked before the order's transaction, outside it.
+        prepared.append(
+            orders.prepare_order(
+                customer,
+                payload.device,
+                payload.plan,
+                payload.payment_method,
+                quote_id=payload.quote,
+                client_ip=client_ip,
+            )
+        )
+
+    def action() -> tuple[int, dict[str, Any]]:
+        order = orders.place_order(
+            customer,
+            payload.device,
+            payload.plan,
+            payload.payment_method,
+            quote_id=payload.quote,
+            client_ip=client_ip,
+            prepared=prepared[-1] if prepared else None,
+        )
+        return 201, order_body(orders.get_customer_order(customer, order.pk))
+
+    return run_once(request, f"customer:{customer.pk}", action, prepare=prepare)
+
+
+@router.get("/orders", response={200: OrderList, **ERRORS}, summary="My orders, newest first")
+def list_orders(
+    request: HttpRequest,
+    cursor: str | None = Query(None, max_length=40),
+    limit: int = Query(50, ge=1, le=200),
+) -> dict[str, Any]:
+    rows, next_cursor = page(orders.customer_orders(_customer(request)), cursor, limit)
+    return {"items": [order_body(o) for o in rows], "next_cursor": next_cursor}
+
+
+@router.get("/orders/{int:order_id}", response={200: OrderOut, **ERRORS}, summary="One order")
+def get_order(request: HttpRequest, order_id: int) -> dict[str, Any]:
+    return order_body(orders.get_customer_order(_customer(request), order_id))
+
+
+@router.post(
+    "/orders/{int:order_id}/cancel",
+    response={200: OrderOut, **ERRORS},
+    summary="Cancel an order still awaiting payment",
+)
+def cancel_order(request: HttpRequest, order_id: int) -> dict[str, Any]:
+    customer = _customer(request)
+    with transaction.atomic(durable=True):
+        order = orders.cancel_order(customer, order_id)
+    return order_body(order)

@@ -48,11 +48,23 @@ def _json(status: int, body: dict[str, Any] | str) -> HttpResponse:
     )
 
 
-def run_once(request: HttpRequest, scope: str, action: Action) -> HttpResponse:
-    """Run ``action`` (which returns ``(status, body)``) at most once per idempotency key."""
+def run_once(
+    request: HttpRequest,
+    scope: str,
+    action: Action,
+    prepare: Callable[[], object] | None = None,
+) -> HttpResponse:
+    """Run ``action`` (which returns ``(status, body)``) at most once per idempotency key.
+
+    ``prepare``, if given, runs just before the action's transaction, outside it, once the
+    key is ours: the place for slow calls to other services (a payment provider) that must
+    not hold database locks. It may raise DomainError like the action.
+    """
     key = request.headers.get("Idempotency-Key")
     if key is None:
         try:
+            if prepare is not None:
+                prepare()
             with transaction.atomic(durable=True):
                 status, body = action()
         except DomainError as exc:
@@ -101,11 +113,18 @@ def run_once(request: HttpRequest, scope: str, action: Action) -> HttpResponse:
             return _in_progress()
         record = existing
     try:
+        if prepare is not None:
+            prepare()
         with transaction.atomic(durable=True):
             status, body = action()
             _store(record, status, body)
     except DomainError as exc:
         response = from_domain_error(exc)
+        if exc.status >= 500:
+            # A temporary failure (e.g. the payment provider is unreachable): nothing was done,
+            # so the caller's retry with the same key must run again, not replay this answer.
+            IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True).delete()
+            return response
         try:
             with transaction.atomic(durable=True):
                 _store(record, exc.status, response.content.decode())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
@@ -11,6 +9,7 @@ from ninja import Query, Router
 
 from simtopup.api.auth import ResellerKey
 from simtopup.api.idempotency import run_once
+from simtopup.api.pagination import page
 from simtopup.api.schemas import (
     DeviceCheckOut,
     FloatOut,
@@ -115,19 +114,6 @@ def get_topup(request: HttpRequest, topup_id: int) -> dict[str, object]:
     return topup_body(order, reseller)
 
 
-def _decode_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
-    except ValueError:
-        raise DomainError("invalid_cursor", _("The cursor is not valid."), 422) from None
-
-
-def _encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
-
-
 @router.get(
     "/topups",
     response={200: TopupList, **ERRORS},
@@ -140,18 +126,14 @@ def list_topups(
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, object]:
     reseller = _reseller(request)
-    qs = _orders(reseller).order_by("-pk")
+    qs = _orders(reseller)
     if reference is not None:
         qs = qs.filter(reference=reference)
-    after = _decode_cursor(cursor)
-    if after is not None:
-        qs = qs.filter(pk__lt=after)
-    rows = list(qs[: limit + 1])
+    rows, next_cursor = page(qs, cursor, limit)
     float_balance = balance(reseller.float_account)
-    items = [topup_body(o, reseller, float_balance) for o in rows[:limit]]
     return {
-        "items": items,
-        "next_cursor": _encode_cursor(rows[limit - 1].pk) if len(rows) > limit else None,
+        "items": [topup_body(o, reseller, float_balance) for o in rows],
+        "next_cursor": next_cursor,
     }
 
 

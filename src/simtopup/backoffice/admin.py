@@ -12,14 +12,17 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from simtopup.accounts.models import AppToken, Customer
+from simtopup.accounts.tokens import revoke_token
 from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.money import to_decimal_string
 from simtopup.devices.models import Device
 from simtopup.ledger.models import Account, Transfer
-from simtopup.orders.models import Order
+from simtopup.orders.models import Order, Quote
+from simtopup.payments.models import Payment, PaymentEvent, Refund
 from simtopup.resellers import actions as reseller_actions
 from simtopup.resellers.models import ApiKey, Reseller, ResellerPrice, WebhookDelivery
-from simtopup.usage.models import Bundle, UsageRecord
+from simtopup.usage.models import AutoTopupRule, Bundle, UsageRecord
 
 admin.site.site_header = "simtopup operator console"
 admin.site.site_title = "simtopup"
@@ -209,3 +212,79 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         "last_error",
     ]
     list_filter = ["status", "event"]
+
+
+# --- customers and their payments ---------------------------------------------------------
+
+
+@admin.register(Customer)
+class CustomerAdmin(ReadOnlyAdmin):
+    list_display = ["id", "phone", "email", "language", "created_at", "last_login_at"]
+    search_fields = ["phone", "email"]
+
+
+@admin.register(AppToken)
+class AppTokenAdmin(ReadOnlyAdmin):
+    list_display = ["prefix", "customer", "name", "created_at", "last_used_at", "revoked_at"]
+    search_fields = ["prefix", "customer__phone", "customer__email"]
+    exclude = ["token_hash"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected tokens at once")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[AppToken]) -> None:
+        done = sum(revoke_token(token) for token in queryset)
+        self.message_user(request, f"{done} token(s) revoked", messages.SUCCESS)
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    list_display = [
+        "reference",
+        "order",
+        "provider",
+        "method",
+        "status",
+        "amount_display",
+        "created_at",
+        "captured_at",
+        "refunded_at",
+    ]
+    list_filter = ["provider", "method", "status"]
+    search_fields = ["reference", "provider_ref", "order__id"]
+
+    @admin.display(description="amount")
+    def amount_display(self, payment: Payment) -> str:
+        return f"{to_decimal_string(payment.amount, payment.currency)} {payment.currency}"
+
+
+@admin.register(PaymentEvent)
+class PaymentEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "provider", "event_id", "kind", "outcome", "payment", "detail"]
+    list_filter = ["provider", "kind", "outcome"]
+    search_fields = ["event_id", "payment__reference"]
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = ["reference", "payment", "status", "reason", "attempts", "last_error"]
+    list_filter = ["status", "reason"]
+    search_fields = ["reference", "payment__reference", "provider_refund_ref"]
+
+
+@admin.register(Quote)
+class QuoteAdmin(ReadOnlyAdmin):
+    list_display = ["id", "customer", "device", "plan", "amount", "currency", "expires_at"]
+
+
+@admin.register(AutoTopupRule)
+class AutoTopupRuleAdmin(ReadOnlyAdmin):
+    list_display = [
+        "device",
+        "customer",
+        "enabled",
+        "threshold_bytes",
+        "plan",
+        "last_attempt_at",
+        "last_outcome",
+    ]
+    list_filter = ["enabled", "last_outcome"]

@@ -52,3 +52,25 @@ def to_decimal_string(minor: int, currency: str) -> str:
 
 def money(minor: int, currency: str) -> dict[str, str]:
     return {"amount": to_decimal_string(minor, currency), "currency": currency}
+
+
+SYMBOLS = {
+    "CNY": "¥",
+    "JPY": "¥",
+    "HKD": "HK$",
+    "TWD": "NT$",
+    "MOP": "MOP$",
+    "USD": "$",
+    "EUR": "€",
+    "GBP": "£",
+    "SGD": "S$",
+    "KRW": "₩",
+}
+
+
+def format_money(minor: int, currency: str) -> str:
+    """For people (glossary: ``¥30.00``): the currency's symbol and its exact decimals; the
+    ISO code where there is no well-known symbol (``THB 30.00``)."""
+    amount = to_decimal_string(minor, currency)
+    symbol = SYMBOLS.get(currency.upper())
+    return f"{symbol}{amount}" if symbol else f"{currency.upper()} {amount}"

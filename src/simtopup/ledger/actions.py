@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from simtopup.core.bulk import insert_rows
 from simtopup.core.errors import DomainError
 from simtopup.ledger.models import BYTES, Account, AccountKind, Transfer
 
@@ -18,6 +21,9 @@ from simtopup.ledger.models import BYTES, Account, AccountKind, Transfer
 SYSTEM_ACCOUNTS: dict[str, bool] = {
     "revenue": False,  # money earned: bundles sold, pay-per-use charged
     "order_clearing": True,  # money taken for orders not yet fulfilled or refunded
+    # Money payment providers took for us: captures in, refunds out. Its balance is what
+    # payments and refunds say (payments/apps.py registers the expectation).
+    "gateway_clearing": True,
     "float_funding": False,  # money resellers paid the operator for their float
     "reseller_discount": False,  # credit given to cards beyond the reseller's wholesale price
     "adjustments": False,  # operator corrections
@@ -30,8 +36,14 @@ SYSTEM_ACCOUNTS: dict[str, bool] = {
 ONE_STATEMENT_FROM = 4
 
 
+class _Bounded(Protocol):
+    kind: str
+    balance: int
+    allow_negative: bool
+
+
 class InsufficientFunds(DomainError):
-    def __init__(self, account: Account) -> None:
+    def __init__(self, account: _Bounded) -> None:
         if account.kind == AccountKind.RESELLER_FLOAT:
             super().__init__(
                 "insufficient_float", _("The reseller float is too low for this top-up."), 402
@@ -160,19 +172,7 @@ def post(postings: Sequence[Posting]) -> list[Transfer]:
             if not account.hot:
                 deltas[account.pk] += delta
                 accounts[account.pk] = account
-    changes = {account_id: delta for account_id, delta in deltas.items() if delta}
-    if len(changes) > ONE_STATEMENT_FROM:
-        _update_in_one_statement(changes, accounts)
-    else:
-        # Decreases first, in primary-key order, so a refused floor fails before any write.
-        for account_id in sorted(changes, key=lambda i: (changes[i] >= 0, i)):
-            delta = changes[account_id]
-            updated = Account.objects.filter(
-                Q(allow_negative=True) | Q(balance__gte=-delta), id=account_id
-            ).update(balance=F("balance") + delta)
-            if updated != 1:
-                raise InsufficientFunds(accounts[account_id])
-            accounts[account_id].balance += delta  # keep the caller's copy honest
+    _apply({i: d for i, d in deltas.items() if d}, accounts)
     return Transfer.objects.bulk_create(
         [
             Transfer(
@@ -189,21 +189,39 @@ def post(postings: Sequence[Posting]) -> list[Transfer]:
     )
 
 
-def _update_in_one_statement(changes: dict[int, int], accounts: dict[int, Account]) -> None:
+def _apply(changes: dict[int, int], accounts: Mapping[int, _Bounded]) -> None:
+    """Add ``changes`` to the cached balances of bounded accounts, floors enforced."""
+    if len(changes) > ONE_STATEMENT_FROM:
+        _update_in_one_statement(changes, accounts)
+        return
+    # Decreases first, in primary-key order, so a refused floor fails before any write.
+    for account_id in sorted(changes, key=lambda i: (changes[i] >= 0, i)):
+        delta = changes[account_id]
+        updated = Account.objects.filter(
+            Q(allow_negative=True) | Q(balance__gte=-delta), id=account_id
+        ).update(balance=F("balance") + delta)
+        if updated != 1:
+            raise InsufficientFunds(accounts[account_id])
+        accounts[account_id].balance += delta  # keep the caller's copy honest
+
+
+def _update_in_one_statement(changes: dict[int, int], accounts: Mapping[int, _Bounded]) -> None:
     """Batch path (usage rating): one UPDATE … FROM (VALUES …) for many accounts. The floor
     is the CHECK constraint; a refusal is reported as the account it concerns."""
     ids = sorted(changes)
-    params: list[int] = []
-    for i in ids:
-        params += [i, changes[i]]
     table = Account._meta.db_table
+    params: list[Any]
     if connection.vendor == "postgresql":
-        rows = ", ".join(["(%s::bigint, %s::bigint)"] * len(ids))
+        # Two array parameters, however many accounts (no per-value placeholders).
+        params = [ids, [changes[i] for i in ids]]
         sql = (
             f"UPDATE {table} AS a SET balance = a.balance + v.delta "
-            f"FROM (VALUES {rows}) AS v(id, delta) WHERE a.id = v.id"
+            f"FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, delta) WHERE a.id = v.id"
         )
     else:  # SQLite ≥ 3.33: UPDATE … FROM; VALUES columns are column1, column2
+        params = []
+        for i in ids:
+            params += [i, changes[i]]
         rows = ", ".join(["(%s, %s)"] * len(ids))
         sql = (
             f"UPDATE {table} SET balance = balance + v.column2 "
@@ -213,13 +231,109 @@ def _update_in_one_statement(changes: dict[int, int], accounts: dict[int, Accoun
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, params)
     except IntegrityError:
-        current = dict(Account.objects.filter(id__in=ids).values_list("id", "balance"))
+        current = dict(Account.objects.filter(id__any=ids).values_list("id", "balance"))
         for i in ids:
             if not accounts[i].allow_negative and current[i] + changes[i] < 0:
                 raise InsufficientFunds(accounts[i]) from None
         raise
     for i in ids:
         accounts[i].balance += changes[i]
+
+
+# --- the batch path (usage rating): account ids, no model instances ------------------------
+
+
+@dataclass(slots=True)
+class Held:
+    """A bounded account locked by :func:`lock_balances`: what batch posting needs of it."""
+
+    id: int
+    unit: str
+    balance: int
+    allow_negative: bool
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """A posting between account ids, for :func:`post_legs`."""
+
+    source: int
+    destination: int
+    amount: int
+    unit: str
+    kind: str
+    key: str
+    memo: str = ""
+
+
+def lock_balances(account_ids: Iterable[int]) -> dict[int, Held]:
+    """:func:`lock_accounts` for batch paths: the same locks, in the same (primary-key)
+    order, returning plain values instead of model instances. Hot accounts are skipped."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    rows = (
+        Account.objects.filter(id__any=set(ids), hot=False)
+        .order_by("pk")
+        .select_for_update(of=("self",))
+        .values_list("id", "unit", "balance", "allow_negative", "kind")
+    )
+    return {row[0]: Held(*row) for row in rows}
+
+
+def post_legs(legs: Sequence[Leg], held: Mapping[int, Held], hot: Iterable[Account]) -> int:
+    """Batch path of :func:`post`, same rules: every bounded account of ``legs`` must be in
+    ``held`` (locked in this transaction by :func:`lock_balances`), every other one in
+    ``hot`` (hot system accounts). Balances move in one statement, transfers are inserted in
+    one (COPY on PostgreSQL). Returns the number of transfers."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("ledger.post_legs() must run inside transaction.atomic()")
+    units = {a.pk: a.unit for a in hot if a.hot}
+    units.update((i, h.unit) for i, h in held.items())
+    deltas: dict[int, int] = defaultdict(int)
+    for leg in legs:
+        if leg.amount <= 0:
+            raise ValueError(f"transfer amount must be positive, got {leg.amount}")
+        if leg.source == leg.destination:
+            raise ValueError("a transfer needs two different accounts")
+        if units.get(leg.source) != leg.unit or units.get(leg.destination) != leg.unit:
+            raise ValueError(
+                f"accounts {leg.source}→{leg.destination} are not locked, hot or in {leg.unit}"
+            )
+        if leg.source in held:
+            deltas[leg.source] -= leg.amount
+        if leg.destination in held:
+            deltas[leg.destination] += leg.amount
+    _apply({i: d for i, d in deltas.items() if d}, held)
+    now = timezone.now()
+    insert_rows(
+        Transfer,
+        [
+            "source_id",
+            "destination_id",
+            "amount",
+            "unit",
+            "kind",
+            "idempotency_key",
+            "memo",
+            "created_at",
+        ],
+        [
+            (
+                leg.source,
+                leg.destination,
+                leg.amount,
+                leg.unit,
+                leg.kind,
+                leg.key,
+                leg.memo[:300],
+                now,
+            )
+            for leg in legs
+        ],
+    )
+    return len(legs)
 
 
 def transfer(

@@ -23,6 +23,7 @@ from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
 from simtopup.network.adapters import AdapterError, Grant, bundle_window, get_adapter
 from simtopup.orders.models import OUTSTANDING, Channel, Order, OrderStatus
+from simtopup.orders.notices import tell_customer
 from simtopup.resellers.models import Reseller
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,9 @@ def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> boo
         Device.objects.filter(pk=device.pk, status=DeviceStatus.IN_STOCK).update(
             status=DeviceStatus.ACTIVE, activated_at=now
         )
+    if order.channel in (Channel.APP, Channel.WEB):
+        # 到账 notice (automatic top-ups send their own; resellers get a webhook).
+        tell_customer(order, "topup_credited")
     return True
 
 
@@ -262,11 +266,16 @@ def fail_and_refund(order: Order, code: str, detail: str) -> bool:
     # The in-memory order feeds the topup.failed webhook payload: make it match the row.
     order.status, order.closed_at, order.lease_until = OrderStatus.FAILED, now, None
     order.failure_code, order.failure_detail = code, detail[:300]
-    clearing = system_account("order_clearing", order.currency)
     if order.reseller_id is None:
-        raise NotImplementedError(
-            "refunds of non-reseller orders go through their payment provider"
+        # Customer orders: back to the card's credit, or through the payment provider.
+        from simtopup.payments.actions import refund_order
+
+        refund_order(order, code)
+        logger.error(
+            "order %s failed (%s: %s); refund of %s started", order.pk, code, detail, order.amount
         )
+        return True
+    clearing = system_account("order_clearing", order.currency)
     reseller = Reseller.objects.select_related("float_account").get(pk=order.reseller_id)
     post(
         [

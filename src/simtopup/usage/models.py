@@ -71,3 +71,32 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.record_id
+
+
+class AutoTopupRule(models.Model):
+    """Automatic top-up (自动充值): when usage leaves the device below ``threshold_bytes``,
+    buy ``plan`` with the card's credit. Set by the card's owner."""
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, related_name="auto_topup")
+    customer = models.ForeignKey(
+        "accounts.Customer", on_delete=models.CASCADE, related_name="auto_topups"
+    )
+    enabled = models.BooleanField(default=True)
+    threshold_bytes = models.BigIntegerField()
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # The last time a top-up was attempted, and how it went (placed / a failure code).
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        verbose_name = "automatic top-up rule"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(threshold_bytes__gte=0), name="usage_autotopup_threshold_nonnegative"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"auto top-up of device {self.device_id}"

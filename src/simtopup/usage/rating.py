@@ -1,9 +1,12 @@
 """Rating network usage: drain bundles soonest-expiring first, then the card's credit per
 started MB at the pay-per-use tariff; what neither covers is recorded as overage.
 
-A batch is one transaction. Every account of every device in it is locked first, in one
-global order (primary key), so two batches touching the same devices in different orders
-cannot deadlock; a record id already rated is a duplicate and is never charged again.
+A batch is one transaction. The accounts it may draw on (bundles with data left, the credit
+of pay-per-use cards) are locked first, in one global order (primary key); the overage
+accounts the rating turned out to need are locked after them, again in primary-key order.
+Every batch takes its locks in that order (and nothing else locks overage accounts), so two
+batches touching the same devices in different orders queue instead of deadlocking. A record
+id already rated is a duplicate and is never charged again.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from simtopup.catalog.pricing import tariff_per_mb, tariff_schedule
+from simtopup.core.bulk import insert_rows
 from simtopup.devices.identifiers import normalise_digits
 from simtopup.devices.models import RECHARGEABLE, Device
-from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
+from simtopup.ledger.actions import Leg, lock_balances, post_legs, system_account
 from simtopup.ledger.models import BYTES, Account
+from simtopup.usage.autotopup import schedule_after_usage
 from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import Bundle, UsageRecord
 
@@ -50,20 +56,53 @@ def ingest(records: list[UsageIn]) -> IngestResult:
         return _ingest(records)
 
 
+@dataclass(frozen=True, slots=True)
+class _Device:
+    pk: int
+    payg: bool
+    status: str
+    credit_account_id: int
+    overage_account_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Bundle:
+    pk: int
+    device_id: int
+    account_id: int
+    starts_at: datetime
+    expires_at: datetime
+
+
+USAGE_COLUMNS = [
+    "record_id",
+    "device_id",
+    "bytes",
+    "started_at",
+    "ended_at",
+    "bundle_bytes",
+    "payg_bytes",
+    "charged",
+    "overage_bytes",
+    "received_at",
+]
+
+
 def _ingest(records: list[UsageIn]) -> IngestResult:
+    # The hot path of the network API: plain values and tuples, no model instances.
     result = IngestResult()
     iccids = {normalise_digits(r.iccid) for r in records}
     with transaction.atomic(durable=True):
         devices = {
-            d.iccid: d
-            for d in Device.objects.filter(iccid__in=iccids).select_related(
-                "credit_account", "overage_account"
+            row[0]: _Device(*row[1:])
+            for row in Device.objects.filter(iccid__any=iccids).values_list(
+                "iccid", "pk", "payg", "status", "credit_account_id", "overage_account_id"
             )
         }
         # The first acceptable occurrence of an id is rated; later ones are duplicates. A
         # rejected record is not remembered, so the network can resend it corrected.
         seen: set[str] = set()
-        known: list[tuple[UsageIn, Device]] = []
+        known: list[tuple[UsageIn, _Device]] = []
         for r in records:
             device = devices.get(normalise_digits(r.iccid))
             if r.ended_at < r.started_at:
@@ -81,37 +120,41 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
         earliest = min(r.started_at for r, _device in known)
         # A drained bundle never fills up again, so only bundles with bytes left are loaded
         # and locked (devices accumulate many spent ones over the years).
-        bundles = list(
-            Bundle.objects.filter(
-                device_id__in=involved, expires_at__gt=earliest, account__balance__gt=0
+        bundles = [
+            _Bundle(*row)
+            for row in Bundle.objects.filter(
+                device_id__any=set(involved), expires_at__gt=earliest, account__balance__gt=0
             )
-            .only("id", "device_id", "account_id", "starts_at", "expires_at")
             .order_by("expires_at", "id")
-        )
+            .values_list("id", "device_id", "account_id", "starts_at", "expires_at")
+        ]
         account_ids = [b.account_id for b in bundles]
-        for d in involved.values():
-            account_ids += [d.credit_account_id, d.overage_account_id]
+        account_ids += [
+            d.credit_account_id for d in involved.values() if d.payg and d.status in RECHARGEABLE
+        ]
         # The one global order (primary key), whatever order the records came in: two batches
         # touching the same devices in opposite orders queue instead of deadlocking.
-        locked = lock_accounts(account_ids)
+        held = lock_balances(account_ids)
         # Read after the locks: a concurrent batch with the same ids for the same devices has
         # committed by now. One for other devices is caught by the unique record id when we
         # insert, and ingest() runs the batch again, finding those ids rated.
         done = set(
-            UsageRecord.objects.filter(record_id__in=[r.id for r, _device in known]).values_list(
+            UsageRecord.objects.filter(record_id__any={r.id for r, _device in known}).values_list(
                 "record_id", flat=True
             )
         )
-        balances = {pk: a.balance for pk, a in locked.items()}
-        by_device: dict[int, list[Bundle]] = defaultdict(list)
+        balances = {pk: h.balance for pk, h in held.items()}
+        by_device: dict[int, list[_Bundle]] = defaultdict(list)
         for b in bundles:
             by_device[b.device_id].append(b)
         tariff_at = tariff_schedule()
         consumed = system_account("data_consumed", BYTES)
         issued = system_account("data_issued", BYTES)
-        postings: list[Posting] = []
-        rows: list[UsageRecord] = []
-        revenue: dict[str, Account] = {}
+        hot: dict[str, Account] = {"consumed": consumed, "issued": issued}
+        legs: list[Leg] = []
+        overage: set[int] = set()
+        rows: list[tuple[object, ...]] = []
+        now = timezone.now()
         # Rated in time order (then id), so the listing order of a batch never matters.
         for r, device in sorted(known, key=lambda pair: (pair[0].started_at, pair[0].id)):
             if r.id in done:
@@ -129,11 +172,12 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
                     balances[b.account_id] -= take
                     left -= take
                     from_bundles += take
-                    postings.append(
-                        Posting(
-                            locked[b.account_id],
-                            consumed,
+                    legs.append(
+                        Leg(
+                            b.account_id,
+                            consumed.pk,
                             take,
+                            BYTES,
                             "usage",
                             f"usage:{r.id}:bundle:{b.pk}",
                         )
@@ -151,48 +195,64 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
                     payg_bytes = min(left, affordable_mb * MB)
                     balances[credit_id] -= charged
                     left -= payg_bytes
-                    currency = locked[credit_id].unit
-                    if currency not in revenue:
-                        revenue[currency] = system_account("revenue", currency)
-                    postings.append(
-                        Posting(
-                            locked[credit_id],
-                            revenue[currency],
+                    currency = held[credit_id].unit
+                    if currency not in hot:
+                        hot[currency] = system_account("revenue", currency)
+                    legs.append(
+                        Leg(
+                            credit_id,
+                            hot[currency].pk,
                             charged,
+                            currency,
                             "payg_charge",
                             f"usage:{r.id}:charge",
                         )
                     )
-                    postings.append(
-                        Posting(issued, consumed, payg_bytes, "payg_usage", f"usage:{r.id}:payg")
+                    legs.append(
+                        Leg(
+                            issued.pk,
+                            consumed.pk,
+                            payg_bytes,
+                            BYTES,
+                            "payg_usage",
+                            f"usage:{r.id}:payg",
+                        )
                     )
             if left:
-                postings.append(
-                    Posting(
-                        locked[device.overage_account_id],
-                        consumed,
+                overage.add(device.overage_account_id)
+                legs.append(
+                    Leg(
+                        device.overage_account_id,
+                        consumed.pk,
                         left,
+                        BYTES,
                         "overage",
                         f"usage:{r.id}:overage",
                     )
                 )
             rows.append(
-                UsageRecord(
-                    record_id=r.id,
-                    device_id=device.pk,
-                    bytes=r.bytes,
-                    started_at=r.started_at,
-                    ended_at=r.ended_at,
-                    bundle_bytes=from_bundles,
-                    payg_bytes=payg_bytes,
-                    charged=charged,
-                    overage_bytes=left,
+                (
+                    r.id,
+                    device.pk,
+                    r.bytes,
+                    r.started_at,
+                    r.ended_at,
+                    from_bundles,
+                    payg_bytes,
+                    charged,
+                    left,
+                    now,
                 )
             )
             result.accepted += 1
-        UsageRecord.objects.bulk_create(rows)
-        if postings:
-            post(postings)
+        insert_rows(UsageRecord, USAGE_COLUMNS, rows)
+        # Second lock class: only the overage accounts this batch writes to (most batches
+        # stay within bundles and lock none).
+        held.update(lock_balances(overage))
+        if legs:
+            post_legs(legs, held, hot.values())
+        if rows:
+            schedule_after_usage(list(involved))
     return result
 
 

@@ -101,6 +101,8 @@ class ProviderEvent:
     occurred_at: datetime | None = None
     failure_code: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # For refund.* kinds: our refund reference, when the provider echoes it.
+    refund_reference: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "simtopup.settings"}
+        if not os.environ.get("SIMTOPUP_SITE_URL"):
+            # Links in receipts and payment pages, and the sandbox gateway's webhooks, point
+            # at where this server really listens unless the public URL is configured.
+            wildcard = opts["host"] in ("0.0.0.0", "::")  # noqa: S104  (reached via loopback)
+            host = "127.0.0.1" if wildcard else opts["host"]
+            host = f"[{host}]" if ":" in host else host
+            env["SIMTOPUP_SITE_URL"] = f"http://{host}:{opts['port']}"
         web = [
             sys.executable,
             "-m",

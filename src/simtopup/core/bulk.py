@@ -1,0 +1,34 @@
+"""Inserting many rows fast, without building model instances.
+
+On PostgreSQL rows go through ``COPY … FROM STDIN`` (one round trip, no placeholder parsing:
+a 9,000-parameter INSERT spends more time in the driver than in the server); elsewhere
+through one ``executemany``. Constraint violations surface as Django's ``IntegrityError``
+either way, so callers handle duplicates as they would with ``bulk_create``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, models
+
+
+def insert_rows(
+    model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert ``rows`` (tuples in ``columns`` order; column names as in the database) into
+    ``model``'s table inside the caller's transaction. Python-side defaults (``auto_now_add``)
+    are not applied: pass every column you need."""
+    if not rows:
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join(["%s"] * len(columns))
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)

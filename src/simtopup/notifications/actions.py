@@ -1,0 +1,78 @@
+"""Telling a customer something: by SMS to their phone, else by email.
+
+Sending is a side effect: :func:`notify` schedules it for after the current transaction
+commits (nothing is sent for work that was rolled back). A failed delivery is logged and
+never undoes the caller's work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import translation
+
+from simtopup.accounts.models import Customer
+from simtopup.notifications.senders import Channel, Message, get_sender
+from simtopup.notifications.templates import TEMPLATES
+
+logger = logging.getLogger(__name__)
+
+
+def render(template_key: str, context: Mapping[str, Any], language: str) -> tuple[str, str]:
+    """(subject, body) of a template in ``language``. Unknown keys raise KeyError."""
+    template = TEMPLATES[template_key]
+    with translation.override(language):
+        values = {k: str(v) for k, v in context.items()}
+        return str(template.subject), str(template.body) % values
+
+
+def channel_for(customer: Customer) -> tuple[Channel, str]:
+    """Phone customers get an SMS, email customers an email."""
+    if customer.phone:
+        return "sms", customer.phone
+    assert customer.email, "a customer has a phone or an email (database constraint)"
+    return "email", customer.email
+
+
+def deliver(message: Message, template_key: str = "") -> bool:
+    """Hand ``message`` to the configured sender now; True when accepted. Failures are
+    logged, never raised: a message is a side effect and must not undo the caller's work."""
+    try:
+        get_sender(message.channel).send(message)
+    except Exception:
+        logger.exception(
+            "could not send %s message %r to %s", message.channel, template_key, message.recipient
+        )
+        return False
+    return True
+
+
+def send_now(
+    channel: Channel,
+    recipient: str,
+    template_key: str,
+    context: Mapping[str, Any],
+    language: str,
+) -> bool:
+    """Render and send at once (the caller is already past its commit)."""
+    subject, body = render(template_key, context, language)
+    return deliver(Message(channel, recipient, subject, body, language), template_key)
+
+
+def notify(customer: Customer, template_key: str, context: Mapping[str, Any]) -> None:
+    """Tell ``customer`` something (``TEMPLATES[template_key]``) by SMS to their phone, else
+    by email, in their language, once the current transaction commits. Safe to call inside
+    ``transaction.atomic()``; nothing is sent if it rolls back.
+
+    Rendered now, so an unknown template or a missing placeholder fails at the call site.
+    Pass lazy translations (``gettext_lazy``) as context values to have them rendered in the
+    customer's language too.
+    """
+    channel, recipient = channel_for(customer)
+    subject, body = render(template_key, context, customer.language)
+    message = Message(channel, recipient, subject, body, customer.language)
+    transaction.on_commit(partial(deliver, message, template_key), robust=True)

@@ -1,0 +1,264 @@
+"""Customer orders (app, website, automatic top-up): quotes, paying through a provider or
+from the card's credit, cancelling.
+
+Anyone logged in may quote and top up any rechargeable device (a parent paying for a child's
+card) and sees only its masked identifier; only the card's owner may spend its credit.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone, translation
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from simtopup.accounts.models import Customer
+from simtopup.catalog.models import Plan
+from simtopup.catalog.pricing import get_plan
+from simtopup.core.errors import DomainError, FieldError
+from simtopup.devices.identifiers import rechargeable_device
+from simtopup.devices.models import Device
+from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
+from simtopup.orders.models import Channel, Order, OrderStatus, Quote
+
+if TYPE_CHECKING:
+    from simtopup.payments.actions import PreparedPayment
+
+BALANCE = "balance"
+
+
+def _field_error(code: str, message: object, field: str, status: int = 422) -> DomainError:
+    return DomainError(code, message, status, errors=[FieldError(field, code, message)])  # type: ignore[arg-type]
+
+
+def _check_currency(plan: Plan) -> None:
+    if plan.currency != settings.CURRENCY:
+        raise _field_error("unknown_plan", _("There is no such plan."), "plan")
+
+
+def create_quote(customer: Customer, device_text: str, plan_code: str) -> Quote:
+    device = rechargeable_device(device_text)
+    plan = get_plan(plan_code)
+    _check_currency(plan)
+    return Quote.objects.create(
+        customer=customer,
+        device=device,
+        plan=plan,
+        amount=plan.price,
+        currency=plan.currency,
+        expires_at=timezone.now() + timedelta(seconds=settings.QUOTE_TTL_SECONDS),
+    )
+
+
+def _quoted_amount(customer: Customer, quote_id: int, device: Device, plan: Plan) -> int:
+    quote = Quote.objects.filter(pk=quote_id, customer=customer).first()
+    if quote is None:
+        raise _field_error("unknown_quote", _("There is no such quote."), "quote")
+    if quote.device_id != device.pk or quote.plan_id != plan.pk:
+        raise _field_error(
+            "quote_mismatch", _("This quote is for another device or plan."), "quote"
+        )
+    if quote.expires_at <= timezone.now():
+        raise _field_error(
+            "quote_expired",
+            _("This price confirmation has expired. Please confirm the order again."),
+            "quote",
+        )
+    return quote.amount
+
+
+def _resolve(
+    customer: Customer, device_text: str, plan_code: str, payment_method: str, quote_id: int | None
+) -> tuple[Device, Plan, int]:
+    from simtopup.payments.providers.base import METHODS
+
+    if payment_method != BALANCE and payment_method not in METHODS:
+        raise _field_error(
+            "payment_method_unavailable",
+            _("This payment method is not available."),
+            "payment_method",
+        )
+    device = rechargeable_device(device_text)
+    plan = get_plan(plan_code)
+    _check_currency(plan)
+    amount = plan.price
+    if quote_id is not None:
+        amount = _quoted_amount(customer, quote_id, device, plan)
+    return device, plan, amount
+
+
+def _description(customer: Customer, device: Device, plan: Plan) -> str:
+    with translation.override(customer.language):  # the payer's language on their page
+        return gettext("Top-up %(plan)s for %(device)s") % {
+            "plan": plan.name,
+            "device": device.masked,
+        }
+
+
+def prepare_order(
+    customer: Customer,
+    device_text: str,
+    plan_code: str,
+    payment_method: str,
+    *,
+    quote_id: int | None = None,
+    client_ip: str | None = None,
+) -> PreparedPayment | None:
+    """Before :func:`place_order`'s transaction, outside it: check the request and, for
+    card / Alipay / WeChat Pay, have the provider create the payment now, so that no
+    database lock waits on the provider. Raises the same errors as :func:`place_order`."""
+    from simtopup.payments.actions import prepare_payment
+    from simtopup.payments.registry import provider_for
+
+    device, plan, amount = _resolve(customer, device_text, plan_code, payment_method, quote_id)
+    if payment_method == BALANCE:
+        return None
+    return prepare_payment(
+        provider_for(payment_method),
+        payment_method,
+        amount,
+        plan.currency,
+        description=_description(customer, device, plan),
+        language=customer.language,
+        client_ip=client_ip,
+    )
+
+
+def place_order(
+    customer: Customer,
+    device_text: str,
+    plan_code: str,
+    payment_method: str,
+    *,
+    quote_id: int | None = None,
+    channel: str = Channel.APP,
+    client_ip: str | None = None,
+    prepared: PreparedPayment | None = None,
+) -> Order:
+    """Place an order in the caller's transaction. ``balance`` settles at once; the other
+    methods leave the order ``awaiting_payment`` with a payment whose next action (checkout
+    URL or QR code) the payer follows — the one :func:`prepare_order` got, if given."""
+    device, plan, amount = _resolve(customer, device_text, plan_code, payment_method, quote_id)
+    if payment_method == BALANCE:
+        return place_balance_order(customer, device, plan, channel=channel, amount=amount)
+    from simtopup.payments.actions import start_payment
+    from simtopup.payments.registry import provider_for
+
+    provider = provider_for(payment_method)
+    order = Order.objects.create(
+        channel=channel,
+        status=OrderStatus.AWAITING_PAYMENT,
+        device=device,
+        plan=plan,
+        customer=customer,
+        payment_method=payment_method,
+        amount=amount,
+        retail_amount=plan.price,
+        currency=plan.currency,
+    )
+    start_payment(
+        order,
+        provider,
+        payment_method,
+        description=_description(customer, device, plan),
+        language=customer.language,
+        client_ip=client_ip,
+        prepared=prepared,
+    )
+    return order
+
+
+def place_balance_order(
+    customer: Customer,
+    device: Device,
+    plan: Plan,
+    channel: str = Channel.APP,
+    amount: int | None = None,
+) -> Order:
+    """Buy ``plan`` for ``device`` with the card's credit (owner only) and fulfil at once.
+
+    Runs in its own savepoint inside the caller's transaction: credit that cannot cover the
+    price raises ``insufficient_balance`` (402) and leaves no order behind. Concurrent
+    orders queue on the credit account's row lock, so credit never goes below zero.
+    Automatic top-up calls this with ``channel="auto"``.
+    """
+    from simtopup.payments.actions import fulfil_paid_order
+
+    if plan.is_payg:
+        raise _field_error(
+            "payment_method_not_allowed",
+            _("Credit cannot buy more credit. Please choose another payment method."),
+            "payment_method",
+        )
+    if device.owner_id is None or device.owner_id != customer.pk:
+        raise DomainError(
+            "not_device_owner",
+            _("Only the card's owner can pay with its credit."),
+            403,
+        )
+    if plan.currency != device.credit_account.unit:
+        raise _field_error("unknown_plan", _("There is no such plan."), "plan")
+    price = plan.price if amount is None else amount
+    now = timezone.now()
+    with transaction.atomic():
+        credit = lock_accounts([device.credit_account_id])[device.credit_account_id]
+        order = Order.objects.create(
+            channel=channel,
+            status=OrderStatus.PAID,
+            device=device,
+            plan=plan,
+            customer=customer,
+            payment_method=BALANCE,
+            amount=price,
+            retail_amount=plan.price,
+            currency=plan.currency,
+            paid_at=now,
+        )
+        post(
+            [
+                Posting(
+                    credit,
+                    system_account("order_clearing", order.currency),
+                    price,
+                    "order_payment",
+                    f"order:{order.pk}:pay",
+                    f"order {order.pk} paid from the card's credit",
+                )
+            ]
+        )
+        fulfil_paid_order(order, now)
+    order.refresh_from_db()
+    return order
+
+
+def customer_orders(customer: Customer) -> QuerySet[Order]:
+    return Order.objects.filter(customer=customer).select_related("device", "plan", "payment")
+
+
+def get_customer_order(customer: Customer, order_id: int) -> Order:
+    order = customer_orders(customer).filter(pk=order_id).first()
+    if order is None:
+        raise DomainError("not_found", _("There is no such order."), 404)
+    return order
+
+
+def cancel_order(customer: Customer, order_id: int) -> Order:
+    """The customer cancels an order still awaiting payment (caller's transaction)."""
+    from simtopup.payments.actions import cancel_awaiting_order
+
+    order = get_customer_order(customer, order_id)
+    if order.status != OrderStatus.AWAITING_PAYMENT:
+        raise DomainError("order_not_cancellable", _("This order can no longer be cancelled."), 409)
+    cancel_awaiting_order(order, "cancelled")
+    return get_customer_order(customer, order_id)
+
+
+def prune_quotes(older_than: timedelta = timedelta(days=1)) -> int:
+    """Delete quotes that expired long ago (the janitor calls this)."""
+    deleted, _rows = Quote.objects.filter(expires_at__lt=timezone.now() - older_than).delete()
+    return deleted

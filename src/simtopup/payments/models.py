@@ -1,0 +1,183 @@
+"""Payments of customer orders through a provider, the provider's notifications (each stored
+once), refunds — and the sandbox gateway's own state, kept apart as a real gateway's would be.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from simtopup.orders.models import Order
+
+
+class PaymentStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+    REFUND_PENDING = "refund_pending", "refund pending"
+    REFUNDED = "refunded", "refunded"
+
+
+# The provider may still take the customer's money: the janitor keeps asking about these.
+OPEN = (PaymentStatus.PENDING, PaymentStatus.CANCELLED, PaymentStatus.FAILED)
+
+
+class Payment(models.Model):
+    """One attempt to take an order's money through a provider (one per order)."""
+
+    order = models.OneToOneField(Order, on_delete=models.PROTECT, related_name="payment")
+    provider = models.CharField(max_length=20)
+    method = models.CharField(max_length=20)
+    status = models.CharField(
+        max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.PENDING
+    )
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    # Our merchant reference (out_trade_no, metadata): unique, random, never reused.
+    reference = models.CharField(max_length=64, unique=True)
+    provider_ref = models.CharField(max_length=128, blank=True)
+    # Signed page URLs (Alipay's carry an RSA signature) run to several kilobytes.
+    checkout_url = models.TextField(blank=True)
+    qr_data = models.TextField(blank=True)
+    # Janitor: when to ask the provider next, and how often it was asked.
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    checks = models.PositiveIntegerField(default=0)
+    failure_code = models.CharField(max_length=60, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Set once, when the captured money entered the ledger (gateway clearing → order).
+    captured_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payments_amount_positive")
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_check_at"]),
+            models.Index(fields=["provider", "provider_ref"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"payment {self.reference} ({self.status})"
+
+
+class EventOutcome(models.TextChoices):
+    RECEIVED = "received", "received"
+    APPLIED = "applied", "applied"
+    ALREADY_APPLIED = "already_applied", "already applied"
+    IGNORED = "ignored", "ignored"
+    MISMATCH = "mismatch", "mismatch"
+    UNKNOWN_PAYMENT = "unknown_payment", "unknown payment"
+    LATE_REFUNDED = "late_refunded", "paid late, refunded"
+
+
+class PaymentEvent(models.Model):
+    """A verified provider notification, stored exactly once (provider + event id)."""
+
+    provider = models.CharField(max_length=20)
+    event_id = models.CharField(max_length=200)
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="events"
+    )
+    kind = models.CharField(max_length=40)
+    payload = models.JSONField(default=dict)
+    outcome = models.CharField(
+        max_length=20, choices=EventOutcome.choices, default=EventOutcome.RECEIVED
+    )
+    detail = models.CharField(max_length=300, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "event_id"], name="payments_event_once_per_provider"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_id} ({self.outcome})"
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+
+class Refund(models.Model):
+    """Money of a captured payment going back to the payer. The ledger moves when the row is
+    created (order clearing → gateway clearing); the provider is asked afterwards, with
+    retries, idempotently on ``reference``."""
+
+    payment = models.OneToOneField(Payment, on_delete=models.PROTECT, related_name="refund")
+    reference = models.CharField(max_length=64, unique=True)
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=40)
+    status = models.CharField(
+        max_length=10, choices=RefundStatus.choices, default=RefundStatus.PENDING
+    )
+    provider_refund_ref = models.CharField(max_length=128, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payments_refund_positive")
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"refund {self.reference} ({self.status})"
+
+
+# --- the sandbox gateway's own books ------------------------------------------------------
+# The sandbox plays an external gateway: these rows are its state, not ours. Our side only
+# learns about them through signed webhooks and query()/refund() answers.
+
+
+class SandboxChargeStatus(models.TextChoices):
+    REQUIRES_ACTION = "requires_action", "requires action"
+    SUCCEEDED = "succeeded", "succeeded"
+    DECLINED = "declined", "declined"
+    REFUNDED = "refunded", "refunded"
+
+
+class SandboxCharge(models.Model):
+    public_id = models.CharField(max_length=40, unique=True)
+    merchant = models.CharField(max_length=100)
+    reference = models.CharField(max_length=64, unique=True)
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    method = models.CharField(max_length=20)
+    description = models.CharField(max_length=300)
+    notify_url = models.TextField()
+    return_url = models.TextField()
+    language = models.CharField(max_length=10, default="zh-hans")
+    status = models.CharField(
+        max_length=20,
+        choices=SandboxChargeStatus.choices,
+        default=SandboxChargeStatus.REQUIRES_ACTION,
+    )
+    failure_code = models.CharField(max_length=60, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"sandbox charge {self.public_id} ({self.status})"
+
+
+class SandboxRefund(models.Model):
+    public_id = models.CharField(max_length=40, unique=True)
+    charge = models.ForeignKey(SandboxCharge, on_delete=models.PROTECT, related_name="refunds")
+    refund_reference = models.CharField(max_length=64, unique=True)
+    amount = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"sandbox refund {self.public_id}"

@@ -1,0 +1,130 @@
+"""Small helpers shared by the real providers: required settings, PEM keys, headers, time.
+
+Keys come from environment variables (inline or through ``*_FILE``) in whichever shape the
+operator was handed: a PEM block (PKCS#8 or PKCS#1 "traditional"), the same with ``\\n``
+escapes because it went through a one-line variable, or bare base64 DER as Alipay's key tool
+prints it. They are normalised here to one PEM form, so a wrong key fails at start-up with a
+clear message instead of as a mysterious signature error on the first payment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+# Alipay and WeChat Pay speak China Standard Time (no DST) in their own timestamps.
+BEIJING = ZoneInfo("Asia/Shanghai")
+
+# Our references and refund references, as every provider accepts them in out_trade_no /
+# out_request_no / metadata. WeChat Pay is stricter still (out_trade_no at most 32 long).
+REFERENCE = re.compile(r"[0-9A-Za-z_-]{6,64}")
+
+
+def require(name: str) -> str:
+    """A required setting, stripped; ImproperlyConfigured naming the variable if empty."""
+    value = str(getattr(settings, name, "") or "").strip()
+    if not value:
+        raise ImproperlyConfigured(
+            f"SIMTOPUP_{name} is not set (or SIMTOPUP_{name}_FILE pointing at a file with it)."
+        )
+    return value
+
+
+def _pem_text(value: str) -> str:
+    text = value.strip()
+    if "\\n" in text and "\n" not in text:
+        text = text.replace("\\n", "\n")
+    return text
+
+
+def _der(value: str, name: str) -> bytes:
+    compact = re.sub(r"\s+", "", value)
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImproperlyConfigured(
+            f"SIMTOPUP_{name} is neither a PEM block nor base64 DER."
+        ) from None
+
+
+def private_key_pem(name: str) -> str:
+    """The RSA private key in setting ``name`` as PKCS#8 PEM text (what both SDKs load)."""
+    return _private_pem(name, require(name))
+
+
+@lru_cache(maxsize=16)
+def _private_pem(name: str, value: str) -> str:
+    # Cached: checking an RSA key costs tens of milliseconds, and providers are built per use.
+    text = _pem_text(value)
+    try:
+        if "-----BEGIN" in text:
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+        else:
+            key = serialization.load_der_private_key(_der(text, name), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(
+            f"SIMTOPUP_{name} is not a readable unencrypted private key ({exc})."
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise ImproperlyConfigured(f"SIMTOPUP_{name} must be an RSA key of 2048 bits or more.")
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def public_key_pem(name: str) -> str:
+    """The RSA public key in setting ``name`` as SubjectPublicKeyInfo PEM text."""
+    return _public_pem(name, require(name))
+
+
+@lru_cache(maxsize=16)
+def _public_pem(name: str, value: str) -> str:
+    text = _pem_text(value)
+    try:
+        if "-----BEGIN" in text:
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            key = serialization.load_der_public_key(_der(text, name))
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(
+            f"SIMTOPUP_{name} is not a readable public key ({exc})."
+        ) from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ImproperlyConfigured(f"SIMTOPUP_{name} must be an RSA public key.")
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def valid_reference(value: str) -> bool:
+    return bool(REFERENCE.fullmatch(value))
+
+
+def header(headers: Mapping[str, str], name: str) -> str:
+    """Header ``name`` from request headers in any case, or from Django's ``META`` form
+    (``HTTP_STRIPE_SIGNATURE``); empty if absent."""
+    wanted = name.lower()
+    meta = "http_" + wanted.replace("-", "_")
+    for key, value in headers.items():
+        if key.lower() in (wanted, meta):
+            return str(value)
+    return ""
+
+
+def gateway_url(name: str) -> str:
+    """An optional gateway URL setting: empty, or an http(s) URL."""
+    value = str(getattr(settings, name, "") or "").strip()
+    if value and not value.startswith(("https://", "http://")):
+        raise ImproperlyConfigured(f"SIMTOPUP_{name} must be an https:// URL, not {value!r}.")
+    return value

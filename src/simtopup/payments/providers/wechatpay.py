@@ -1,0 +1,464 @@
+"""WeChat Pay direct (微信支付 APIv3, Native payment: a QR code) through ``wechatpayv3``.
+
+Settings (environment variables, ``SIMTOPUP_`` prefix, ``*_FILE`` variants for keys):
+
+- ``WECHATPAY_MCHID``, ``WECHATPAY_APPID`` (required): the merchant and the app (公众号 / 应用)
+  the payments are made for; notifications for another merchant or app are refused.
+- ``WECHATPAY_APIV3_KEY`` (required): the 32-character APIv3 key that encrypts notifications.
+- ``WECHATPAY_PRIVATE_KEY`` (required, ``apiclient_key.pem``) and ``WECHATPAY_CERT_SERIAL_NO``
+  (required): the merchant API key that signs our requests, and its certificate's serial.
+- How WeChat Pay's own signatures are verified — one of:
+  ``WECHATPAY_PUBLIC_KEY`` (``pub_key.pem``) with ``WECHATPAY_PUBLIC_KEY_ID``
+  (``PUB_KEY_ID_…``): the WeChat Pay public key, the current mode for merchants; or
+  ``WECHATPAY_CERT_DIR``: a directory of platform certificates (``<serial>.pem``). In that mode
+  the SDK downloads the certificates into the directory when it holds none valid (from
+  WeChat Pay's default gateway), and fetches new ones when a notification names a serial it
+  does not know yet (certificate rotation).
+- ``WECHATPAY_GATEWAY`` (default ``https://api.mch.weixin.qq.com``),
+  ``WECHATPAY_REFUND_NOTIFY_URL`` (optional: where refund results are posted; refunds are
+  settled by the refund call's answer and queries without it), ``WECHATPAY_TIMEOUT_SECONDS``
+  (15).
+
+A notification is verified (RSA-SHA256 over ``timestamp\\nnonce\\nbody\\n`` with the key named by
+``Wechatpay-Serial``), must be signed within 300 s of now, and its ``resource`` is decrypted
+(AEAD_AES_256_GCM with the APIv3 key). API answers are verified by the SDK the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext
+from wechatpayv3 import WeChatPay, WeChatPayType  # type: ignore[import-untyped]
+
+from simtopup.payments.providers._common import (
+    BEIJING,
+    gateway_url,
+    header,
+    private_key_pem,
+    public_key_pem,
+    require,
+)
+from simtopup.payments.providers.base import (
+    FAILED,
+    IGNORED,
+    PENDING,
+    REFUND_FAILED,
+    REFUNDED,
+    SUCCEEDED,
+    WECHAT_PAY,
+    Ack,
+    CreatedPayment,
+    InvalidNotification,
+    NextAction,
+    PaymentRequest,
+    PaymentStatus,
+    Provider,
+    ProviderError,
+    ProviderEvent,
+    RefundResult,
+)
+
+logger = logging.getLogger(__name__)
+
+CURRENCY = "CNY"  # Native payments of a mainland merchant are in fen
+SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
+# out_trade_no: 6–32 of [0-9A-Za-z_-|*]; out_refund_no: 1–64 of [0-9A-Za-z_-|*@].
+_TRADE_NO = re.compile(r"[0-9A-Za-z_-]{6,32}")
+_REFUND_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_SERIAL = re.compile(r"[0-9A-Fa-f]{1,64}")
+_TRADE_STATES: dict[str, str] = {
+    "SUCCESS": "succeeded",
+    "REFUND": "succeeded",  # paid, then (partly) refunded
+    "NOTPAY": "pending",
+    "USERPAYING": "pending",
+    "CLOSED": "failed",
+    "REVOKED": "failed",
+    "PAYERROR": "failed",
+}
+_EVENT_KINDS = {
+    "succeeded": SUCCEEDED,
+    "pending": PENDING,
+    "failed": FAILED,
+}
+# Error codes of WeChat Pay that mean "later": its outage, its rate limit, our balance.
+_RETRYABLE = {"SYSTEM_ERROR", "FREQUENCY_LIMITED", "BANKERROR", "NOT_ENOUGH"}
+
+
+@dataclass(frozen=True)
+class _Config:
+    mchid: str
+    appid: str
+    apiv3_key: str
+    private_key: str
+    cert_serial_no: str
+    public_key: str | None
+    public_key_id: str | None
+    cert_dir: str | None
+    gateway: str
+    timeout: int
+
+
+@lru_cache(maxsize=8)
+def _sdk(config: _Config) -> WeChatPay:
+    """One SDK client per configuration: in certificate mode it keeps the platform
+    certificates it loaded (or downloaded) between calls."""
+    client = WeChatPay(
+        wechatpay_type=WeChatPayType.NATIVE,
+        mchid=config.mchid,
+        private_key=config.private_key,
+        cert_serial_no=config.cert_serial_no,
+        appid=config.appid,
+        apiv3_key=config.apiv3_key,
+        cert_dir=config.cert_dir,
+        logger=logger if settings.DEBUG else None,
+        timeout=(min(5, config.timeout), config.timeout),
+        public_key=config.public_key,
+        public_key_id=config.public_key_id,
+    )
+    if config.gateway:
+        client._core._gate_way = config.gateway.rstrip("/")
+    return client
+
+
+def _unavailable() -> ProviderError:
+    return ProviderError(
+        "provider_unavailable",
+        gettext("The payment service is not available right now. Please try again later."),
+        retryable=True,
+    )
+
+
+def _rejected() -> ProviderError:
+    return ProviderError("provider_rejected", gettext("The payment service refused the request."))
+
+
+def _utf8_prefix(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, cut between characters."""
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+class WechatPayProvider(Provider):
+    name = "wechatpay"
+    methods = frozenset({WECHAT_PAY})
+    supports_partial_refund = True
+
+    def __init__(self) -> None:
+        apiv3_key = require("WECHATPAY_APIV3_KEY")
+        if len(apiv3_key.encode()) != 32:
+            raise ImproperlyConfigured("SIMTOPUP_WECHATPAY_APIV3_KEY must be 32 characters long.")
+        public_key = public_key_id = cert_dir = None
+        if settings.WECHATPAY_PUBLIC_KEY.strip() or settings.WECHATPAY_PUBLIC_KEY_ID.strip():
+            public_key = public_key_pem("WECHATPAY_PUBLIC_KEY")
+            public_key_id = require("WECHATPAY_PUBLIC_KEY_ID")
+        elif settings.WECHATPAY_CERT_DIR.strip():
+            cert_dir = settings.WECHATPAY_CERT_DIR.strip()
+            if not Path(cert_dir).is_dir():
+                raise ImproperlyConfigured(
+                    f"SIMTOPUP_WECHATPAY_CERT_DIR {cert_dir!r} is not a directory."
+                )
+        else:
+            raise ImproperlyConfigured(
+                "WeChat Pay needs its public key (SIMTOPUP_WECHATPAY_PUBLIC_KEY and "
+                "SIMTOPUP_WECHATPAY_PUBLIC_KEY_ID) or platform certificates "
+                "(SIMTOPUP_WECHATPAY_CERT_DIR)."
+            )
+        self._config = _Config(
+            mchid=require("WECHATPAY_MCHID"),
+            appid=require("WECHATPAY_APPID"),
+            apiv3_key=apiv3_key,
+            private_key=private_key_pem("WECHATPAY_PRIVATE_KEY"),
+            cert_serial_no=require("WECHATPAY_CERT_SERIAL_NO"),
+            public_key=public_key,
+            public_key_id=public_key_id,
+            cert_dir=cert_dir,
+            gateway=gateway_url("WECHATPAY_GATEWAY"),
+            timeout=settings.WECHATPAY_TIMEOUT_SECONDS,
+        )
+
+    @property
+    def merchant(self) -> str | None:
+        return self._config.mchid
+
+    def _client(self, *, fresh: bool = False) -> WeChatPay:
+        try:
+            return _sdk.__wrapped__(self._config) if fresh else _sdk(self._config)
+        except requests.RequestException as exc:
+            logger.warning("wechatpay: platform certificates could not be downloaded: %s", exc)
+            raise _unavailable() from exc
+        except Exception as exc:
+            logger.error("wechatpay: the SDK refused the configuration: %s", exc)
+            raise ProviderError(
+                "provider_misconfigured",
+                gettext("The payment service is not set up correctly. Please contact us."),
+            ) from exc
+
+    def _call(self, operation: Callable[..., tuple[int, Any]], **kwargs: Any) -> tuple[int, Any]:
+        """Run one SDK request: the answer's JSON on 2xx, ``(status, error)`` otherwise;
+        transport failures and unverifiable answers as :class:`ProviderError`."""
+        try:
+            status, text = operation(**kwargs)
+        except requests.RequestException as exc:
+            logger.warning("wechatpay: gateway unreachable: %s", exc)
+            raise _unavailable() from exc
+        except Exception as exc:
+            if "verify the signature" in str(exc):
+                logger.error("wechatpay: an answer does not carry WeChat Pay's signature")
+                raise ProviderError(
+                    "invalid_provider_response",
+                    gettext(
+                        "The payment service is not available right now. Please try again later."
+                    ),
+                    retryable=True,
+                ) from exc
+            logger.error("wechatpay: %s", exc)
+            raise _rejected() from exc
+        try:
+            document = json.loads(text) if text else {}
+        except (ValueError, TypeError):
+            document = {}
+        if not isinstance(document, dict):
+            document = {}
+        return status, document
+
+    @staticmethod
+    def _refusal(status: int, answer: Mapping[str, Any]) -> ProviderError:
+        code = str(answer.get("code", ""))
+        logger.warning("wechatpay: refused: HTTP %s %s (%s)", status, code, answer.get("message"))
+        if status >= 500 or status == 429 or code in _RETRYABLE:
+            return _unavailable()
+        if status in (401, 403) or code in ("SIGN_ERROR", "NO_AUTH", "APPID_MCHID_NOT_MATCH"):
+            return ProviderError(
+                "provider_misconfigured",
+                gettext("The payment service is not set up correctly. Please contact us."),
+            )
+        return _rejected()
+
+    # --- payments -------------------------------------------------------------------------
+
+    def create_payment(self, request: PaymentRequest) -> CreatedPayment:
+        if request.method != WECHAT_PAY:
+            raise ProviderError(
+                "payment_method_unavailable", gettext("This payment method is not available.")
+            )
+        if request.currency.upper() != CURRENCY:
+            raise ProviderError(
+                "currency_not_supported",
+                gettext("This payment method takes payments in Chinese yuan only."),
+            )
+        _check(_TRADE_NO, request.reference)
+        kwargs: dict[str, Any] = {
+            "description": _utf8_prefix(request.description, 127),
+            "out_trade_no": request.reference,
+            "amount": {"total": request.amount, "currency": CURRENCY},
+            "notify_url": request.notify_url,
+            "pay_type": WeChatPayType.NATIVE,
+        }
+        if request.expires_at is not None:
+            kwargs["time_expire"] = request.expires_at.astimezone(BEIJING).isoformat(
+                timespec="seconds"
+            )
+        if request.client_ip:
+            kwargs["scene_info"] = {"payer_client_ip": request.client_ip}
+        status, answer = self._call(self._client().pay, **kwargs)
+        if not 200 <= status < 300:
+            raise self._refusal(status, answer)
+        code_url = answer.get("code_url")
+        if not code_url:
+            logger.error("wechatpay: a Native order without code_url")
+            raise _rejected()
+        return CreatedPayment(None, NextAction("qr", qr_data=str(code_url)))
+
+    # --- notifications --------------------------------------------------------------------
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+        names = ("Signature", "Timestamp", "Nonce", "Serial", "Signature-Type")
+        given = {f"Wechatpay-{n}": header(headers, f"Wechatpay-{n}").strip() for n in names}
+        if not all(given[f"Wechatpay-{n}"] for n in names[:4]):
+            raise InvalidNotification("wechatpay notification without its signature headers")
+        given["Wechatpay-Signature-Type"] = given["Wechatpay-Signature-Type"] or SIGNATURE_TYPE
+        if given["Wechatpay-Signature-Type"] != SIGNATURE_TYPE:
+            raise InvalidNotification("wechatpay notification signed with another algorithm")
+        timestamp = given["Wechatpay-Timestamp"]
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+            raise InvalidNotification("wechatpay notification with a malformed timestamp")
+        serial = given["Wechatpay-Serial"]
+        if self._config.public_key_id is not None:
+            # Public-key mode: only our key's id; never a certificate download for a stranger.
+            if serial != self._config.public_key_id:
+                raise InvalidNotification(f"wechatpay notification for key {serial!r}")
+        elif not _SERIAL.fullmatch(serial):
+            raise InvalidNotification("wechatpay notification with a malformed serial")
+        client = self._client()
+        rotated = False
+        if self._config.public_key_id is None and not self._knows(client, serial):
+            # Certificate mode, a serial we have not loaded: WeChat Pay may have rotated its
+            # certificate. A separate client fetches the list (the SDK empties its list before
+            # a download, so the shared client must not be the one to try).
+            client = self._client(fresh=True)
+            rotated = True
+        try:
+            result = client.callback(given, body)
+        except requests.RequestException as exc:
+            # Certificate mode, a new serial: the certificate download failed. Say "later".
+            logger.warning("wechatpay: platform certificates could not be fetched: %s", exc)
+            raise _unavailable() from exc
+        except Exception as exc:
+            raise InvalidNotification(f"wechatpay notification refused: {exc}") from None
+        if not isinstance(result, dict):
+            raise InvalidNotification("wechatpay notification signature or encryption is wrong")
+        if rotated:
+            # The new certificate is in the directory now: later clients load it from there.
+            _sdk.cache_clear()
+        if abs(time.time() - int(timestamp)) > settings.SIGNATURE_TOLERANCE_SECONDS:
+            raise InvalidNotification("wechatpay notification timestamp is out of its window")
+        resource = result.get("resource")
+        if not isinstance(resource, dict) or not result.get("id"):
+            raise InvalidNotification("wechatpay notification without id or resource")
+        if resource.get("mchid") not in (None, self._config.mchid):
+            raise InvalidNotification(f"wechatpay notification for mchid {resource.get('mchid')!r}")
+        if resource.get("appid") not in (None, self._config.appid):
+            raise InvalidNotification(f"wechatpay notification for appid {resource.get('appid')!r}")
+        return [self._event(result, resource)]
+
+    @staticmethod
+    def _knows(client: WeChatPay, serial: str) -> bool:
+        loaded = getattr(client._core, "_certificates", [])
+        return any(cert.serial_number == int(serial, 16) for cert in loaded)
+
+    def _event(self, result: dict[str, Any], resource: dict[str, Any]) -> ProviderEvent:
+        event_type = str(result.get("event_type", ""))
+        amount_info = resource.get("amount") or {}
+        currency = str(amount_info.get("currency") or CURRENCY).upper()
+        failure = None
+        if event_type.startswith("TRANSACTION."):
+            state = str(resource.get("trade_state", ""))
+            status = _TRADE_STATES.get(state)
+            kind = _EVENT_KINDS.get(status or "", IGNORED) if state != "REFUND" else IGNORED
+            amount = amount_info.get("total")
+            if kind == FAILED:
+                failure = state.lower()
+        elif event_type.startswith("REFUND."):
+            refund_status = str(resource.get("refund_status", ""))
+            if event_type == "REFUND.SUCCESS" and refund_status in ("", "SUCCESS"):
+                kind = REFUNDED
+            elif event_type in ("REFUND.ABNORMAL", "REFUND.CLOSED"):
+                kind = REFUND_FAILED
+                failure = (refund_status or event_type.split(".")[1]).lower()
+            else:
+                kind = IGNORED
+            amount = amount_info.get("refund")
+        else:
+            kind, amount = IGNORED, None
+        when = resource.get("success_time") or result.get("create_time")
+        try:
+            occurred_at = datetime.fromisoformat(when) if isinstance(when, str) else None
+        except ValueError:
+            occurred_at = None
+        return ProviderEvent(
+            event_id=str(result["id"]),
+            kind=kind,
+            reference=resource.get("out_trade_no"),
+            provider_ref=resource.get("transaction_id"),
+            amount=amount if isinstance(amount, int) else None,
+            currency=currency,
+            merchant=resource.get("mchid"),
+            occurred_at=occurred_at,
+            failure_code=failure,
+            raw=result,
+            refund_reference=resource.get("out_refund_no"),
+        )
+
+    def ack(self, accepted: bool) -> Ack:
+        if accepted:
+            return Ack(200, "application/json", b'{"code":"SUCCESS","message":"OK"}')
+        return Ack(
+            400,
+            "application/json",
+            json.dumps({"code": "FAIL", "message": "verification failed"}).encode(),
+        )
+
+    # --- queries and refunds --------------------------------------------------------------
+
+    def query(self, reference: str, provider_ref: str | None) -> PaymentStatus:
+        _check(_TRADE_NO, reference)
+        status, answer = self._call(self._client().query, out_trade_no=reference)
+        if status == 404 or answer.get("code") == "ORDER_NOT_EXIST":
+            # Native orders exist from create_payment on: no order, nothing the payer can pay.
+            return PaymentStatus(
+                "failed", None, None, CURRENCY, self._config.mchid, "order_not_exist"
+            )
+        if not 200 <= status < 300:
+            raise self._refusal(status, answer)
+        if answer.get("out_trade_no") not in (None, reference) or answer.get("mchid") not in (
+            None,
+            self._config.mchid,
+        ):
+            raise ProviderError(
+                "provider_ref_mismatch",
+                gettext("The payment service reported a different payment."),
+            )
+        state = str(answer.get("trade_state", ""))
+        outcome = _TRADE_STATES.get(state, "unknown")
+        amount_info = answer.get("amount") or {}
+        total = amount_info.get("total")
+        return PaymentStatus(
+            outcome,  # type: ignore[arg-type]
+            answer.get("transaction_id"),
+            total if isinstance(total, int) else None,
+            str(amount_info.get("currency") or CURRENCY).upper(),
+            answer.get("mchid") or self._config.mchid,
+            state.lower() if outcome == "failed" else None,
+        )
+
+    def refund(
+        self,
+        reference: str,
+        provider_ref: str | None,
+        amount: int,
+        currency: str,
+        refund_reference: str,
+        total: int,
+    ) -> RefundResult:
+        if not 0 < amount <= total:
+            raise ProviderError("invalid_refund_amount", gettext("The refund amount is not valid."))
+        if currency.upper() != CURRENCY:
+            raise ProviderError(
+                "currency_mismatch", gettext("The refund currency differs from the payment's.")
+            )
+        _check(_TRADE_NO, reference)
+        _check(_REFUND_NO, refund_reference)
+        # The same out_refund_no never refunds twice: WeChat Pay answers with that refund.
+        status, answer = self._call(
+            self._client().refund,
+            out_refund_no=refund_reference,
+            amount={"refund": amount, "total": total, "currency": CURRENCY},
+            out_trade_no=reference,
+            notify_url=settings.WECHATPAY_REFUND_NOTIFY_URL.strip() or None,
+        )
+        if not 200 <= status < 300:
+            raise self._refusal(status, answer)
+        refund_status = answer.get("status")
+        refund_id = answer.get("refund_id")
+        if refund_status == "SUCCESS":
+            return RefundResult("succeeded", refund_id)
+        if refund_status in ("CLOSED", "ABNORMAL"):
+            return RefundResult("failed", refund_id)
+        return RefundResult("pending", refund_id)
+
+
+def _check(pattern: re.Pattern[str], reference: str) -> None:
+    if not pattern.fullmatch(reference):
+        raise ProviderError("invalid_reference", gettext("The payment reference is not valid."))

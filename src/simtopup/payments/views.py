@@ -1,0 +1,112 @@
+"""Pages and endpoints of the payments domain: provider webhooks, the sandbox gateway's
+hosted checkout page, and the page the payer returns to."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.utils import translation
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
+
+from simtopup.core.money import to_decimal_string
+from simtopup.orders.models import OrderStatus
+from simtopup.payments.models import (
+    OPEN,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    SandboxCharge,
+    SandboxChargeStatus,
+)
+from simtopup.payments.providers import sandbox
+from simtopup.payments.registry import PROVIDER_CLASSES, is_enabled
+from simtopup.payments.webhooks import receive
+
+STILL_OPEN = (*OPEN, PaymentStatus.REFUND_PENDING)
+SYMBOLS = {"CNY": "¥", "HKD": "HK$", "TWD": "NT$", "USD": "$", "EUR": "€"}
+
+
+def display_money(amount: int, currency: str) -> str:
+    symbol = SYMBOLS.get(currency)
+    text = to_decimal_string(amount, currency)
+    return f"{symbol}{text}" if symbol else f"{text} {currency}"
+
+
+@csrf_exempt
+@require_POST
+def webhook(request: HttpRequest, provider: str) -> HttpResponse:
+    """``POST /payments/webhooks/<provider>``: the raw body goes to the provider to verify."""
+    if provider not in PROVIDER_CLASSES:
+        raise Http404
+    if not is_enabled(provider) and not _still_in_use(provider):
+        raise Http404
+    ack = receive(provider, request.headers, request.body)
+    return HttpResponse(ack.body, status=ack.status, content_type=ack.content_type)
+
+
+def _still_in_use(provider: str) -> bool:
+    """A provider switched off since keeps receiving notifications for the payments and
+    refunds it still has open (late successes, refund confirmations)."""
+    return (
+        Payment.objects.filter(provider=provider, status__in=STILL_OPEN).exists()
+        or Refund.objects.filter(payment__provider=provider, status=RefundStatus.PENDING).exists()
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def sandbox_checkout(request: HttpRequest, payment_id: str) -> HttpResponse:
+    """``/sandbox/checkout/<id>``: the sandbox gateway's hosted payment page."""
+    if not is_enabled("sandbox"):
+        raise Http404
+    charge = SandboxCharge.objects.filter(public_id=payment_id).first()
+    if charge is None:
+        raise Http404
+    if request.method == "POST":
+        outcome = request.POST.get("outcome")
+        if outcome not in ("succeed", "decline"):
+            return HttpResponseBadRequest("outcome must be succeed or decline")
+        sandbox.settle(charge, outcome)
+        return redirect(charge.return_url or sandbox.checkout_path(charge.public_id))
+    with translation.override(charge.language):
+        return render(
+            request,
+            "payments/sandbox_checkout.html",
+            {
+                "charge": charge,
+                "amount": display_money(charge.amount, charge.currency),
+                "open": charge.status == SandboxChargeStatus.REQUIRES_ACTION,
+                "declined_all": charge.status == SandboxChargeStatus.REQUIRES_ACTION
+                and settings.SANDBOX_DECLINE_ALL,
+                "LANGUAGE_CODE": charge.language,
+            },
+        )
+
+
+@require_http_methods(["GET"])
+def payment_return(request: HttpRequest, reference: str) -> HttpResponse:
+    """Where the payer's browser lands after the provider's page: says where the order
+    stands (nothing personal: the masked device only)."""
+    payment = (
+        Payment.objects.select_related("order", "order__device", "order__plan")
+        .filter(reference=reference)
+        .first()
+    )
+    if payment is None:
+        raise Http404
+    order = payment.order
+    return render(
+        request,
+        "payments/return.html",
+        {
+            "order": order,
+            "device": order.device.masked,
+            "amount": display_money(order.amount, order.currency),
+            "done": order.status == OrderStatus.FULFILLED,
+            "waiting": order.status
+            in (OrderStatus.AWAITING_PAYMENT, OrderStatus.PAID, OrderStatus.FULFILLING),
+        },
+        status=200,
+    )

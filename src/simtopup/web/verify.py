@@ -1,0 +1,80 @@
+"""Public receipt verification: anyone can check that a receipt is genuine (anti-fraud).
+
+``/verify/receipt/<receipt_no>`` is what the QR code on every receipt opens;
+``/verify/receipt?no=…`` is the form for a number typed by hand. A wrong check digit gets its
+own message (a typo, most likely); anything else that is not one of our receipts says so
+plainly — it may be a fake — and reveals nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import translation
+from django.views.decorators.http import require_GET
+
+from simtopup.core.errors import DomainError
+from simtopup.orders.models import Order
+from simtopup.orders.receipts import (
+    SUPPORTED_LANGUAGES,
+    customer_zone,
+    find_receipt,
+    normalise_language,
+    receipt_facts,
+)
+
+MAX_INPUT = 100
+
+
+def _language(request: HttpRequest) -> str:
+    """``?lang=`` if given and known, else what LocaleMiddleware chose for the request."""
+    asked = request.GET.get("lang", "")
+    if asked and asked.strip().lower() in SUPPORTED_LANGUAGES:
+        return asked.strip().lower()
+    return normalise_language(getattr(request, "LANGUAGE_CODE", None) or translation.get_language())
+
+
+def _page(request: HttpRequest, number: str | None) -> HttpResponse:
+    language = _language(request)
+    context: dict[str, Any] = {
+        "operator": settings.OPERATOR_NAME,
+        "site_host": urlsplit(settings.SITE_URL).netloc or settings.SITE_URL,
+        "number": (number or "")[:MAX_INPUT],
+        "lang": language,
+        "languages": [
+            (code, name) for code, name in settings.LANGUAGES if code in SUPPORTED_LANGUAGES
+        ],
+        "outcome": None,
+    }
+    status = 200
+    with translation.override(language):
+        if number is not None and number.strip():
+            try:
+                order: Order = find_receipt(number[:MAX_INPUT])
+            except DomainError as exc:
+                context["outcome"] = exc.code
+                status = exc.status
+            else:
+                zone = customer_zone(order.customer.time_zone if order.customer else None)
+                context["facts"] = receipt_facts(order, zone)
+                context["outcome"] = "genuine"
+        response = render(request, "web/verify_receipt.html", context, status=status)
+    response["Content-Language"] = language
+    response["X-Robots-Tag"] = "noindex"
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@require_GET
+def receipt_form(request: HttpRequest) -> HttpResponse:
+    return _page(request, request.GET.get("no"))
+
+
+@require_GET
+def receipt(request: HttpRequest, receipt_no: str) -> HttpResponse:
+    return _page(request, receipt_no)
