@@ -185,3 +185,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  try: curl -H 'Authorization: Bearer {api_key}' {settings.SITE_URL}/reseller/v1/plans"
         )
+        self.stdout.write(
+            "  customers: POST /api/v1/auth/code with any phone number or email; the one-time"
+            " code is printed in the server's output; payments go through the sandbox gateway"
+            f" (API docs: {settings.SITE_URL}/api/docs)"
+        )
