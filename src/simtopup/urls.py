@@ -13,6 +13,8 @@ urlpatterns = [
     path("verify/receipt", web_verify.receipt_form, name="verify-receipt-form"),
     path("verify/receipt/<str:receipt_no>", web_verify.receipt, name="verify-receipt"),
     path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("simtopup.web.urls")),
     path("", include("simtopup.payments.urls")),
     *api_urlpatterns,
 ]

@@ -1,0 +1,61 @@
+"""Customers logged in on the website: one session per login, keyed by customer id.
+
+Logging in rotates the session key (no session fixation) and logging out flushes it. The app
+API uses bearer tokens instead (accounts.tokens); both end at the same Customer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from simtopup.accounts.models import Customer
+
+SESSION_KEY = "simtopup_customer_id"
+
+
+def log_in(request: HttpRequest, customer: Customer) -> None:
+    request.session.cycle_key()  # a new session key: a planted one is worth nothing
+    request.session[SESSION_KEY] = customer.pk
+
+
+def log_out(request: HttpRequest) -> None:
+    request.session.flush()
+
+
+def current_customer(request: HttpRequest) -> Customer | None:
+    """The logged-in customer (cached on the request), or None."""
+    if not hasattr(request, "_simtopup_customer"):
+        customer_id = request.session.get(SESSION_KEY)
+        customer = Customer.objects.filter(pk=customer_id).first() if customer_id else None
+        request._simtopup_customer = customer  # type: ignore[attr-defined]
+    return request._simtopup_customer  # type: ignore[attr-defined, no-any-return]
+
+
+def safe_next(request: HttpRequest, fallback: str) -> str:
+    """The ``next`` parameter if it stays on this site, else ``fallback``."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback
+
+
+def customer_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Send visitors who are not logged in to the login page, and back here afterwards."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if current_customer(request) is None:
+            query = urlencode({"next": request.get_full_path()})
+            return HttpResponseRedirect(f"{reverse('web:login')}?{query}")
+        return view(request, *args, **kwargs)
+
+    return wrapped
