@@ -35,7 +35,7 @@ def current_customer(request: HttpRequest) -> Customer | None:
         customer_id = request.session.get(SESSION_KEY)
         customer = Customer.objects.filter(pk=customer_id).first() if customer_id else None
         request._simtopup_customer = customer  # type: ignore[attr-defined]
-    return request._simtopup_customer  # type: ignore[attr-defined, no-any-return]
+    return request._simtopup_customer  # type: ignore[attr-defined]
 
 
 def safe_next(request: HttpRequest, fallback: str) -> str:
