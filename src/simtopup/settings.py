@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import dj_database_url
-from django.utils.csp import CSP
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -190,6 +190,17 @@ OPERATOR_NAME = env("OPERATOR_NAME", "simtopup")
 # optionally "path#face-index" for a collection. Empty: find Noto Sans CJK (fonts-noto-cjk).
 RECEIPT_FONT = env("RECEIPT_FONT", "")
 
+# --- reseller portal (web/agent.py) -----------------------------------------------------------
+# Failed staff logins allowed, "<count>/<seconds>" each, per user name and per client IP.
+AGENT_LOGIN_USER_LIMITS = envlist("AGENT_LOGIN_USER_LIMITS", "5/900,20/86400")
+AGENT_LOGIN_IP_LIMITS = envlist("AGENT_LOGIN_IP_LIMITS", "30/900")
+
+# --- customer service: the help page's contact form (support/, web/help.py) ---------------
+# Where new support tickets are emailed (through the email sender); empty: stored and logged only.
+SUPPORT_EMAIL = env("SUPPORT_EMAIL", "")
+# Rate limits on contact-form messages per client IP, "<count>/<seconds>" each.
+SUPPORT_IP_LIMITS = envlist("SUPPORT_IP_LIMITS", "5/3600,20/86400")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -209,6 +220,7 @@ INSTALLED_APPS = [
     "simtopup.usage",
     "simtopup.network",
     "simtopup.notifications",
+    "simtopup.support",
     "simtopup.api",
     "simtopup.backoffice",
     "simtopup.web",

@@ -175,8 +175,18 @@ def _invalid_code() -> DomainError:
 def exchange_code(
     identity: Identity, code: str, *, device_name: str = "", language: str = "zh-hans"
 ) -> tuple[str, AppToken]:
-    """Spend a valid code: (the raw app token, its row). The first login creates the
-    customer. Every failure is ``invalid_code``."""
+    """Spend a valid code for an app token: (the raw token, its row). The first login
+    creates the customer. Every failure is ``invalid_code``."""
+    customer = spend_code(identity, code, language=language)
+    raw, token = issue_token(customer, device_name)
+    token.customer = customer
+    return raw, token
+
+
+def spend_code(identity: Identity, code: str, *, language: str = "zh-hans") -> Customer:
+    """Spend a valid code: the customer it logs in (created on first login). The website
+    calls this and keeps its own session; the app API gets a token (:func:`exchange_code`).
+    Every failure is ``invalid_code``."""
     now = timezone.now()
     max_attempts = settings.LOGIN_CODE_MAX_ATTEMPTS
     if not (len(code) == CODE_DIGITS and code.isascii() and code.isdigit()):
@@ -216,9 +226,7 @@ def exchange_code(
         customer = _customer_for(identity, language)
         Customer.objects.filter(pk=customer.pk).update(last_login_at=now)
         customer.last_login_at = now
-        raw, token = issue_token(customer, device_name)
-    token.customer = customer
-    return raw, token
+    return customer
 
 
 def _customer_for(identity: Identity, language: str) -> Customer:

@@ -21,14 +21,12 @@ from simtopup.api.schemas import (
 )
 from simtopup.api.serializers import plan_body, topup_body
 from simtopup.catalog.models import Plan
-from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError
 from simtopup.core.money import money
-from simtopup.devices.identifiers import find_device, rechargeable_device
+from simtopup.devices.identifiers import find_device
 from simtopup.ledger.actions import balance
-from simtopup.orders.actions import place_reseller_topup
 from simtopup.orders.models import Order
-from simtopup.resellers.actions import price_list, wholesale_price
+from simtopup.resellers.actions import price_list, sell_topup, wholesale_price
 from simtopup.resellers.models import Reseller
 from simtopup.usage.bundles import remaining_bytes
 
@@ -90,12 +88,7 @@ def create_topup(request: HttpRequest, payload: TopupIn) -> HttpResponse:
     reseller = _reseller(request)
 
     def action() -> tuple[int, dict[str, object]]:
-        device = rechargeable_device(payload.device)
-        plan = get_plan(payload.plan)
-        if plan.currency != reseller.currency:
-            raise DomainError("unknown_plan", _("There is no such plan."), 422)
-        amount = wholesale_price(reseller, plan)
-        order = place_reseller_topup(reseller, device, plan, amount, payload.reference)
+        order = sell_topup(reseller, payload.device, payload.plan, payload.reference)
         return 201, topup_body(order, reseller, float_balance=reseller.float_account.balance)
 
     return run_once(request, f"reseller:{reseller.pk}", action)

@@ -288,3 +288,15 @@ class AutoTopupRuleAdmin(ReadOnlyAdmin):
         "last_outcome",
     ]
     list_filter = ["enabled", "last_outcome"]
+
+
+# Customer service: messages from the website's contact form (support/).
+from simtopup.support.models import SupportTicket  # noqa: E402
+
+
+@admin.register(SupportTicket)
+class SupportTicketAdmin(ReadOnlyAdmin):
+    list_display = ["id", "created_at", "status", "reply_to", "name", "device", "language"]
+    list_filter = ["status", "reply_channel", "language"]
+    search_fields = ["reply_to", "name", "device", "message"]
+    readonly_fields = ["customer"]

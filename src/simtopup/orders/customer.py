@@ -2,7 +2,9 @@
 from the card's credit, cancelling.
 
 Anyone logged in may quote and top up any rechargeable device (a parent paying for a child's
-card) and sees only its masked identifier; only the card's owner may spend its credit.
+card) and sees only its masked identifier; only the card's owner may spend its credit. On the
+website a visitor who is not logged in may pay for a card too (``customer=None``): by card,
+Alipay or WeChat Pay only, without a stored quote.
 """
 
 from __future__ import annotations
@@ -73,7 +75,11 @@ def _quoted_amount(customer: Customer, quote_id: int, device: Device, plan: Plan
 
 
 def _resolve(
-    customer: Customer, device_text: str, plan_code: str, payment_method: str, quote_id: int | None
+    customer: Customer | None,
+    device_text: str,
+    plan_code: str,
+    payment_method: str,
+    quote_id: int | None,
 ) -> tuple[Device, Plan, int]:
     from simtopup.payments.providers.base import METHODS
 
@@ -83,17 +89,30 @@ def _resolve(
             _("This payment method is not available."),
             "payment_method",
         )
+    if customer is None and payment_method == BALANCE:
+        raise DomainError(
+            "not_device_owner", _("Only the card's owner can pay with its credit."), 403
+        )
+    if customer is None and quote_id is not None:
+        raise _field_error("unknown_quote", _("There is no such quote."), "quote")
     device = rechargeable_device(device_text)
     plan = get_plan(plan_code)
     _check_currency(plan)
     amount = plan.price
-    if quote_id is not None:
+    if quote_id is not None and customer is not None:
         amount = _quoted_amount(customer, quote_id, device, plan)
     return device, plan, amount
 
 
-def _description(customer: Customer, device: Device, plan: Plan) -> str:
-    with translation.override(customer.language):  # the payer's language on their page
+def _language(customer: Customer | None) -> str:
+    """The payer's language: the customer's, or the page's for a visitor."""
+    if customer is not None:
+        return customer.language
+    return (translation.get_language() or settings.LANGUAGE_CODE).lower()
+
+
+def _description(customer: Customer | None, device: Device, plan: Plan) -> str:
+    with translation.override(_language(customer)):  # the payer's language on their page
         return gettext("Top-up %(plan)s for %(device)s") % {
             "plan": plan.name,
             "device": device.masked,
@@ -101,7 +120,7 @@ def _description(customer: Customer, device: Device, plan: Plan) -> str:
 
 
 def prepare_order(
-    customer: Customer,
+    customer: Customer | None,
     device_text: str,
     plan_code: str,
     payment_method: str,
@@ -124,13 +143,13 @@ def prepare_order(
         amount,
         plan.currency,
         description=_description(customer, device, plan),
-        language=customer.language,
+        language=_language(customer),
         client_ip=client_ip,
     )
 
 
 def place_order(
-    customer: Customer,
+    customer: Customer | None,
     device_text: str,
     plan_code: str,
     payment_method: str,
@@ -145,6 +164,7 @@ def place_order(
     URL or QR code) the payer follows — the one :func:`prepare_order` got, if given."""
     device, plan, amount = _resolve(customer, device_text, plan_code, payment_method, quote_id)
     if payment_method == BALANCE:
+        assert customer is not None  # _resolve refuses credit without a customer
         return place_balance_order(customer, device, plan, channel=channel, amount=amount)
     from simtopup.payments.actions import start_payment
     from simtopup.payments.registry import provider_for
@@ -166,7 +186,7 @@ def place_order(
         provider,
         payment_method,
         description=_description(customer, device, plan),
-        language=customer.language,
+        language=_language(customer),
         client_ip=client_ip,
         prepared=prepared,
     )

@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from simtopup.core.money import to_decimal_string
-from simtopup.orders.models import OrderStatus
+from simtopup.orders.models import Channel, OrderStatus
 from simtopup.payments.models import (
     OPEN,
     Payment,
@@ -97,6 +97,11 @@ def payment_return(request: HttpRequest, reference: str) -> HttpResponse:
     if payment is None:
         raise Http404
     order = payment.order
+    if order.channel == Channel.WEB:
+        # Website payers go on to the page that follows the order until it is credited.
+        from simtopup.web.customer.common import status_url
+
+        return redirect(status_url(order, signed=True))
     return render(
         request,
         "payments/return.html",

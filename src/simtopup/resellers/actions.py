@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from django.db import transaction
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.catalog.models import Plan
-from simtopup.core.errors import DomainError
+from simtopup.core.errors import DomainError, FieldError
 from simtopup.core.money import exponent
 from simtopup.ledger.actions import Posting, open_account, post, system_account
 from simtopup.ledger.models import AccountKind, Transfer
-from simtopup.resellers.models import ApiKey, Reseller, ResellerPrice, ResellerStatus
+from simtopup.resellers.models import (
+    ApiKey,
+    MemberRole,
+    Reseller,
+    ResellerMember,
+    ResellerPrice,
+    ResellerStatus,
+)
+
+if TYPE_CHECKING:
+    from simtopup.orders.models import Order
 
 KEY_PREFIX = "sk_"
 
@@ -64,11 +84,13 @@ def create_api_key(reseller: Reseller, name: str = "") -> tuple[ApiKey, str]:
     return api_key, key
 
 
-def revoke_api_key(key_id: int) -> bool:
-    """Revoke a key at once (the next request with it is unauthenticated)."""
-    return bool(
-        ApiKey.objects.filter(pk=key_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    )
+def revoke_api_key(key_id: int, reseller: Reseller | None = None) -> bool:
+    """Revoke a key at once (the next request with it is unauthenticated). With ``reseller``,
+    only one of that reseller's keys (the portal: another reseller's key is not found)."""
+    keys = ApiKey.objects.filter(pk=key_id, revoked_at__isnull=True)
+    if reseller is not None:
+        keys = keys.filter(reseller=reseller)
+    return bool(keys.update(revoked_at=timezone.now()))
 
 
 def authenticate(key: str) -> Reseller | None:
@@ -140,3 +162,227 @@ def wholesale_price(reseller: Reseller, plan: Plan, explicit: dict[int, int] | N
 
 def price_list(reseller: Reseller) -> dict[int, int]:
     return dict(ResellerPrice.objects.filter(reseller=reseller).values_list("plan_id", "price"))
+
+
+# --- selling (the reseller API and the reseller portal) ------------------------------------
+
+
+def sell_topup(reseller: Reseller, device_text: str, plan_code: str, reference: str) -> Order:
+    """Top up a device from the reseller's float at the wholesale price, in the caller's
+    transaction. One sale per (reseller, reference): a repeat raises ``duplicate_reference``."""
+    from simtopup.catalog.pricing import get_plan
+    from simtopup.devices.identifiers import rechargeable_device
+    from simtopup.orders.actions import place_reseller_topup
+
+    # The status as of now, not as of the caller's read: a suspension stops sales at once.
+    if not Reseller.objects.filter(pk=reseller.pk, status=ResellerStatus.ACTIVE).exists():
+        raise DomainError("reseller_suspended", _("This reseller account is suspended."), 403)
+    device = rechargeable_device(device_text)
+    plan = get_plan(plan_code)
+    if plan.currency != reseller.currency:
+        raise DomainError(
+            "unknown_plan",
+            _("There is no such plan."),
+            422,
+            errors=[FieldError("plan", "unknown_plan", _("There is no such plan."))],
+        )
+    amount = wholesale_price(reseller, plan)
+    return place_reseller_topup(reseller, device, plan, amount, reference)
+
+
+# --- staff (reseller portal logins) ---------------------------------------------------------
+
+
+def _temporary_password() -> str:
+    # 16 characters from an unambiguous alphabet, grouped for reading aloud: ~80 bits.
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    raw = "".join(secrets.choice(alphabet) for _ in range(16))
+    return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
+
+
+def add_member(
+    reseller: Reseller, email: str, role: str = MemberRole.CLERK
+) -> tuple[ResellerMember, str]:
+    """Give a person a login to the reseller portal. Returns (member, temporary password):
+    the password is shown once and must be changed at the first login."""
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise DomainError(
+            "invalid_email",
+            _("Enter a valid email address."),
+            422,
+            errors=[FieldError("email", "invalid_email", _("Enter a valid email address."))],
+        ) from None
+    if role not in MemberRole.values:
+        raise DomainError("invalid_role", _("The role must be owner or clerk."), 422)
+    password = _temporary_password()
+    user_model = get_user_model()
+    try:
+        with transaction.atomic():
+            if user_model.objects.filter(username__iexact=email).exists():
+                raise IntegrityError
+            user = user_model.objects.create_user(username=email, email=email, password=password)
+            member = ResellerMember.objects.create(
+                user=user, reseller=reseller, role=role, must_change_password=True
+            )
+    except IntegrityError:
+        raise DomainError(
+            "member_exists",
+            _("Somebody with this email address can already log in."),
+            409,
+            errors=[
+                FieldError(
+                    "email",
+                    "member_exists",
+                    _("Somebody with this email address can already log in."),
+                )
+            ],
+        ) from None
+    return member, password
+
+
+def reset_member_password(member: ResellerMember) -> str:
+    """A new temporary password (shown once) for a staff member who forgot theirs."""
+    password = _temporary_password()
+    with transaction.atomic():
+        member.user.set_password(password)
+        member.user.save(update_fields=["password"])
+        ResellerMember.objects.filter(pk=member.pk).update(must_change_password=True)
+    return password
+
+
+def password_changed(member: ResellerMember) -> None:
+    ResellerMember.objects.filter(pk=member.pk).update(must_change_password=False)
+
+
+# --- outgoing webhook settings ----------------------------------------------------------------
+
+_url_shape = URLValidator(schemes=["http", "https"])
+
+
+def _webhook_error(message: object) -> DomainError:
+    return DomainError(
+        "invalid_webhook_url",
+        message,  # type: ignore[arg-type]
+        422,
+        errors=[FieldError("webhook_url", "invalid_webhook_url", message)],  # type: ignore[arg-type]
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_webhook_url(url: str) -> str:
+    """An https URL, or plain http to this machine (a local test receiver). Returns it
+    stripped; empty means "no webhook"."""
+    url = url.strip()
+    if not url:
+        return ""
+    if len(url) > 200:
+        raise _webhook_error(_("The address is too long (at most 200 characters)."))
+    try:
+        _url_shape(url)
+    except ValidationError:
+        raise _webhook_error(
+            _("Enter a complete address such as https://example.com/hooks.")
+        ) from None
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise _webhook_error(_("The address must not contain a user name or password."))
+    if parts.scheme != "https" and not _loopback(parts.hostname or ""):
+        raise _webhook_error(
+            _("Use https:// — plain http is only allowed to this machine (localhost).")
+        )
+    return url
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_hex(24)
+
+
+def set_webhook(reseller: Reseller, url: str) -> str | None:
+    """Set (or clear, with an empty URL) where top-up events are sent. The first time a URL
+    is set a signing secret is made; it is returned, to be shown once."""
+    url = validate_webhook_url(url)
+    secret = None
+    with transaction.atomic():
+        row = Reseller.objects.select_for_update().get(pk=reseller.pk)
+        fields = {"webhook_url": url}
+        if url and not row.webhook_secret:
+            secret = new_webhook_secret()
+            fields["webhook_secret"] = secret
+        Reseller.objects.filter(pk=reseller.pk).update(**fields)
+    reseller.webhook_url = url
+    if secret:
+        reseller.webhook_secret = secret
+    return secret
+
+
+def rotate_webhook_secret(reseller: Reseller) -> str:
+    """A new signing secret, effective for the next delivery; returned to be shown once."""
+    secret = new_webhook_secret()
+    Reseller.objects.filter(pk=reseller.pk).update(webhook_secret=secret)
+    reseller.webhook_secret = secret
+    return secret
+
+
+# --- statement (float movements with a running balance) --------------------------------------
+
+_ORDER_KEY = re.compile(r"^order:(\d+):")
+
+
+@dataclass(frozen=True)
+class StatementRow:
+    transfer_id: int
+    at: datetime
+    kind: str  # float_credit | order_payment | order_refund | …
+    amount: int  # signed: + into the float, - out of it
+    balance: int  # the float after this movement
+    memo: str
+    order_id: int | None
+
+
+def statement(
+    reseller: Reseller, since: datetime | None = None, until: datetime | None = None
+) -> tuple[int, list[StatementRow], int]:
+    """The float's movements in ``[since, until)``, oldest first, as (opening balance, rows,
+    closing balance). Balances are computed from the ledger's transfers, not the cache."""
+    account_id = reseller.float_account_id
+    touching = Transfer.objects.filter(Q(source_id=account_id) | Q(destination_id=account_id))
+    opening = 0
+    if since is not None:
+        before = touching.filter(created_at__lt=since)
+        incoming = before.filter(destination_id=account_id).aggregate(s=Sum("amount"))["s"] or 0
+        outgoing = before.filter(source_id=account_id).aggregate(s=Sum("amount"))["s"] or 0
+        opening = incoming - outgoing
+        touching = touching.filter(created_at__gte=since)
+    if until is not None:
+        touching = touching.filter(created_at__lt=until)
+    running = opening
+    rows = []
+    for t in touching.order_by("created_at", "pk").only(
+        "pk", "created_at", "kind", "amount", "memo", "source_id", "idempotency_key"
+    ):
+        signed = -t.amount if t.source_id == account_id else t.amount
+        running += signed
+        match = _ORDER_KEY.match(t.idempotency_key)
+        rows.append(
+            StatementRow(
+                transfer_id=t.pk,
+                at=t.created_at,
+                kind=t.kind,
+                amount=signed,
+                balance=running,
+                memo=t.memo,
+                order_id=int(match.group(1)) if match else None,
+            )
+        )
+    return opening, rows, running

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -104,3 +105,29 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} #{self.pk}"
+
+
+class MemberRole(models.TextChoices):
+    # Owners manage API keys and the webhook; clerks sell and look.
+    OWNER = "owner", "owner"
+    CLERK = "clerk", "clerk"
+
+
+class ResellerMember(models.Model):
+    """A reseller's staff member: a Django user who may use the reseller portal."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reseller_member"
+    )
+    reseller = models.ForeignKey(Reseller, on_delete=models.CASCADE, related_name="members")
+    role = models.CharField(max_length=10, choices=MemberRole.choices, default=MemberRole.CLERK)
+    # Set for a password the operator handed over: the first login must choose a new one.
+    must_change_password = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id} ({self.role}) of reseller {self.reseller_id}"
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == MemberRole.OWNER

@@ -1,20 +1,27 @@
-"""Public receipt verification: anyone can check that a receipt is genuine (anti-fraud).
+"""Public verification: anyone can check that a receipt is genuine, or that an agent is one of
+our authorised resellers (anti-fraud).
 
 ``/verify/receipt/<receipt_no>`` is what the QR code on every receipt opens;
 ``/verify/receipt?no=…`` is the form for a number typed by hand. A wrong check digit gets its
 own message (a typo, most likely); anything else that is not one of our receipts says so
 plainly — it may be a fake — and reveals nothing else.
+
+``/verify/agent?code=…`` looks an agent code up: an active reseller is "authorised since
+<date>", a suspended one is "not currently authorised", an unknown code may be a fake agent
+(404).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils import translation
+from django.utils import timezone, translation
 from django.views.decorators.http import require_GET
 
 from simtopup.core.errors import DomainError
@@ -26,6 +33,7 @@ from simtopup.orders.receipts import (
     normalise_language,
     receipt_facts,
 )
+from simtopup.resellers.models import Reseller
 
 MAX_INPUT = 100
 
@@ -78,3 +86,38 @@ def receipt_form(request: HttpRequest) -> HttpResponse:
 @require_GET
 def receipt(request: HttpRequest, receipt_no: str) -> HttpResponse:
     return _page(request, receipt_no)
+
+
+AGENT_CODE_MAX = 40
+
+
+def normalise_agent_code(text: str) -> str:
+    """``ag 7k3m-xq9p`` → ``AG7K3MXQ9P``: full-width characters, spaces and dashes forgiven."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(ch for ch in text if not ch.isspace() and ch != "-").upper()
+
+
+@require_GET
+def agent(request: HttpRequest) -> HttpResponse:
+    typed = request.GET.get("code", "")[:AGENT_CODE_MAX]
+    code = normalise_agent_code(typed)
+    context: dict[str, Any] = {"code": typed.strip(), "outcome": None}
+    status = 200
+    if code:
+        reseller = Reseller.objects.filter(code__iexact=code).first()
+        if reseller is None:
+            context["outcome"] = "unknown"
+            status = 404
+        else:
+            zone = ZoneInfo(settings.DISPLAY_TIME_ZONE)
+            context["agent"] = {
+                "name": reseller.name,
+                "code": reseller.code,
+                "since": timezone.localtime(reseller.created_at, zone).date(),
+            }
+            context["outcome"] = "authorised" if reseller.active else "suspended"
+    response = render(request, "web/verify_agent.html", context, status=status)
+    response["X-Robots-Tag"] = "noindex"
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response

@@ -1,4 +1,4 @@
-"""The small landing page and the health endpoints (the real website comes later)."""
+"""The home page of the official site, and the health endpoints."""
 
 from __future__ import annotations
 
@@ -6,14 +6,46 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
+from simtopup.catalog.models import Plan, PlanKind
+from simtopup.catalog.pricing import tariff_per_mb
+from simtopup.core.money import format_money
+from simtopup.orders.receipts import format_data, format_validity
 from simtopup.web.metrics import render_metrics
+
+
+def plan_card(plan: Plan, payg_tariff: int) -> dict[str, object]:
+    """What a plan card shows, in the current language."""
+    kinds = {
+        PlanKind.DAILY: _("Daily pass"),
+        PlanKind.MONTHLY: _("Monthly pass"),
+        PlanKind.PAYG: _("Pay per use"),
+    }
+    card: dict[str, object] = {
+        "code": plan.code,
+        "kind": plan.kind,
+        "kind_label": kinds.get(PlanKind(plan.kind), plan.kind),
+        "name": plan.name,
+        "price": format_money(plan.price, plan.currency),
+    }
+    if plan.is_payg:
+        card["detail"] = _("%(credit)s of credit on the card, %(tariff)s per MB used") % {
+            "credit": format_money(plan.price, plan.currency),
+            "tariff": format_money(payg_tariff, plan.currency),
+        }
+    else:
+        card["data"] = format_data(plan.data_bytes)
+        card["validity"] = format_validity(plan.validity_hours)
+    return card
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "web/home.html")
+    plans = list(Plan.objects.filter(active=True))
+    tariff = tariff_per_mb() if any(p.is_payg for p in plans) else 0
+    return render(request, "web/home.html", {"plans": [plan_card(p, tariff) for p in plans]})
 
 
 @require_GET

@@ -1,4 +1,4 @@
-"""`simtopup reseller create|credit|suspend|reinstate|list|key`."""
+"""`simtopup reseller create|credit|suspend|reinstate|list|key|staff`."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from simtopup.core.errors import DomainError
 from simtopup.core.money import money, to_minor
 from simtopup.ledger.actions import balance
 from simtopup.resellers.actions import (
+    add_member,
     create_api_key,
     create_reseller,
     credit_float,
     reinstate,
+    reset_member_password,
     revoke_api_key,
     suspend,
 )
-from simtopup.resellers.models import Reseller
+from simtopup.resellers.models import MemberRole, Reseller, ResellerMember
 
 
 class Command(BaseCommand):
@@ -50,6 +52,17 @@ class Command(BaseCommand):
         key.add_argument("key_action", choices=["create", "revoke"])
         key.add_argument("id", type=int, help="reseller id (create) or key id (revoke)")
         key.add_argument("--name", default="")
+        staff = sub.add_parser(
+            "staff",
+            help="reseller portal logins: add one (prints a temporary password, shown once), "
+            "reset a forgotten password, list them",
+        )
+        staff.add_argument("staff_action", choices=["add", "password", "list"])
+        staff.add_argument(
+            "id", nargs="?", type=int, help="reseller id (add, list; list without: everyone)"
+        )
+        staff.add_argument("--email", default="", help="the person's email (their user name)")
+        staff.add_argument("--role", default=MemberRole.CLERK, choices=MemberRole.values)
 
     def _reseller(self, pk: int) -> Reseller:
         reseller = Reseller.objects.select_related("float_account").filter(pk=pk).first()
@@ -132,3 +145,57 @@ class Command(BaseCommand):
             if not revoke_api_key(id):
                 raise CommandError(f"no active API key with id {id}")
             self.stdout.write(json.dumps({"key_id": id, "revoked": True}))
+
+    def do_staff(self, staff_action: str, id: int | None, email: str, role: str, **_: Any) -> None:
+        from urllib.parse import urljoin
+
+        from django.conf import settings
+        from django.urls import reverse
+
+        login_url = urljoin(settings.SITE_URL, reverse("web:agent-login"))
+        if staff_action == "list":
+            members = ResellerMember.objects.select_related("user").order_by("reseller_id", "pk")
+            if id is not None:
+                members = members.filter(reseller_id=id)
+            for m in members:
+                self.stdout.write(
+                    json.dumps(
+                        {
+                            "reseller_id": m.reseller_id,
+                            "email": m.user.username,
+                            "role": m.role,
+                            "active": m.user.is_active,
+                            "last_login": m.user.last_login.isoformat()
+                            if m.user.last_login
+                            else None,
+                        }
+                    )
+                )
+            return
+        if not email:
+            raise CommandError("--email is required")
+        if staff_action == "add":
+            if id is None:
+                raise CommandError("give the reseller id")
+            member, password = add_member(self._reseller(id), email, role)
+        else:
+            found = (
+                ResellerMember.objects.select_related("user")
+                .filter(user__username__iexact=email.strip())
+                .first()
+            )
+            if found is None:
+                raise CommandError(f"no reseller staff member {email}")
+            member, password = found, reset_member_password(found)
+        self.stdout.write(
+            json.dumps(
+                {
+                    "reseller_id": member.reseller_id,
+                    "email": member.user.username,
+                    "role": member.role,
+                    "temporary_password": password,
+                    "login_url": login_url,
+                    "note": "shown once; a new password must be chosen at the first login",
+                }
+            )
+        )

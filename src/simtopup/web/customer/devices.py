@@ -1,0 +1,336 @@
+"""My devices: the list and the bind form, one device's balance, rename, unbind, eSIM
+activation; the card's credit and its automatic top-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from simtopup.api.app_devices import (
+    CREDIT_KINDS,
+    EXPIRED_BUNDLES_SHOWN,
+    bundle_status,
+    credit_memos,
+    order_of,
+)
+from simtopup.catalog.models import Plan
+from simtopup.core.errors import DomainError
+from simtopup.core.money import format_money
+from simtopup.devices.binding import bind_device, my_devices, rename_device, unbind_device
+from simtopup.devices.esim import activate, qr_code
+from simtopup.devices.models import Device
+from simtopup.ledger.models import Transfer
+from simtopup.orders.receipts import format_data
+from simtopup.usage import autotopup
+from simtopup.usage.bundles import remaining_bytes
+from simtopup.usage.models import AutoTopupRule, Bundle
+from simtopup.web.customer.common import (
+    device_kinds,
+    device_or_404,
+    device_statuses,
+    inline_qr,
+    me,
+    zone_of,
+)
+from simtopup.web.forms import GB, MB, AutoTopupForm, BindForm, RenameForm, show_error
+from simtopup.web.session import customer_required
+
+CREDIT_PAGE_SIZE = 100
+
+
+def data_text(size: int) -> str:
+    """``1.5 GB``, ``200 MB``; nothing left reads ``0 MB`` (not ``0 B``)."""
+    return format_data(size) if size > 0 else "0 MB"
+
+
+def _card(device: Device) -> dict[str, Any]:
+    credit = device.credit_account
+    return {
+        "device": device,
+        "kind": device_kinds().get(device.kind, device.kind),
+        "status": device_statuses().get(device.status, device.status),
+        "remaining": data_text(remaining_bytes(device)),
+        "credit": format_money(credit.balance, credit.unit),
+        "identifiers": [
+            (label, value)
+            for label, value in (
+                ("ICCID", device.iccid),
+                ("EID", device.eid),
+                ("IMEI", device.imei),
+                (_("Serial number"), device.serial),
+            )
+            if value
+        ],
+    }
+
+
+@customer_required
+@require_http_methods(["GET", "POST"])
+def device_list(request: HttpRequest) -> HttpResponse:
+    customer = me(request)
+    status = 200
+    if request.method == "POST":
+        form = BindForm(request.POST)
+        if form.is_valid():
+            try:
+                with transaction.atomic(durable=True):
+                    device, created = bind_device(
+                        customer, form.cleaned_data["device"], form.cleaned_data["nickname"]
+                    )
+            except DomainError as exc:
+                show_error(form, exc, default="device")
+                status = 422
+            else:
+                if created:
+                    messages.success(request, _("The card is now in your account."))
+                else:
+                    messages.success(request, _("This card was already in your account."))
+                return redirect("web:device", device_id=device.pk)
+        else:
+            status = 422
+    else:
+        form = BindForm()
+    devices = my_devices(customer).select_related("credit_account").order_by("pk")
+    return render(
+        request,
+        "web/customer/devices.html",
+        {"cards": [_card(d) for d in devices], "form": form},
+        status=status,
+    )
+
+
+def _bundles(device: Device) -> list[dict[str, Any]]:
+    now = timezone.now()
+    rows = []
+    for bundle in (
+        Bundle.objects.filter(device=device, expires_at__gt=now - EXPIRED_BUNDLES_SHOWN)
+        .select_related("account", "plan")
+        .order_by("expires_at", "pk")
+    ):
+        state = bundle_status(bundle, now)
+        left = max(bundle.account.balance, 0) if state != "expired" else 0
+        rows.append(
+            {
+                "bundle": bundle,
+                "state": state,
+                "state_label": {
+                    "active": _("Active"),
+                    "upcoming": _("Not started yet"),
+                    "expired": _("Expired"),
+                    "used_up": _("Used up"),
+                }[state],
+                "left": left,
+                "low": bundle.granted_bytes // 5,  # the meter turns amber below a fifth
+                "left_text": data_text(left),
+                "granted_text": format_data(bundle.granted_bytes),
+            }
+        )
+    return rows
+
+
+@customer_required
+@require_GET
+def device_detail(request: HttpRequest, device_id: int) -> HttpResponse:
+    customer = me(request)
+    device = device_or_404(customer, device_id)
+    with timezone.override(zone_of(customer)):
+        return render(
+            request,
+            "web/customer/device.html",
+            {
+                **_card(device),
+                "bundles": _bundles(device),
+                "rename": RenameForm(initial={"nickname": device.nickname}),
+                "zone": zone_of(customer).key,
+                "topup_url": f"{reverse('web:topup')}?{urlencode({'device': device.pk})}",
+            },
+        )
+
+
+@customer_required
+@require_POST
+def device_rename(request: HttpRequest, device_id: int) -> HttpResponse:
+    customer = me(request)
+    device = device_or_404(customer, device_id)
+    form = RenameForm(request.POST)
+    if form.is_valid():
+        rename_device(customer, device.pk, form.cleaned_data["nickname"])
+        messages.success(request, _("Nickname saved."))
+        return redirect("web:device", device_id=device.pk)
+    with timezone.override(zone_of(customer)):
+        return render(
+            request,
+            "web/customer/device.html",
+            {
+                **_card(device),
+                "bundles": _bundles(device),
+                "rename": form,
+                "zone": zone_of(customer).key,
+                "topup_url": f"{reverse('web:topup')}?{urlencode({'device': device.pk})}",
+            },
+            status=422,
+        )
+
+
+@customer_required
+@require_http_methods(["GET", "POST"])
+def device_unbind(request: HttpRequest, device_id: int) -> HttpResponse:
+    """GET asks "are you sure?"; POST removes the card from the account."""
+    customer = me(request)
+    device = device_or_404(customer, device_id)
+    if request.method == "POST":
+        unbind_device(customer, device.pk)
+        messages.success(
+            request,
+            _("%(device)s was removed from your account. Its data and credit stay on the card.")
+            % {"device": device.masked},
+        )
+        return redirect("web:devices")
+    return render(request, "web/customer/device_unbind.html", _card(device))
+
+
+@customer_required
+@require_GET
+def esim(request: HttpRequest, device_id: int) -> HttpResponse:
+    customer = me(request)
+    device = device_or_404(customer, device_id)
+    try:
+        activation = activate(device)
+    except DomainError as exc:
+        return render(
+            request,
+            "web/customer/esim.html",
+            {**_card(device), "problem": str(exc.message)},
+            status=409,
+        )
+    response = render(
+        request,
+        "web/customer/esim.html",
+        {
+            **_card(device),
+            "code": activation.activation_code,
+            # The eSIM's QR code (devices/esim.py), drawn to scale with the page.
+            "qr_svg": inline_qr(qr_code(activation.activation_code), _("eSIM activation code")),
+        },
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+# --- credit -------------------------------------------------------------------------------
+
+
+def _movements(device: Device) -> list[dict[str, Any]]:
+    """The same movements as ``GET /api/v1/devices/{id}/credit``, newest first."""
+    account = device.credit_account
+    memos = credit_memos()
+    rows = []
+    for t in Transfer.objects.filter(Q(source=account) | Q(destination=account)).order_by("-pk")[
+        :CREDIT_PAGE_SIZE
+    ]:
+        incoming = t.destination_id == account.pk
+        kind = CREDIT_KINDS.get(t.kind, "adjustment")
+        rows.append(
+            {
+                "created_at": t.created_at,
+                "memo": memos[kind],
+                "incoming": incoming,
+                "amount": ("+" if incoming else "−") + format_money(t.amount, t.unit),
+                "order_id": order_of(t),
+            }
+        )
+    return rows
+
+
+def _threshold_text(value: float) -> str:
+    """``500`` rather than ``500.0``; one decimal at most."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def _rule_form(device: Device, data: Any = None) -> AutoTopupForm:
+    plans = Plan.objects.filter(active=True, currency=device.credit_account.unit).exclude(
+        kind="payg"
+    )
+    rule = AutoTopupRule.objects.select_related("plan").filter(device=device).first()
+    initial: dict[str, Any] = {"enabled": False, "threshold": 500, "unit": "MB"}
+    if rule is not None:
+        gb = rule.threshold_bytes >= GB and (rule.threshold_bytes * 10) % GB == 0
+        initial = {
+            "enabled": rule.enabled,
+            "threshold": _threshold_text(rule.threshold_bytes / (GB if gb else MB)),
+            "unit": "GB" if gb else "MB",
+            "plan": rule.plan.code,
+        }
+    return AutoTopupForm(data, initial=initial, plans=plans)
+
+
+def _credit_page(
+    request: HttpRequest, device: Device, form: AutoTopupForm, status: int = 200
+) -> HttpResponse:
+    customer = me(request)
+    payg = Plan.objects.filter(active=True, kind="payg", currency=device.credit_account.unit)
+    add_links = [
+        {
+            "plan": plan,
+            "price": format_money(plan.price, plan.currency),
+            "url": f"{reverse('web:topup-device')}?"
+            + urlencode({"plan": plan.code, "device": str(device.pk)}),
+        }
+        for plan in payg
+    ]
+    rule = AutoTopupRule.objects.filter(device=device).first()
+    with timezone.override(zone_of(customer)):
+        return render(
+            request,
+            "web/customer/credit.html",
+            {
+                **_card(device),
+                "movements": _movements(device),
+                "add_links": add_links,
+                "form": form,
+                "rule": rule,
+                "zone": zone_of(customer).key,
+            },
+            status=status,
+        )
+
+
+@customer_required
+@require_GET
+def credit(request: HttpRequest, device_id: int) -> HttpResponse:
+    device = device_or_404(me(request), device_id)
+    return _credit_page(request, device, _rule_form(device))
+
+
+@customer_required
+@require_POST
+def auto_topup(request: HttpRequest, device_id: int) -> HttpResponse:
+    customer = me(request)
+    device = device_or_404(customer, device_id)
+    form = _rule_form(device, request.POST)
+    if form.is_valid():
+        try:
+            with transaction.atomic(durable=True):
+                autotopup.set_rule(
+                    customer,
+                    device,
+                    enabled=form.cleaned_data["enabled"],
+                    threshold_bytes=form.threshold_bytes(),
+                    plan_code=form.cleaned_data["plan"],
+                )
+        except DomainError as exc:
+            show_error(form, exc, {"threshold_bytes": "threshold"})
+        else:
+            messages.success(request, _("Automatic top-up settings saved."))
+            return redirect("web:credit", device_id=device.pk)
+    return _credit_page(request, device, form, status=422)

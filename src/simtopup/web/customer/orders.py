@@ -1,0 +1,224 @@
+"""An order's status page (updates by itself until credited), its receipt, and my top-up
+history with its CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from typing import Any
+
+import segno
+from django.core.exceptions import ImproperlyConfigured
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from simtopup.core.money import format_money, to_decimal_string
+from simtopup.orders import customer as orders
+from simtopup.orders.models import FINAL, Order, OrderStatus
+from simtopup.orders.receipts import format_time, normalise_language, render_receipt_pdf
+from simtopup.payments.providers.base import WECHAT_PAY
+from simtopup.web.customer.common import inline_qr, me, status_labels, visible_order, zone_of
+from simtopup.web.forms import payment_labels
+from simtopup.web.session import current_customer, customer_required
+
+logger = logging.getLogger(__name__)
+HISTORY_PAGE_SIZE = 50
+
+
+def _with_token(url: str, token: str) -> str:
+    return f"{url}?t={token}" if token else url
+
+
+def _payment_qr(data: str) -> str:
+    """The QR code a payer scans to pay (WeChat Pay Native)."""
+    return inline_qr(segno.make(data, error="m", micro=False), _("QR code to pay with WeChat Pay"))
+
+
+def _state(order: Order) -> str:
+    """What the page says: waiting (for the payer), crediting, done or failed."""
+    if order.status == OrderStatus.FULFILLED:
+        return "done"
+    if order.status == OrderStatus.AWAITING_PAYMENT:
+        return "waiting"
+    if order.status in FINAL:
+        return "failed"
+    return "crediting"
+
+
+@require_GET
+def status(request: HttpRequest, order_id: int) -> HttpResponse:
+    order, token = visible_order(request, order_id)
+    customer = current_customer(request)
+    payment = getattr(order, "payment", None)
+    state = _state(order)
+    qr_svg = checkout_url = None
+    if state == "waiting" and payment is not None:
+        checkout_url = payment.checkout_url or None
+        if payment.method == WECHAT_PAY and payment.qr_data:
+            qr_svg = _payment_qr(payment.qr_data)
+    context: dict[str, Any] = {
+        "order": order,
+        "state": state,
+        "status_label": status_labels().get(order.status, order.status),
+        "amount": format_money(order.amount, order.currency),
+        "method": payment_labels().get(order.payment_method, order.payment_method),
+        "checkout_url": checkout_url,
+        "qr_svg": qr_svg,
+        "poll_url": _with_token(
+            reverse("web:order-status-json", kwargs={"order_id": order.pk}), token
+        ),
+        "receipt_url": _with_token(reverse("web:receipt", kwargs={"order_id": order.pk}), token),
+        "created": format_time(order.created_at, zone_of(customer or order.customer)),
+        "mine": customer is not None and order.device.owner_id == customer.pk,
+    }
+    response = render(request, "web/customer/order_status.html", context)
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"  # the signed link stays here
+    response["X-Robots-Tag"] = "noindex"
+    return response
+
+
+@require_GET
+def status_json(request: HttpRequest, order_id: int) -> HttpResponse:
+    """What the status page polls: the order's status and whether it can still change."""
+    order, _token = visible_order(request, order_id)
+    response = JsonResponse(
+        {
+            "status": order.status,
+            "final": order.status in FINAL,
+            "label": status_labels().get(order.status, order.status),
+        }
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+def receipt(request: HttpRequest, order_id: int) -> HttpResponse:
+    """The receipt PDF of a credited order, in the page's language and the customer's (or
+    the operator's) time zone."""
+    order, _token = visible_order(request, order_id)
+    if not order.receipt_no or order.fulfilled_at is None:
+        return render(
+            request,
+            "web/customer/message.html",
+            {
+                "title": _("No receipt yet"),
+                "text": _(
+                    "This order has no receipt yet: receipts are issued once a top-up is credited."
+                ),
+            },
+            status=409,
+        )
+    language = normalise_language(translation.get_language())
+    zone = zone_of(order.customer).key
+    try:
+        pdf = render_receipt_pdf(order, language, zone)
+    except ImproperlyConfigured:
+        logger.exception("cannot render the receipt of order %s", order.pk)
+        return render(
+            request,
+            "web/customer/message.html",
+            {
+                "title": _("Receipts are unavailable"),
+                "text": _("Receipts cannot be produced right now. Please try again later."),
+            },
+            status=503,
+        )
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="receipt-{order.receipt_no}.pdf"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+# --- history ------------------------------------------------------------------------------
+
+
+def _rows(orders_: Any) -> list[dict[str, Any]]:
+    labels = status_labels()
+    methods = payment_labels()
+    return [
+        {
+            "order": o,
+            "status_label": labels.get(o.status, o.status),
+            "amount": format_money(o.amount, o.currency),
+            "method": methods.get(o.payment_method, o.payment_method),
+            "receipt_url": reverse("web:receipt", kwargs={"order_id": o.pk})
+            if o.receipt_no
+            else None,
+            "status_url": reverse("web:order-status", kwargs={"order_id": o.pk}),
+        }
+        for o in orders_
+    ]
+
+
+@customer_required
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    customer = me(request)
+    paginator = Paginator(orders.customer_orders(customer).order_by("-pk"), HISTORY_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    with timezone.override(zone_of(customer)):
+        return render(
+            request,
+            "web/customer/history.html",
+            {
+                "rows": _rows(page.object_list),
+                "page": page,
+                "zone": zone_of(customer).key,
+            },
+        )
+
+
+@customer_required
+@require_GET
+def history_csv(request: HttpRequest) -> HttpResponse:
+    """All my orders as CSV: UTF-8 with a byte-order mark (so Excel shows Chinese), headers in
+    the page's language, times in my time zone."""
+    customer = me(request)
+    zone = zone_of(customer)
+    buffer = io.StringIO()
+    buffer.write("\ufeff")
+    writer = csv.writer(buffer)
+    writer.writerow(
+        [
+            _("Order number"),
+            _("Time (%(zone)s)") % {"zone": zone.key},
+            _("Status"),
+            _("Plan"),
+            _("Device"),
+            _("Amount"),
+            _("Currency"),
+            _("Payment method"),
+            _("Receipt"),
+        ]
+    )
+    labels = status_labels()
+    methods = payment_labels()
+    for o in orders.customer_orders(customer).order_by("-pk").iterator(chunk_size=500):
+        writer.writerow(
+            [
+                o.pk,
+                f"{o.created_at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
+                labels.get(o.status, o.status),
+                o.plan.name,
+                o.device.masked,
+                to_decimal_string(o.amount, o.currency),
+                o.currency,
+                methods.get(o.payment_method, o.payment_method),
+                o.receipt_no or "",
+            ]
+        )
+    response = HttpResponse(
+        buffer.getvalue().encode("utf-8"), content_type="text/csv; charset=utf-8"
+    )
+    stamp = timezone.now().astimezone(zone).strftime("%Y%m%d")
+    response["Content-Disposition"] = f'attachment; filename="topup-history-{stamp}.csv"'
+    response["Cache-Control"] = "private, no-store"
+    return response

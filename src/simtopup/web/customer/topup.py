@@ -1,0 +1,358 @@
+"""Top up: choose a plan → choose or type a device → confirm (masked device, plan, price) and
+pay → the status page.
+
+Typing a device ID works without logging in (paying for someone else's card); such a payer
+pays by card, Alipay or WeChat Pay, never with a card's credit. A logged-in customer's
+confirmation is a stored quote (``orders.customer.create_quote``) that locks the price; a
+visitor's is the signed confirmation itself, and an order refuses a price other than the
+one the visitor confirmed. Either way the confirmation travels signed, so nobody can swap
+the device or the price in between.
+
+Pressing "Pay" twice places one order: the confirmation carries a one-time key, claimed
+like an API ``Idempotency-Key`` before anything is asked of the payment provider.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods
+
+from simtopup.accounts.models import Customer
+from simtopup.api.models import IdempotencyRecord
+from simtopup.catalog.models import Plan
+from simtopup.catalog.pricing import get_plan
+from simtopup.core.errors import DomainError
+from simtopup.core.money import format_money
+from simtopup.devices.binding import my_devices
+from simtopup.devices.identifiers import find_device, rechargeable_device
+from simtopup.devices.models import Device
+from simtopup.orders import customer as orders
+from simtopup.orders.models import Channel, Order
+from simtopup.orders.receipts import format_data, format_validity
+from simtopup.payments.actions import PreparedPayment
+from simtopup.payments.providers.base import METHODS, WECHAT_PAY
+from simtopup.payments.registry import provider_for
+from simtopup.web.customer.common import status_url
+from simtopup.web.forms import BALANCE, DeviceChoiceForm, PayForm, show_error
+from simtopup.web.session import current_customer
+
+CONFIRMATION_SALT = "simtopup.web.topup-confirmation"
+IDEMPOTENCY_SCOPE = "web:topup"
+# A "Pay" press still running (asking the provider) blocks its duplicates this long at most.
+CLAIM_LEASE = timedelta(minutes=2)
+
+
+def plan_facts(plan: Plan) -> dict[str, Any]:
+    if plan.is_payg:
+        detail = _("%(amount)s of credit, charged per MB used") % {
+            "amount": format_money(plan.price, plan.currency)
+        }
+    else:
+        detail = _("%(data)s, valid for %(validity)s") % {
+            "data": format_data(plan.data_bytes),
+            "validity": format_validity(plan.validity_hours),
+        }
+    kinds = {"daily": _("Daily pass"), "monthly": _("Monthly pass"), "payg": _("Pay per use")}
+    return {
+        "plan": plan,
+        "kind": kinds.get(plan.kind, plan.kind),
+        "detail": detail,
+        "price": format_money(plan.price, plan.currency),
+    }
+
+
+def available_methods(customer: Customer | None, device: Device, plan: Plan) -> list[str]:
+    """Methods a payer may choose: those a provider serves now, and the card's credit for
+    its owner (a pass only: credit does not buy credit)."""
+    methods = []
+    for method in METHODS:
+        try:
+            provider_for(method)
+        except DomainError:
+            continue
+        methods.append(method)
+    if customer is not None and device.owner_id == customer.pk and not plan.is_payg:
+        methods.append(BALANCE)
+    return methods
+
+
+def identifier_of(device: Device) -> str:
+    """An identifier of the card that leads back to it (what the order functions take)."""
+    for text in (device.iccid, device.eid, device.imei, device.serial):
+        if text and find_device(text).pk == device.pk:
+            return text
+    raise Http404
+
+
+# --- step 1: the plans --------------------------------------------------------------------
+
+
+@require_GET
+def plans(request: HttpRequest) -> HttpResponse:
+    device = request.GET.get("device", "")
+    rows = []
+    for plan in Plan.objects.filter(active=True, currency=settings.CURRENCY):
+        query = {"plan": plan.code, **({"device": device} if device.isdigit() else {})}
+        rows.append(
+            {**plan_facts(plan), "url": f"{reverse('web:topup-device')}?{urlencode(query)}"}
+        )
+    return render(request, "web/customer/topup_plans.html", {"plans": rows, "step": 1})
+
+
+# --- step 2: the device -------------------------------------------------------------------
+
+
+def _confirmation(customer: Customer | None, device: Device, plan: Plan) -> str:
+    """Confirm device, plan and price: a stored quote for a customer, the signed
+    confirmation alone for a visitor."""
+    quote_id = None
+    amount = plan.price
+    if customer is not None:
+        quote = orders.create_quote(customer, identifier_of(device), plan.code)
+        quote_id, amount = quote.pk, quote.amount
+    return signing.dumps(
+        {
+            "d": device.pk,
+            "p": plan.code,
+            "a": amount,
+            "c": plan.currency,
+            "q": quote_id,
+            "u": customer.pk if customer else None,
+            "k": secrets.token_hex(16),
+        },
+        salt=CONFIRMATION_SALT,
+        compress=True,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def choose_device(request: HttpRequest) -> HttpResponse:
+    customer = current_customer(request)
+    code = request.POST.get("plan") if request.method == "POST" else request.GET.get("plan")
+    try:
+        plan = get_plan(code or "")
+    except DomainError:
+        messages.error(request, _("Please choose a plan first."))
+        return redirect("web:topup")
+    devices = list(my_devices(customer).order_by("pk")) if customer else []
+    status = 200
+    if request.method == "POST":
+        status = 422  # unless it redirects below
+        form = DeviceChoiceForm(request.POST, devices=devices)
+        if form.is_valid():
+            try:
+                with transaction.atomic(durable=True):
+                    if form.cleaned_data.get("device"):
+                        device = rechargeable_device(form.cleaned_data["device"])
+                    else:
+                        device = next(d for d in devices if d.pk == form.cleaned_data["mine"])
+                        device = rechargeable_device(identifier_of(device), field="mine")
+                    token = _confirmation(customer, device, plan)
+            except DomainError as exc:
+                mine = "mine" if not form.cleaned_data.get("device") else "device"
+                show_error(form, exc, {"device": mine, "plan": None})
+            else:
+                return redirect(f"{reverse('web:topup-confirm')}?{urlencode({'c': token})}")
+    else:
+        initial: dict[str, Any] = {"plan": plan.code}
+        wanted = request.GET.get("device", "")
+        if wanted.isdigit() and any(d.pk == int(wanted) for d in devices):
+            initial["mine"] = int(wanted)
+        elif devices:
+            initial["mine"] = devices[0].pk
+        form = DeviceChoiceForm(initial=initial, devices=devices)
+    return render(
+        request,
+        "web/customer/topup_device.html",
+        {"form": form, "facts": plan_facts(plan), "devices": devices, "step": 2},
+        status=status,
+    )
+
+
+# --- step 3: confirm and pay --------------------------------------------------------------
+
+
+class Expired(Exception):
+    pass
+
+
+def _read(token: str, customer: Customer | None) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = signing.loads(
+            token, salt=CONFIRMATION_SALT, max_age=settings.QUOTE_TTL_SECONDS
+        )
+    except signing.BadSignature as exc:
+        raise Expired from exc
+    if data.get("u") != (customer.pk if customer else None):
+        raise Expired  # logged in or out since: confirm again
+    return data
+
+
+def _expired(request: HttpRequest, plan_code: str | None = None) -> HttpResponse:
+    messages.error(
+        request, _("This price confirmation has expired. Please confirm the order again.")
+    )
+    if plan_code:
+        return redirect(f"{reverse('web:topup-device')}?{urlencode({'plan': plan_code})}")
+    return redirect("web:topup")
+
+
+def _claim(key: str) -> Order | bool | None:
+    """Claim the confirmation's one-time key: True if ours now; the order if an earlier press
+    placed it; None while an earlier press is still running."""
+    now = timezone.now()
+    try:
+        with transaction.atomic(durable=True):
+            IdempotencyRecord.objects.create(
+                scope=IDEMPOTENCY_SCOPE,
+                key=key,
+                method="POST",
+                path=reverse("web:topup-confirm"),
+                request_hash=key,
+                locked_until=now + CLAIM_LEASE,
+            )
+        return True
+    except IntegrityError:
+        record = IdempotencyRecord.objects.filter(scope=IDEMPOTENCY_SCOPE, key=key).first()
+        if record is not None and record.response_status is not None:
+            return Order.objects.filter(pk=json.loads(record.response_body)["order"]).first()
+        if record is not None and record.locked_until < now:
+            # The earlier press died half-way (nothing was placed): take over.
+            taken = IdempotencyRecord.objects.filter(
+                pk=record.pk, response_status__isnull=True, locked_until=record.locked_until
+            ).update(locked_until=now + CLAIM_LEASE)
+            return True if taken else None
+        return None
+
+
+def _release(key: str) -> None:
+    IdempotencyRecord.objects.filter(
+        scope=IDEMPOTENCY_SCOPE, key=key, response_status__isnull=True
+    ).delete()
+
+
+def _next_step(order: Order) -> HttpResponse:
+    """Off to the provider's page, or to the status page (QR code, credit, or the outcome)."""
+    payment = getattr(order, "payment", None)
+    if payment is not None and payment.checkout_url and payment.method != WECHAT_PAY:
+        return HttpResponseRedirect(payment.checkout_url)
+    return HttpResponseRedirect(status_url(order))
+
+
+def _place(
+    request: HttpRequest, customer: Customer | None, data: dict[str, Any], method: str
+) -> Order:
+    device = Device.objects.filter(pk=data["d"]).first()
+    if device is None:
+        raise Http404
+    text = identifier_of(device)
+    client_ip = request.META.get("REMOTE_ADDR")
+    if customer is None:
+        plan = get_plan(data["p"])
+        if (plan.price, plan.currency) != (data["a"], data["c"]):
+            raise DomainError(
+                "quote_expired",
+                _("The price of this plan has changed. Please confirm the order again."),
+                409,
+            )
+    prepared: PreparedPayment | None = orders.prepare_order(
+        customer, text, data["p"], method, quote_id=data["q"], client_ip=client_ip
+    )
+    with transaction.atomic(durable=True):
+        order = orders.place_order(
+            customer,
+            text,
+            data["p"],
+            method,
+            quote_id=data["q"],
+            channel=Channel.WEB,
+            client_ip=client_ip,
+            prepared=prepared,
+        )
+        IdempotencyRecord.objects.filter(scope=IDEMPOTENCY_SCOPE, key=data["k"]).update(
+            response_status=201, response_body=json.dumps({"order": order.pk})
+        )
+    return order
+
+
+@require_http_methods(["GET", "POST"])
+def confirm(request: HttpRequest) -> HttpResponse:
+    customer = current_customer(request)
+    token = request.POST.get("confirmation") if request.method == "POST" else request.GET.get("c")
+    try:
+        data = _read(token or "", customer)
+    except Expired:
+        return _expired(request)
+    device = Device.objects.filter(pk=data["d"]).first()
+    plan = Plan.objects.filter(code=data["p"], active=True).first()
+    if device is None or plan is None:
+        return _expired(request)
+    methods = available_methods(customer, device, plan)
+    status = 200
+    if request.method == "POST":
+        form = PayForm(request.POST, methods=methods)
+        if form.is_valid():
+            claim = _claim(data["k"])
+            if isinstance(claim, Order):
+                return _next_step(claim)
+            if claim is None:
+                form.add_error(None, _("This order is already being placed. Please wait a moment."))
+                status = 409
+            else:
+                try:
+                    order = _place(request, customer, data, form.cleaned_data["payment_method"])
+                except DomainError as exc:
+                    _release(data["k"])
+                    if exc.code in ("quote_expired", "unknown_quote", "quote_mismatch"):
+                        messages.error(request, str(exc.message))
+                        query = urlencode({"plan": plan.code})
+                        return redirect(f"{reverse('web:topup-device')}?{query}")
+                    show_error(
+                        form,
+                        exc,
+                        {"device": None, "plan": None, "quote": None},
+                        default="payment_method",
+                    )
+                    status = 402 if exc.code == "insufficient_balance" else 422
+                except BaseException:
+                    _release(data["k"])
+                    raise
+                else:
+                    return _next_step(order)
+        else:
+            status = 422
+    else:
+        form = PayForm(
+            initial={"confirmation": token, "payment_method": methods[0] if methods else None},
+            methods=methods,
+        )
+    credit = None
+    if BALANCE in methods:
+        credit = format_money(device.credit_account.balance, device.credit_account.unit)
+    return render(
+        request,
+        "web/customer/topup_confirm.html",
+        {
+            "form": form,
+            "facts": plan_facts(plan),
+            "device": device,
+            "price": format_money(data["a"], data["c"]),
+            "credit": credit,
+            "step": 3,
+        },
+        status=status,
+    )
