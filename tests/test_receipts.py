@@ -21,14 +21,10 @@ from django.utils import translation
 from PIL import Image
 from pypdf import PdfReader
 
+from simtopup.catalog.display import format_data
 from simtopup.core.money import format_money
 from simtopup.orders.models import Order, OrderStatus
-from simtopup.orders.receipts import (
-    format_data,
-    receipt_font,
-    render_receipt_pdf,
-    verification_url,
-)
+from simtopup.orders.receipts import receipt_font, render_receipt_pdf, verification_url
 from simtopup.resellers.actions import wholesale_price
 from tests.receipt_support import fulfilled_order, make_customer, paid_order
 from tests.support import Actors

@@ -9,8 +9,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import translation
 
+from simtopup.catalog.display import format_validity
 from simtopup.catalog.models import Plan
-from simtopup.orders.receipts import format_validity
 from tests.support import Actors
 from tests.web_home_support import HTML_LANG, LANGUAGES, client_in, page
 

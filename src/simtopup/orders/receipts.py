@@ -26,11 +26,12 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import gettext_lazy
 from fpdf import FPDF
 from fpdf.enums import Align, TextMode, XPos, YPos
 from stdnum import luhn
 
+from simtopup.catalog.display import plan_detail
 from simtopup.core.errors import DomainError
 from simtopup.core.money import format_money
 from simtopup.orders.models import Order, OrderStatus
@@ -53,22 +54,6 @@ _FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
 
 
 # --- formatting ---------------------------------------------------------------------------
-
-
-def format_data(size: int) -> str:
-    """``1.5 GB`` / ``500 MB``: at most one decimal, binary units."""
-    for unit, scale in (("GB", 1024**3), ("MB", 1024**2)):
-        if size >= scale:
-            text = f"{size / scale:.1f}".removesuffix(".0")
-            return f"{text} {unit}"
-    return f"{size} B"
-
-
-def format_validity(hours: int) -> str:
-    if hours % 24 == 0:
-        days = hours // 24
-        return ngettext("%(count)d day", "%(count)d days", days) % {"count": days}
-    return ngettext("%(count)d hour", "%(count)d hours", hours) % {"count": hours}
 
 
 def customer_zone(name: str | None) -> ZoneInfo:
@@ -158,15 +143,7 @@ def receipt_facts(order: Order, zone: ZoneInfo) -> ReceiptFacts:
     if not order.receipt_no or order.fulfilled_at is None:
         raise ValueError(f"order {order.pk} has no receipt")
     plan = order.plan
-    if plan.is_payg:
-        detail = _("Pay per use credit: %(amount)s") % {
-            "amount": format_money(order.retail_amount, order.currency)
-        }
-    else:
-        detail = _("%(data)s, valid for %(validity)s") % {
-            "data": format_data(plan.data_bytes),
-            "validity": format_validity(plan.validity_hours),
-        }
+    detail = plan_detail(plan, order.retail_amount)
     amount = order.retail_amount if order.reseller_id is not None else order.amount
     return ReceiptFacts(
         receipt_no=order.receipt_no,

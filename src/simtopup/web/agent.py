@@ -42,6 +42,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from simtopup.accounts.models import RateCounter
 from simtopup.accounts.ratelimit import Limit, RateLimited, hit, ip_bucket
 from simtopup.api.app_auth import client_ip
+from simtopup.catalog.display import plan_detail
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError
@@ -51,9 +52,7 @@ from simtopup.ledger.actions import balance
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.orders.receipts import (
     customer_zone,
-    format_data,
     format_time,
-    format_validity,
     receipt_facts,
     status_label,
 )
@@ -395,15 +394,7 @@ def _confirmation(member: ResellerMember, device_text: str, plan_code: str) -> d
     if plan.currency != reseller.currency:
         raise DomainError("unknown_plan", _("There is no such plan."), 422)
     charged = wholesale_price(reseller, plan)
-    if plan.is_payg:
-        detail = _("Pay per use credit: %(amount)s") % {
-            "amount": format_money(plan.price, plan.currency)
-        }
-    else:
-        detail = _("%(data)s, valid for %(validity)s") % {
-            "data": format_data(plan.data_bytes),
-            "validity": format_validity(plan.validity_hours),
-        }
+    detail = plan_detail(plan)
     return {
         "device_masked": device.masked,
         "plan_name": plan.name,

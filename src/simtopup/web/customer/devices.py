@@ -23,6 +23,7 @@ from simtopup.api.app_devices import (
     credit_memos,
     order_of,
 )
+from simtopup.catalog.display import format_data
 from simtopup.catalog.models import Plan
 from simtopup.core.errors import DomainError
 from simtopup.core.money import format_money
@@ -30,7 +31,6 @@ from simtopup.devices.binding import bind_device, my_devices, rename_device, unb
 from simtopup.devices.esim import activate, qr_code
 from simtopup.devices.models import Device
 from simtopup.ledger.models import Transfer
-from simtopup.orders.receipts import format_data
 from simtopup.usage import autotopup
 from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import AutoTopupRule, Bundle

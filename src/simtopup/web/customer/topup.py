@@ -33,6 +33,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from simtopup.accounts.models import Customer
 from simtopup.api.models import IdempotencyRecord
+from simtopup.catalog.display import format_data, format_validity
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError
@@ -42,7 +43,6 @@ from simtopup.devices.identifiers import find_device, rechargeable_device
 from simtopup.devices.models import Device
 from simtopup.orders import customer as orders
 from simtopup.orders.models import Channel, Order
-from simtopup.orders.receipts import format_data, format_validity
 from simtopup.payments.actions import PreparedPayment
 from simtopup.payments.providers.base import METHODS, WECHAT_PAY
 from simtopup.payments.registry import provider_for
