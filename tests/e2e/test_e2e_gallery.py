@@ -1,6 +1,6 @@
 """Screenshots of every main page on a phone in zh-Hans and on a desktop in English
-(test-artifacts/screenshots/gallery-*). Each page must render in its language: the <html>
-lang attribute, no server error, and the page's own heading translated."""
+(test-artifacts/screenshots/gallery-*). Each page must render (200) in its language (the
+<html> lang attribute, the navigation translated) with a label on every input."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ PUBLIC = {
     "agent-login": "/agent/login",
 }
 MINE = {"devices": "/my/devices", "history": "/my/orders"}
+# Inputs a person fills in, without a label the screen reader can announce.
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(e => e.type !== 'hidden' && e.type !== 'submit' && e.type !== 'button')
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+               && !e.getAttribute('aria-labelledby'))
+  .map(e => e.name || e.id || e.outerHTML.slice(0, 80))"""
 CONFIGS = [("phone", "zh-hans", "zh-Hans"), ("desktop", "en", "en")]
 
 
@@ -41,12 +47,14 @@ def test_every_main_page_renders_in_its_language(
         assert response is not None, name
         assert response.status == 200, (name, response.status)
         assert page.locator("html").get_attribute("lang") == lang_attr, name
+        assert page.evaluate(UNLABELLED) == [], name
         shot(page, f"gallery-{name}-{kind}-{language}")
     logged_in(page, site, me)
     for name, path in MINE.items():
         response = page.goto(site + path)
         assert response is not None, name
         assert response.status == 200, (name, response.status)
+        assert page.evaluate(UNLABELLED) == [], name
         shot(page, f"gallery-{name}-{kind}-{language}")
     with translation.override(language):
         nav = translation.gettext("My devices")
