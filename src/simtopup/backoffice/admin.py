@@ -21,7 +21,14 @@ from simtopup.ledger.models import Account, Transfer
 from simtopup.orders.models import Order, Quote
 from simtopup.payments.models import Payment, PaymentEvent, Refund
 from simtopup.resellers import actions as reseller_actions
-from simtopup.resellers.models import ApiKey, Reseller, ResellerPrice, WebhookDelivery
+from simtopup.resellers.models import (
+    ApiKey,
+    Reseller,
+    ResellerMember,
+    ResellerPrice,
+    WebhookDelivery,
+)
+from simtopup.support.models import SupportTicket
 from simtopup.usage.models import AutoTopupRule, Bundle, UsageRecord
 
 admin.site.site_header = "simtopup operator console"
@@ -291,7 +298,6 @@ class AutoTopupRuleAdmin(ReadOnlyAdmin):
 
 
 # Customer service: messages from the website's contact form (support/).
-from simtopup.support.models import SupportTicket  # noqa: E402
 
 
 @admin.register(SupportTicket)
@@ -300,3 +306,12 @@ class SupportTicketAdmin(ReadOnlyAdmin):
     list_filter = ["status", "reply_channel", "language"]
     search_fields = ["reply_to", "name", "device", "message"]
     readonly_fields = ["customer"]
+
+
+@admin.register(ResellerMember)
+class ResellerMemberAdmin(ReadOnlyAdmin):
+    """Reseller portal staff (added with `simtopup reseller staff add`)."""
+
+    list_display = ["user", "reseller", "role", "must_change_password", "created_at"]
+    list_filter = ["role", "reseller"]
+    search_fields = ["user__username", "user__email", "reseller__code", "reseller__name"]
