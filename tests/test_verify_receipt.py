@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
+from unittest import mock
 
 import pytest
 from django.test import Client
-from django.utils import translation
+from django.utils import timezone, translation
 from stdnum import luhn
 
 from simtopup.core.errors import DomainError
@@ -208,3 +210,21 @@ def test_it_parses_receipt_numbers() -> None:
         with pytest.raises(DomainError) as exc:
             parse_receipt_number(bad)
         assert exc.value.code == "invalid_receipt_number", bad
+
+
+def test_walking_through_receipt_numbers_is_refused(actors: Actors, settings: Any) -> None:
+    settings.VERIFY_IP_LIMITS = ["3/60"]
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    # The limits count in fixed windows: keep every request inside one minute.
+    with mock.patch("django.utils.timezone.now", return_value=timezone.now().replace(second=5)):
+        for n in range(3):
+            response = client.get(f"/verify/receipt/R20261126-{n:08d}-0")
+            assert response.status_code in (404, 422)
+        refused = client.get("/verify/receipt/R20261126-00000042-7")
+        assert refused.status_code == 429
+        assert 'data-outcome="too_many_requests"' in refused.content.decode()
+        assert int(refused["Retry-After"]) > 0
+        # Another address is not affected; agent lookups count against the same budget.
+        other = Client(REMOTE_ADDR="10.9.8.7")
+        assert other.get("/verify/agent", {"code": "AGX"}).status_code == 404
+        assert client.get("/verify/agent", {"code": "AGX"}).status_code == 429

@@ -200,6 +200,8 @@ AGENT_LOGIN_IP_LIMITS = envlist("AGENT_LOGIN_IP_LIMITS", "30/900")
 SUPPORT_EMAIL = env("SUPPORT_EMAIL", "")
 # Rate limits on contact-form messages per client IP, "<count>/<seconds>" each.
 SUPPORT_IP_LIMITS = envlist("SUPPORT_IP_LIMITS", "5/3600,20/86400")
+# Receipt and agent lookups on the public verification pages, per client IP.
+VERIFY_IP_LIMITS = envlist("VERIFY_IP_LIMITS", "30/60,300/86400")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -24,6 +24,8 @@ from django.shortcuts import render
 from django.utils import timezone, translation
 from django.views.decorators.http import require_GET
 
+from simtopup.accounts import ratelimit
+from simtopup.api.app_auth import client_ip
 from simtopup.core.errors import DomainError
 from simtopup.orders.models import Order
 from simtopup.orders.receipts import (
@@ -36,6 +38,14 @@ from simtopup.orders.receipts import (
 from simtopup.resellers.models import Reseller
 
 MAX_INPUT = 100
+
+
+def _count_lookup(request: HttpRequest) -> None:
+    """Receipt numbers and agent codes are not secrets, but walking through them (a bot
+    trying every number) is refused: lookups are limited per client IP."""
+    ip = client_ip(request) or "unknown"
+    limits = [ratelimit.Limit.parse(text) for text in settings.VERIFY_IP_LIMITS]
+    ratelimit.hit(f"verify-ip:{ratelimit.ip_bucket(ip)}", limits)
 
 
 def _language(request: HttpRequest) -> str:
@@ -59,18 +69,24 @@ def _page(request: HttpRequest, number: str | None) -> HttpResponse:
         "outcome": None,
     }
     status = 200
+    retry_after = None
     with translation.override(language):
         if number is not None and number.strip():
             try:
+                _count_lookup(request)
                 order: Order = find_receipt(number[:MAX_INPUT])
             except DomainError as exc:
                 context["outcome"] = exc.code
+                context["message"] = exc.message
                 status = exc.status
+                retry_after = exc.headers.get("Retry-After")
             else:
                 zone = customer_zone(order.customer.time_zone if order.customer else None)
                 context["facts"] = receipt_facts(order, zone)
                 context["outcome"] = "genuine"
         response = render(request, "web/verify_receipt.html", context, status=status)
+    if retry_after:
+        response["Retry-After"] = retry_after
     response["Content-Language"] = language
     response["X-Robots-Tag"] = "noindex"
     response["Cache-Control"] = "no-store"
@@ -103,6 +119,14 @@ def agent(request: HttpRequest) -> HttpResponse:
     code = normalise_agent_code(typed)
     context: dict[str, Any] = {"code": typed.strip(), "outcome": None}
     status = 200
+    retry_after = None
+    try:
+        if code:
+            _count_lookup(request)
+    except DomainError as exc:
+        context["outcome"], context["message"], status = exc.code, exc.message, exc.status
+        retry_after = exc.headers.get("Retry-After")
+        code = ""
     if code:
         reseller = Reseller.objects.filter(code__iexact=code).first()
         if reseller is None:
@@ -117,6 +141,8 @@ def agent(request: HttpRequest) -> HttpResponse:
             }
             context["outcome"] = "authorised" if reseller.active else "suspended"
     response = render(request, "web/verify_agent.html", context, status=status)
+    if retry_after:
+        response["Retry-After"] = retry_after
     response["X-Robots-Tag"] = "noindex"
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "no-referrer"
