@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext
 
 # Alipay and WeChat Pay speak China Standard Time (no DST) in their own timestamps.
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -128,3 +129,16 @@ def gateway_url(name: str) -> str:
     if value and not value.startswith(("https://", "http://")):
         raise ImproperlyConfigured(f"SIMTOPUP_{name} must be an https:// URL, not {value!r}.")
     return value
+
+
+def check_refund(amount: int, total: int, currency: str | None = None, expected: str = "") -> None:
+    """A refund takes 1 … ``total`` minor units, in the payment's currency (when the
+    provider has one fixed currency, ``expected``)."""
+    from simtopup.payments.providers.base import ProviderError
+
+    if not 0 < amount <= total:
+        raise ProviderError("invalid_refund_amount", gettext("The refund amount is not valid."))
+    if expected and (currency or "").upper() != expected:
+        raise ProviderError(
+            "currency_mismatch", gettext("The refund currency differs from the payment's.")
+        )

@@ -49,6 +49,7 @@ from simtopup.core.errors import DomainError
 from simtopup.core.money import to_decimal_string, to_minor
 from simtopup.payments.providers._common import (
     BEIJING,
+    check_refund,
     gateway_url,
     private_key_pem,
     public_key_pem,
@@ -406,12 +407,7 @@ class AlipayProvider(Provider):
         refund_reference: str,
         total: int,
     ) -> RefundResult:
-        if not 0 < amount <= total:
-            raise ProviderError("invalid_refund_amount", gettext("The refund amount is not valid."))
-        if currency.upper() != CURRENCY:
-            raise ProviderError(
-                "currency_mismatch", gettext("The refund currency differs from the payment's.")
-            )
+        check_refund(amount, total, currency, CURRENCY)
         _check_reference(reference)
         _check_reference(refund_reference)
         biz = {

@@ -40,7 +40,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext
 
-from simtopup.payments.providers._common import header, require, valid_reference
+from simtopup.payments.providers._common import check_refund, header, require, valid_reference
 from simtopup.payments.providers.base import (
     ALIPAY,
     CARD,
@@ -478,8 +478,7 @@ class StripeProvider(Provider):
         refund_reference: str,
         total: int,
     ) -> RefundResult:
-        if not 0 < amount <= total:
-            raise ProviderError("invalid_refund_amount", gettext("The refund amount is not valid."))
+        check_refund(amount, total)
         self._check_reference(refund_reference)
         try:
             intent = self._find_intent(reference, provider_ref)

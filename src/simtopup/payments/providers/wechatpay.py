@@ -45,6 +45,7 @@ from wechatpayv3 import WeChatPay, WeChatPayType  # type: ignore[import-untyped]
 
 from simtopup.payments.providers._common import (
     BEIJING,
+    check_refund,
     gateway_url,
     header,
     private_key_pem,
@@ -432,12 +433,7 @@ class WechatPayProvider(Provider):
         refund_reference: str,
         total: int,
     ) -> RefundResult:
-        if not 0 < amount <= total:
-            raise ProviderError("invalid_refund_amount", gettext("The refund amount is not valid."))
-        if currency.upper() != CURRENCY:
-            raise ProviderError(
-                "currency_mismatch", gettext("The refund currency differs from the payment's.")
-            )
+        check_refund(amount, total, currency, CURRENCY)
         _check(_TRADE_NO, reference)
         _check(_REFUND_NO, refund_reference)
         # The same out_refund_no never refunds twice: WeChat Pay answers with that refund.
