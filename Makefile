@@ -24,7 +24,7 @@ install: $(STAMP)
 run: install
 	@scripts/install-system-deps fonts-noto-cjk
 	$(BIN)/simtopup migrate --no-input
-	$(BIN)/simtopup demo
+	SIMTOPUP_SITE_URL=$${SIMTOPUP_SITE_URL:-http://$(HOST):$(PORT)} $(BIN)/simtopup demo
 	$(BIN)/simtopup serve --host $(HOST) --port $(PORT)
 
 test: install
