@@ -88,7 +88,10 @@ def create_topup(request: HttpRequest, payload: TopupIn) -> HttpResponse:
     reseller = _reseller(request)
 
     def action() -> tuple[int, dict[str, object]]:
-        order = sell_topup(reseller, payload.device, payload.plan, payload.reference)
+        # ResellerKey refused a suspended reseller while authenticating this request.
+        order = sell_topup(
+            reseller, payload.device, payload.plan, payload.reference, status_checked=True
+        )
         return 201, topup_body(order, reseller, float_balance=reseller.float_account.balance)
 
     return run_once(request, f"reseller:{reseller.pk}", action)

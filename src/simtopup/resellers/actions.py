@@ -167,15 +167,27 @@ def price_list(reseller: Reseller) -> dict[int, int]:
 # --- selling (the reseller API and the reseller portal) ------------------------------------
 
 
-def sell_topup(reseller: Reseller, device_text: str, plan_code: str, reference: str) -> Order:
+def sell_topup(
+    reseller: Reseller,
+    device_text: str,
+    plan_code: str,
+    reference: str,
+    *,
+    status_checked: bool = False,
+) -> Order:
     """Top up a device from the reseller's float at the wholesale price, in the caller's
-    transaction. One sale per (reseller, reference): a repeat raises ``duplicate_reference``."""
+    transaction. One sale per (reseller, reference): a repeat raises ``duplicate_reference``.
+    ``status_checked``: the caller read the reseller's status in this very request (the API's
+    key check does), so the hot path skips reading it again."""
     from simtopup.catalog.pricing import get_plan
     from simtopup.devices.identifiers import rechargeable_device
     from simtopup.orders.actions import place_reseller_topup
 
-    # The status as of now, not as of the caller's read: a suspension stops sales at once.
-    if not Reseller.objects.filter(pk=reseller.pk, status=ResellerStatus.ACTIVE).exists():
+    # The status as of now, not as of a session's older read: a suspension stops sales at once.
+    if (
+        not status_checked
+        and not Reseller.objects.filter(pk=reseller.pk, status=ResellerStatus.ACTIVE).exists()
+    ):
         raise DomainError("reseller_suspended", _("This reseller account is suspended."), 403)
     device = rechargeable_device(device_text)
     plan = get_plan(plan_code)
