@@ -155,7 +155,7 @@ def test_serve_runs_web_and_worker_and_stops_on_ctrl_c(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "server did not come up"
                 time.sleep(0.3)
         children = _children(proc.pid)
-        assert len(children) == 2  # gunicorn master + worker
+        assert len(children) == 2  # granian (web) + worker
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/openapi.json", timeout=5) as r:
             spec = json.load(r)
         assert "/reseller/v1/topups" in spec["paths"]

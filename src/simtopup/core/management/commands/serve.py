@@ -16,16 +16,22 @@ from simtopup.settings import envint
 
 
 class Command(BaseCommand):
-    help = "Migrate the database, then serve website + API (gunicorn) and the background worker."
+    help = "Migrate the database, then serve website + API (granian) and the background worker."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default=os.environ.get("SIMTOPUP_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=envint("PORT", 8000))
         parser.add_argument(
-            "--workers", type=int, default=envint("WEB_WORKERS", 3), help="web processes"
+            "--workers",
+            type=int,
+            default=envint("WEB_WORKERS", os.cpu_count() or 2),
+            help="web processes (default: one per CPU core)",
         )
         parser.add_argument(
-            "--threads", type=int, default=envint("WEB_THREADS", 4), help="threads per web process"
+            "--threads",
+            type=int,
+            default=envint("WEB_THREADS", 2),
+            help="threads running requests in each web process",
         )
         parser.add_argument(
             "--no-worker", action="store_true", help="do not start the background worker"
@@ -41,25 +47,26 @@ class Command(BaseCommand):
             host = "127.0.0.1" if wildcard else opts["host"]
             host = f"[{host}]" if ":" in host else host
             env["SIMTOPUP_SITE_URL"] = f"http://{host}:{opts['port']}"
+        # granian: HTTP in Rust, the Django app in each worker process's Python threads.
         web = [
             sys.executable,
             "-m",
-            "gunicorn",
-            "simtopup.wsgi:application",
-            "--bind",
-            f"{opts['host']}:{opts['port']}",
+            "granian",
+            "--interface",
+            "wsgi",
+            "--host",
+            opts["host"],
+            "--port",
+            str(opts["port"]),
             "--workers",
             str(opts["workers"]),
-            "--threads",
+            "--blocking-threads",
             str(opts["threads"]),
-            "--worker-class",
-            "gthread",
-            "--keep-alive",
-            "5",
-            "--access-logfile",
-            "-",
-            "--graceful-timeout",
+            "--no-ws",
+            "--access-log",
+            "--workers-kill-timeout",
             "10",
+            "simtopup.wsgi:application",
         ]
         children = [subprocess.Popen(web, env=env)]
         if not opts["no_worker"]:
