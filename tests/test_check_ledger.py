@@ -23,6 +23,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.test import Client
+from django.utils import timezone
 
 from simtopup import cli
 from simtopup.ledger import audit as audit_module
@@ -78,6 +79,7 @@ def guards_lifted() -> Iterator[None]:
         if sqlite:
             cursor.execute("PRAGMA ignore_check_constraints = ON")
             cursor.execute("DROP TRIGGER ledger_transfer_immutable")
+            cursor.execute("DROP TRIGGER ledger_transfer_accounts_exist")
         else:
             # ALTER TABLE refuses to run while deferred foreign-key checks are pending.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -87,6 +89,9 @@ def guards_lifted() -> Iterator[None]:
             )
             cursor.execute("ALTER TABLE ledger_transfer DROP CONSTRAINT ledger_transfer_positive")
             cursor.execute("ALTER TABLE ledger_transfer DISABLE TRIGGER ledger_transfer_immutable")
+            cursor.execute(
+                "ALTER TABLE ledger_transfer DISABLE TRIGGER ledger_transfer_accounts_exist"
+            )
         try:
             yield
         finally:
@@ -158,6 +163,19 @@ def test_a_busy_sound_ledger_passes(ledger: Ledger) -> None:
     assert refreshed(ledger.overage).balance == -(2**20)  # allowed: overage has no floor
     assert refreshed(ledger.bundle).balance == 0
     assert_clean()
+
+
+def test_a_transfer_naming_a_missing_account_is_reported(ledger: Ledger) -> None:
+    # Transfers have no foreign-key constraint (ledger migration 0004): a trigger refuses
+    # such a row; with it lifted, the audit still finds it.
+    with guards_lifted(), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO ledger_transfer (amount, unit, kind, idempotency_key, memo, created_at,"
+            " source_id, destination_id) VALUES (5, 'CNY', 'test', 'dangling', '', %s, %s, %s)",
+            [timezone.now(), 10**9, 10**9 + 1],
+        )
+        dangling = Transfer.objects.get(idempotency_key="dangling")
+        assert_violations(f"transfer {dangling.pk} names an account that does not exist")
 
 
 def test_a_cached_balance_that_drifted_is_reported(ledger: Ledger) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from django.db.models import F, Sum
+from django.db.models import Exists, F, OuterRef, Sum
 
 from simtopup.ledger.models import Account, Transfer
 
@@ -57,6 +57,14 @@ def audit() -> list[str]:
         .order_by("id")[:20]
     ):
         problems.append(f"transfer {t.id} in {t.unit} joins accounts of another unit")
+    # Transfers carry no foreign-key constraint (see migration 0004): make sure none names an
+    # account that does not exist.
+    dangling = Transfer.objects.filter(
+        ~Exists(Account.objects.filter(pk=OuterRef("source_id")))
+        | ~Exists(Account.objects.filter(pk=OuterRef("destination_id")))
+    ).values_list("id", flat=True)
+    for transfer_id in dangling.order_by("id")[:20]:
+        problems.append(f"transfer {transfer_id} names an account that does not exist")
     if Transfer.objects.filter(amount__lte=0).exists():
         problems.append("transfers with a non-positive amount exist")
     expected: dict[str, int] = {}

@@ -30,7 +30,9 @@ class AccountKind(models.TextChoices):
 
 
 class Account(models.Model):
-    code = models.CharField(max_length=100, unique=True)
+    # Unique by a constraint, not unique=True, so PostgreSQL keeps one index on it (no
+    # second pattern-ops index for LIKE that nothing uses): every top-up inserts an account.
+    code = models.CharField(max_length=100)
     kind = models.CharField(max_length=20, choices=AccountKind.choices)
     unit = models.CharField(max_length=8)
     # Cached balance of bounded accounts; always 0 for hot accounts (derived from transfers).
@@ -46,6 +48,7 @@ class Account(models.Model):
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["code"], name="ledger_account_code_once"),
             models.CheckConstraint(
                 condition=Q(allow_negative=True) | Q(balance__gte=0),
                 name="ledger_account_floor",
@@ -63,18 +66,29 @@ class Transfer(models.Model):
     """One immutable movement of value. Never updated or deleted (a database trigger
     refuses both); corrections are new transfers."""
 
-    source = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
-    destination = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    # Indexed by (source, id) and (destination, id) below; no separate single-column index.
+    # No foreign-key constraint either: its check row-locks (KEY SHARE) the referenced
+    # account, and every transfer references a hot system account that must never be
+    # locked (concurrent lockers of one row make PostgreSQL build multixacts). Migration
+    # 0004 installs the equivalent without locks: accounts can never be deleted or renumbered,
+    # and a statement-level trigger refuses a transfer naming an account that does not exist.
+    source = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
+    destination = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     amount = models.BigIntegerField()
     unit = models.CharField(max_length=8)
     kind = models.CharField(max_length=40)
     # Exactly-once: a retried operation posts the same key and is refused the second time.
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    idempotency_key = models.CharField(max_length=200)  # unique: see Meta
     memo = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="ledger_transfer_key_once"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="ledger_transfer_positive"),
             models.CheckConstraint(
                 condition=~Q(source=models.F("destination")), name="ledger_transfer_two_accounts"

@@ -37,8 +37,14 @@ class Order(models.Model):
     status = models.CharField(max_length=20, choices=OrderStatus.choices)
     device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="orders")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    # reseller and customer: indexed by (reseller, -id) and (customer, -id) in Meta.
     reseller = models.ForeignKey(
-        Reseller, on_delete=models.PROTECT, null=True, blank=True, related_name="orders"
+        Reseller,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orders",
+        db_index=False,
     )
     # The logged-in customer who placed it (app / web / auto); may differ from the card's owner.
     customer = models.ForeignKey(
@@ -47,6 +53,7 @@ class Order(models.Model):
         null=True,
         blank=True,
         related_name="orders",
+        db_index=False,
     )
     # card | alipay | wechat_pay | balance (empty for reseller orders: paid from the float).
     payment_method = models.CharField(max_length=20, blank=True)
@@ -57,7 +64,7 @@ class Order(models.Model):
     # The plan's retail price when ordered (what lands on the card for a credit plan).
     retail_amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
-    receipt_no = models.CharField(max_length=32, null=True, blank=True, unique=True)
+    receipt_no = models.CharField(max_length=32, null=True, blank=True)  # unique: see Meta
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # Set when a worker claims the fulfilment; a stale lease is taken over by the reconciler.
@@ -71,6 +78,7 @@ class Order(models.Model):
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["receipt_no"], name="orders_receipt_no_once"),
             models.UniqueConstraint(
                 fields=["reseller", "reference"],
                 condition=Q(reseller__isnull=False, reference__isnull=False),

@@ -14,7 +14,10 @@ from simtopup.orders.models import Order
 class Bundle(models.Model):
     """Data granted to a device. Its remaining bytes are its ledger account's balance."""
 
-    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="bundles")
+    # Indexed by (device, expires_at) in Meta.
+    device = models.ForeignKey(
+        Device, on_delete=models.PROTECT, related_name="bundles", db_index=False
+    )
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
     # Exactly one bundle per order: the fulfilment's unique fact.
     order = models.OneToOneField(
