@@ -141,6 +141,14 @@ class Postgres:
                 log(f"creating database {name}")
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
+    def vacuum(self, database: str) -> None:
+        """VACUUM ANALYZE, as pgbench does before its own run: the same starting line for
+        both, whatever earlier runs (or a server with autovacuum off) left behind."""
+        import psycopg
+
+        with psycopg.connect(self.url(database), autocommit=True, connect_timeout=5) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+
     def server_version(self) -> str:
         with self.admin() as conn:
             return str(conn.execute("SHOW server_version").fetchone()[0])
@@ -253,7 +261,7 @@ class Server:
         raise BenchError(f"the server did not answer /healthz in 90 s:\n{self.tail()}")
 
     def tail(self, lines: int = 40) -> str:
-        """The end of the server's log, without gunicorn's access log lines."""
+        """The end of the server's log, without the web server's access log lines."""
         try:
             text = self.logfile.read_text(errors="replace")
         except OSError:
@@ -266,7 +274,7 @@ class Server:
         if proc is None or proc.poll() is not None:
             return
         log("stopping the server")
-        # Our own child's process group: serve, its gunicorn master and workers.
+        # Our own child's process group: serve, its web server and workers.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -275,7 +283,7 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        # gunicorn's workers may outlive serve by a moment; make sure the group is gone.
+        # the web server's workers may outlive serve by a moment; make sure the group is gone.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -483,6 +491,7 @@ def run_wrk(
 
 
 def bench_topup(
+    pg: Postgres,
     wrk: str,
     server: Server,
     meter: CpuMeter,
@@ -494,6 +503,8 @@ def bench_topup(
     if args.warmup:
         log(f"top-up warm-up: {args.warmup} s")
         run_wrk(wrk, server, seeded, workdir, args.warmup, run_id + "w")
+    log(f"VACUUM ANALYZE {args.database}")
+    pg.vacuum(args.database)
     log(
         f"top-ups: {args.connections} connections for {args.duration} s "
         f"({len(seeded['api_keys'])} reseller(s), {len(seeded['devices'])} devices, "
@@ -706,8 +717,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true", help="drop and recreate the database first")
     p.add_argument("--devices", type=int, default=2000, help="devices in inventory")
     p.add_argument("--resellers", type=int, default=1, help="spread top-ups over N resellers")
-    p.add_argument("--web-workers", type=int, help="gunicorn processes (serve's default: 3)")
-    p.add_argument("--web-threads", type=int, help="threads per process (serve's default: 4)")
+    p.add_argument(
+        "--web-workers", type=int, help="web server processes (serve's default: one per core)"
+    )
+    p.add_argument("--web-threads", type=int, help="threads per process (serve's default: 2)")
     g = p.add_argument_group("top-ups")
     g.add_argument("--duration", type=int, default=30, help="measured seconds")
     g.add_argument("--warmup", type=int, default=5, help="warm-up seconds (not measured)")
@@ -894,7 +907,7 @@ def main(argv: list[str]) -> int:
         try:
             server.start()
             if args.what in {"all", "topup"}:
-                results["topup"] = bench_topup(wrk, server, meter, seeded, workdir, args)
+                results["topup"] = bench_topup(pg, wrk, server, meter, seeded, workdir, args)
             if args.what in {"all", "usage"}:
                 results["usage"] = bench_usage(server, meter, env, seeded, args)
         except Exception:

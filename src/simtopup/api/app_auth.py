@@ -23,7 +23,7 @@ from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import revoke_customer_token, revoke_token
 from simtopup.api.auth import AppBearer
 from simtopup.api.pagination import page
-from simtopup.api.schemas import Problem, Strict
+from simtopup.api.schemas import Problem, Strict, Text
 from simtopup.api.serializers import rfc3339
 from simtopup.core.errors import DomainError
 
@@ -176,7 +176,7 @@ def get_me(request: HttpRequest) -> dict[str, Any]:
 )
 def list_tokens(
     request: HttpRequest,
-    cursor: str | None = Query(None, max_length=40),
+    cursor: Text | None = Query(None, max_length=40),
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, Any]:
     current: AppToken = request.auth  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from pydantic import Field
 from simtopup.api.app_auth import ERRORS, me
 from simtopup.api.auth import AppBearer
 from simtopup.api.pagination import page
-from simtopup.api.schemas import MoneyOut, PlanOut, Strict
+from simtopup.api.schemas import MoneyOut, PlanOut, Strict, Text
 from simtopup.api.serializers import plan_body, rfc3339
 from simtopup.catalog.models import Plan
 from simtopup.core.money import money
@@ -187,7 +187,7 @@ def bind(request: HttpRequest, payload: BindIn) -> Status[dict[str, Any]]:
 @router.get("/devices", response={200: DeviceList, **ERRORS}, summary="My cards")
 def list_devices(
     request: HttpRequest,
-    cursor: str | None = Query(None, max_length=40),
+    cursor: Text | None = Query(None, max_length=40),
     limit: int = Query(50, ge=1, le=100),
 ) -> dict[str, Any]:
     rows, next_cursor = page(
@@ -290,7 +290,7 @@ def balance(request: HttpRequest, device_id: int) -> dict[str, Any]:
 def credit(
     request: HttpRequest,
     device_id: int,
-    cursor: str | None = Query(None, max_length=40),
+    cursor: Text | None = Query(None, max_length=40),
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, Any]:
     device = _mine(request, device_id)

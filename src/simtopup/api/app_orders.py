@@ -13,7 +13,7 @@ from simtopup.accounts.models import Customer
 from simtopup.api.auth import AppBearer
 from simtopup.api.idempotency import run_once
 from simtopup.api.pagination import page
-from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict
+from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict, Text
 from simtopup.api.serializers import plan_body, rfc3339
 from simtopup.core.money import money
 from simtopup.orders import customer as orders
@@ -208,7 +208,7 @@ def create_order(request: HttpRequest, payload: OrderIn) -> HttpResponse:
 @router.get("/orders", response={200: OrderList, **ERRORS}, summary="My orders, newest first")
 def list_orders(
     request: HttpRequest,
-    cursor: str | None = Query(None, max_length=40),
+    cursor: Text | None = Query(None, max_length=40),
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, Any]:
     rows, next_cursor = page(orders.customer_orders(_customer(request)), cursor, limit)

@@ -28,10 +28,13 @@ from simtopup.core.errors import DomainError
 Action = Callable[[], tuple[int, dict[str, Any]]]
 
 
-def request_fingerprint(request: HttpRequest) -> str:
+def request_fingerprint(request: HttpRequest, parsed: Any = None) -> str:
+    """SHA-256 over method, path and the body as canonical JSON (``parsed``: the body
+    already decoded, to spare decoding it again)."""
     body = request.body
     try:
-        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+        data = json.loads(body) if parsed is None else parsed
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     except ValueError:
         canonical = body
     digest = hashlib.sha256()

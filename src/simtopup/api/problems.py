@@ -109,6 +109,7 @@ def from_domain_error(exc: DomainError) -> HttpResponse:
 
 _PYDANTIC_CODES = {
     "missing": "required",
+    "null_character": "invalid_characters",
     "extra_forbidden": "unknown_field",
     "string_type": "wrong_type",
     "int_type": "wrong_type",

@@ -15,6 +15,7 @@ from simtopup.api.schemas import (
     FloatOut,
     Problem,
     ResellerPlanOut,
+    Text,
     TopupIn,
     TopupList,
     TopupOut,
@@ -117,8 +118,8 @@ def get_topup(request: HttpRequest, topup_id: int) -> dict[str, object]:
 )
 def list_topups(
     request: HttpRequest,
-    reference: str | None = Query(None, max_length=100),
-    cursor: str | None = Query(None, max_length=40),
+    reference: Text | None = Query(None, max_length=100),
+    cursor: Text | None = Query(None, max_length=40),
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, object]:
     reseller = _reseller(request)

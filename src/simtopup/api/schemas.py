@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+from django.utils.translation import gettext as _
 from ninja import Schema
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+
+def no_nul(value: Any) -> Any:
+    """Refuse the NUL character, which no identifier, name or reference contains and which
+    PostgreSQL cannot store in text (it would be a 500 there, and a different answer on
+    SQLite)."""
+    texts = value if isinstance(value, list | tuple) else [value]
+    if any(isinstance(text, str) and "\x00" in text for text in texts):
+        raise PydanticCustomError("null_character", _("Must not contain the NUL character."))
+    return value
+
+
+# A free-text query parameter.
+Text = Annotated[str, AfterValidator(no_nul)]
 
 
 class Strict(Schema):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
 
 
 class MoneyOut(Schema):

@@ -125,5 +125,9 @@ def _adapter_class(path: str) -> type:
     return import_string(path)
 
 
+def builtin_adapter_configured() -> bool:
+    return _adapter_class(settings.NETWORK_ADAPTER) is BuiltinAdapter
+
+
 def get_adapter() -> NetworkAdapter:
     return _adapter_class(settings.NETWORK_ADAPTER)()

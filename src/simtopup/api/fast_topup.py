@@ -1,0 +1,379 @@
+"""The reseller top-up hot path on PostgreSQL: one sale, one statement.
+
+``POST /reseller/v1/topups`` is what resellers' shop systems call all day. On PostgreSQL,
+with the built-in network adapter, a top-up of a bundle plan that will succeed runs as
+**one call of a PL/pgSQL function in one autocommit statement**: key check, idempotency,
+device and plan lookups, wholesale price, order, bundle account, bundle, three ledger
+transfers, float compare-and-swap and the stored idempotent response — one round trip and
+one commit, where the general path needs about twenty statements in two transactions.
+
+The function only ever does the *successful* sale. Whenever anything is not plainly
+fine — unknown or revoked key, suspended reseller, a key already used (replay, other body,
+still running), unknown device or plan, a card that cannot be topped up, a credit (payg)
+plan, a reference already used, a float too low, a lost race on a unique constraint — it
+writes nothing (it returns NULL before its first write, or raises and the statement rolls
+back) and the request goes on to the general path in :mod:`simtopup.api.reseller`, which
+gives the exact answer, error codes and all. So the general path stays the single
+definition of every error; this one adds no behaviour, only speed. ``tests/test_fast_topup.py``
+holds the two paths to identical results.
+
+The SQL is (re)installed after every ``migrate`` (``post_migrate``), so it always matches
+this file; its name carries a version so old code never calls a newer signature.
+``SIMTOPUP_FAST_TOPUP=0`` turns the hot path off (SQLite never uses it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import iso4217
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from simtopup.api.idempotency import request_fingerprint
+from simtopup.devices.identifiers import MAX_IDENTIFIER_LENGTH, normalise_digits
+from simtopup.network.adapters import builtin_adapter_configured
+from simtopup.resellers.actions import KEY_PREFIX, hash_key
+
+FUNCTION = "simtopup_reseller_topup_v1"
+PATH = "/reseller/v1/topups"
+# Raised by the function to undo its writes and hand the request to the general path.
+FALLBACK_SQLSTATE = "STF01"
+# TopupIn's limits (api/schemas.py); anything else goes to the general path to be refused.
+FIELDS = {"device": 128, "plan": 40, "reference": 100}
+
+
+def _exponent_case() -> str:
+    """``CASE`` over ISO 4217 currencies whose minor unit is not 2 decimals, from the same
+    table :func:`simtopup.core.money.exponent` reads."""
+    arms = [
+        f"WHEN '{c.code}' THEN {int(c.exponent or 0)}"
+        for c in iso4217.Currency
+        if int(c.exponent or 0) != 2
+    ]
+    return "CASE p_currency " + " ".join(arms) + " ELSE 2 END"
+
+
+def sql() -> list[str]:
+    """The helper functions and the top-up function, as ``CREATE OR REPLACE`` statements."""
+    return [
+        # stdnum.luhn.calc_check_digit for decimal strings (receipt numbers).
+        """
+CREATE OR REPLACE FUNCTION simtopup_luhn_check_digit(p_number text) RETURNS int
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+  s int := 0;
+  d int;
+  dbl boolean := true;
+BEGIN
+  FOR i IN REVERSE length(p_number)..1 LOOP
+    d := ascii(substr(p_number, i, 1)) - 48;
+    IF dbl THEN
+      d := d * 2;
+      IF d > 9 THEN d := d - 9; END IF;
+    END IF;
+    s := s + d;
+    dbl := NOT dbl;
+  END LOOP;
+  RETURN (10 - s % 10) % 10;
+END $$""",
+        # simtopup.core.money.exponent and to_decimal_string. Plain expressions and not
+        # STRICT, so that PostgreSQL inlines them into the caller (a SQL function it cannot
+        # inline is parsed and planned again on every call).
+        f"""
+CREATE OR REPLACE FUNCTION simtopup_currency_exponent(p_currency text) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT {_exponent_case()}
+$$""",
+        """
+CREATE OR REPLACE FUNCTION simtopup_money(p_minor bigint, p_currency text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT round(
+    p_minor::numeric / power(10::numeric, simtopup_currency_exponent(p_currency)),
+    simtopup_currency_exponent(p_currency)
+  )::text
+$$""",
+        # simtopup.devices.models.mask (inlined like the two above)
+        """
+CREATE OR REPLACE FUNCTION simtopup_mask(p_identifier text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN length(p_identifier) <= 8 THEN
+      left(p_identifier, 2) || repeat('•', greatest(length(p_identifier) - 4, 1))
+      || right(p_identifier, 2)
+    ELSE
+      left(p_identifier, 4) || repeat('•', length(p_identifier) - 8) || right(p_identifier, 4)
+  END
+$$""",
+        f"""
+CREATE OR REPLACE FUNCTION {FUNCTION}(
+  p_key_hash text, p_idempotency_key text, p_request_hash text, p_path text,
+  p_device text, p_digits text, p_plan text, p_reference text,
+  p_now timestamptz, p_lease interval
+) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  r record;
+  d record;
+  pl record;
+  v_scope text;
+  v_amount bigint;
+  v_clearing bigint;
+  v_revenue bigint;
+  v_issued bigint;
+  v_order bigint;
+  v_account bigint;
+  v_bundle bigint;
+  v_balance bigint;
+  v_number text;
+  v_receipt text;
+  v_at text;
+  v_body text;
+BEGIN
+  -- Reads only, up to the order id: any surprise returns NULL with nothing written.
+  SELECT s.id, s.status, s.currency, s.discount_bps, s.float_account_id INTO r
+    FROM resellers_apikey k JOIN resellers_reseller s ON s.id = k.reseller_id
+   WHERE k.key_hash = p_key_hash AND k.revoked_at IS NULL;
+  IF NOT FOUND OR r.status <> 'active' THEN RETURN NULL; END IF;
+  v_scope := 'reseller:' || r.id;
+  IF p_idempotency_key IS NOT NULL AND EXISTS (
+    SELECT 1 FROM api_idempotencyrecord WHERE scope = v_scope AND key = p_idempotency_key
+  ) THEN
+    RETURN NULL;
+  END IF;
+  -- devices.identifiers.find_device: an exact match in inventory, lowest id first.
+  SELECT id, status, coalesce(nullif(iccid, ''), nullif(eid, ''), nullif(imei, ''),
+                              nullif(serial, ''), 'device ' || id) AS shown
+    INTO d FROM devices_device
+   WHERE serial = p_device
+      OR (p_digits IS NOT NULL
+          AND (imei = p_digits OR iccid = p_digits OR eid = p_digits OR serial = p_digits))
+   ORDER BY id LIMIT 1;
+  IF NOT FOUND OR d.status NOT IN ('in_stock', 'active') THEN RETURN NULL; END IF;
+  SELECT id, code, kind, data_bytes, validity_hours, price, currency INTO pl
+    FROM catalog_plan WHERE code = p_plan AND active ORDER BY id LIMIT 1;
+  IF NOT FOUND OR pl.kind = 'payg' OR pl.currency <> r.currency THEN RETURN NULL; END IF;
+  -- resellers.actions.wholesale_price
+  SELECT price INTO v_amount FROM resellers_resellerprice
+   WHERE reseller_id = r.id AND plan_id = pl.id;
+  IF NOT FOUND THEN
+    v_amount := greatest(1, (pl.price * (10000 - r.discount_bps) + 5000) / 10000);
+  END IF;
+  IF (SELECT balance < v_amount AND NOT allow_negative
+        FROM ledger_account WHERE id = r.float_account_id) THEN
+    RETURN NULL;
+  END IF;
+  IF EXISTS (SELECT 1 FROM orders_order WHERE reseller_id = r.id AND reference = p_reference)
+  THEN
+    RETURN NULL;
+  END IF;
+  SELECT id INTO v_clearing FROM ledger_account
+   WHERE code = 'system:order_clearing:' || r.currency;
+  SELECT id INTO v_revenue FROM ledger_account WHERE code = 'system:revenue:' || r.currency;
+  SELECT id INTO v_issued FROM ledger_account WHERE code = 'system:data_issued:BYTES';
+  IF v_clearing IS NULL OR v_revenue IS NULL OR v_issued IS NULL THEN RETURN NULL; END IF;
+
+  -- Writes. Foreign keys checked as each row goes in, not at COMMIT with the float locked.
+  SET CONSTRAINTS ALL IMMEDIATE;
+  -- orders.actions.receipt_number: R<yyyymmdd>-<id, 8 digits at least>-<Luhn>
+  v_order := nextval(pg_get_serial_sequence('orders_order', 'id'));
+  v_number := to_char(p_now AT TIME ZONE 'UTC', 'YYYYMMDD')
+              || CASE WHEN v_order < 10000000 THEN lpad(v_order::text, 8, '0')
+                      ELSE v_order::text END;
+  v_receipt := 'R' || left(v_number, 8) || '-' || substr(v_number, 9) || '-'
+               || simtopup_luhn_check_digit(v_number);
+  -- orders.actions.place_reseller_topup + _complete: paid and fulfilled at once.
+  INSERT INTO orders_order (
+    id, channel, status, reference, amount, retail_amount, currency, receipt_no, attempts,
+    failure_code, failure_detail, payment_method, created_at, paid_at, fulfilled_at,
+    closed_at, device_id, plan_id, reseller_id
+  ) VALUES (
+    v_order, 'reseller', 'fulfilled', p_reference, v_amount, pl.price, pl.currency, v_receipt,
+    0, '', '', '', p_now, p_now, p_now, p_now, d.id, pl.id, r.id
+  );
+  -- usage.bundles.open_bundle, its account opened with the granted bytes in it.
+  INSERT INTO ledger_account (
+    code, kind, unit, balance, allow_negative, hot, clearing, name, created_at
+  ) VALUES (
+    'bundle:order:' || v_order, 'bundle', 'BYTES', pl.data_bytes, false, false, false, '',
+    p_now
+  ) RETURNING id INTO v_account;
+  INSERT INTO usage_bundle (
+    granted_bytes, starts_at, expires_at, created_at, account_id, device_id, order_id, plan_id
+  ) VALUES (
+    pl.data_bytes, p_now, p_now + make_interval(hours => pl.validity_hours), p_now, v_account,
+    d.id, v_order, pl.id
+  ) RETURNING id INTO v_bundle;
+  INSERT INTO ledger_transfer (
+    amount, unit, kind, idempotency_key, memo, created_at, source_id, destination_id
+  ) VALUES
+    (v_amount, pl.currency, 'revenue', 'order:' || v_order || ':revenue', '', p_now,
+     v_clearing, v_revenue),
+    (pl.data_bytes, 'BYTES', 'bundle_grant', 'order:' || v_order || ':grant',
+     'bundle ' || v_bundle || ' for order ' || v_order, p_now, v_issued, v_account),
+    (v_amount, pl.currency, 'order_payment', 'order:' || v_order || ':pay',
+     'order ' || v_order, p_now, r.float_account_id, v_clearing);
+  IF d.status = 'in_stock' THEN
+    UPDATE devices_device SET status = 'active', activated_at = p_now
+     WHERE id = d.id AND status = 'in_stock';
+  END IF;
+  -- The float last: its row lock, which every sale of this reseller queues on, is held
+  -- only until COMMIT. A floor refused here undoes everything above.
+  UPDATE ledger_account SET balance = balance - v_amount
+   WHERE id = r.float_account_id AND (allow_negative OR balance >= v_amount)
+  RETURNING balance INTO v_balance;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'float too low' USING ERRCODE = '{FALLBACK_SQLSTATE}';
+  END IF;
+  -- api.serializers.topup_body
+  v_at := to_char(p_now AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
+  v_body := json_build_object(
+    'id', v_order,
+    'status', 'fulfilled',
+    'reference', p_reference,
+    'device', simtopup_mask(d.shown),
+    'plan', pl.code,
+    'charged', json_build_object(
+      'amount', simtopup_money(v_amount, pl.currency), 'currency', pl.currency),
+    'float_balance', json_build_object(
+      'amount', simtopup_money(v_balance, r.currency), 'currency', r.currency),
+    'receipt_no', v_receipt,
+    'created_at', v_at,
+    'fulfilled_at', v_at,
+    'failure_code', NULL
+  )::text;
+  -- api.idempotency: the key and its response, in the sale's own transaction. A duplicate
+  -- racing us makes this a unique violation: all is undone, the general path replays.
+  IF p_idempotency_key IS NOT NULL THEN
+    INSERT INTO api_idempotencyrecord (
+      scope, key, method, path, request_hash, response_status, response_body, locked_until,
+      created_at
+    ) VALUES (
+      v_scope, p_idempotency_key, 'POST', left(p_path, 255), p_request_hash, 201, v_body,
+      p_now + p_lease, p_now
+    );
+  END IF;
+  SET CONSTRAINTS ALL DEFERRED;  -- Django's default again, for a surrounding transaction
+  RETURN v_body;
+END $$""",
+    ]
+
+
+def install(using: BaseDatabaseWrapper) -> None:
+    """Create or replace the functions (PostgreSQL only; run after every migrate)."""
+    if using.vendor != "postgresql":
+        return
+    with using.cursor() as cursor:
+        for statement in sql():
+            cursor.execute(statement)
+
+
+def enabled() -> bool:
+    return (
+        settings.FAST_TOPUP and connection.vendor == "postgresql" and builtin_adapter_configured()
+    )
+
+
+def _fields(body: bytes) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The parsed body and its three fields, stripped as TopupIn strips them, if the body is
+    a plainly valid TopupIn; else None."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.keys() != FIELDS.keys():
+        return None
+    fields: dict[str, str] = {}
+    for name, limit in FIELDS.items():
+        value = data[name]
+        if not isinstance(value, str):
+            return None
+        value = value.strip()
+        if not 1 <= len(value) <= limit or "\x00" in value:
+            return None
+        fields[name] = value
+    return data, fields
+
+
+def try_topup(request: HttpRequest) -> HttpResponse | None:
+    """The whole sale in one statement, or None: then nothing happened and the general path
+    must answer."""
+    if request.content_type != "application/json":
+        return None
+    # ninja's HttpBearer: the scheme, one space, the rest is the token.
+    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX) or len(token) > 200:
+        return None
+    key = request.META.get("HTTP_IDEMPOTENCY_KEY")
+    if key is not None and not 1 <= len(key) <= 255:
+        return None
+    parsed = _fields(request.body)
+    if parsed is None:
+        return None
+    data, fields = parsed
+    device = fields["device"]
+    if len(device) > MAX_IDENTIFIER_LENGTH * 2:
+        return None
+    digits = normalise_digits(device)
+    params = [
+        hash_key(token),
+        key,
+        request_fingerprint(request, data) if key is not None else "",
+        request.path,
+        device,
+        digits if digits.isdigit() else None,
+        fields["plan"],
+        fields["reference"],
+        timezone.now(),
+        timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS),
+    ]
+    try:
+        if connection.in_atomic_block:
+            # Inside a caller's transaction (ATOMIC_REQUESTS, tests): a savepoint, so a
+            # refusal undoes only this.
+            try:
+                with transaction.atomic():
+                    row = _call(params)
+            finally:
+                # The function's SET CONSTRAINTS outlives a rollback to the savepoint.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        else:
+            row = _call(params)  # autocommit: one statement, one transaction, one commit
+    except IntegrityError:
+        return None  # a duplicate won a race on a unique key; the general path answers it
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == FALLBACK_SQLSTATE:
+            return None
+        raise
+    if row is None or row[0] is None:
+        return None
+    return HttpResponse(row[0], status=201, content_type="application/json")
+
+
+def _call(params: list[Any]) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {FUNCTION}({', '.join(['%s'] * len(params))})", params)
+        return cursor.fetchone()
+
+
+class FastTopupMiddleware:
+    """Placed after the middleware that set response headers (security, frame options, CSP)
+    and before those a bearer-key API call has no use for (session, locale, CSRF, user,
+    messages); a request the hot path does not take goes on through them untouched."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if request.method == "POST" and request.path_info == PATH and enabled():
+            response = try_topup(request)
+            if response is not None:
+                return response
+        return self.get_response(request)

@@ -1,0 +1,379 @@
+"""The reseller top-up hot path (api/fast_topup.py) against the general path.
+
+On PostgreSQL a plainly valid bundle sale runs as one SQL function call; everything else goes
+to the general path. These tests hold the two to the same results, field by field, and
+check that the hot path is really taken (so the rest of the suite, which runs on
+PostgreSQL too, exercises it) and that each refusal leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stdnum import luhn
+
+from simtopup.api.fast_topup import FUNCTION
+from simtopup.api.models import IdempotencyRecord
+from simtopup.core.money import to_decimal_string
+from simtopup.devices.models import Device, DeviceStatus, mask
+from simtopup.ledger.audit import audit
+from simtopup.ledger.models import Account, Transfer
+from simtopup.orders.actions import receipt_number
+from simtopup.orders.models import Order
+from simtopup.resellers.actions import revoke_api_key, suspend
+from simtopup.resellers.models import ApiKey
+from simtopup.usage.models import Bundle
+from tests.support import Actors, float_of, iccid, post_json, reseller_client
+
+pytestmark = pytest.mark.django_db
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the hot path exists on PostgreSQL only (SQLite always takes the general one)",
+)
+
+
+def sell(
+    key: str, device: str, plan: str = "day-1g", reference: str = "r-1", idem: str | None = None
+) -> Any:
+    headers = {"Idempotency-Key": idem} if idem else {}
+    return post_json(
+        reseller_client(key),
+        "/reseller/v1/topups",
+        {"device": device, "plan": plan, "reference": reference},
+        **headers,
+    )
+
+
+def hot_path_statements(queries: list[dict[str, Any]]) -> list[str]:
+    return [q["sql"] for q in queries if FUNCTION in q["sql"]]
+
+
+@postgresql_only
+def test_a_plain_sale_is_one_function_call(actors: Actors) -> None:
+    with CaptureQueriesContext(connection) as captured:
+        response = sell(actors.alice_key, actors.device.iccid, idem="one-call")
+    assert response.status_code == 201, response.content
+    sql = [q["sql"] for q in captured.captured_queries]
+    assert len(hot_path_statements(captured.captured_queries)) == 1
+    # Nothing else touched a table: no ORM insert, no second read of the order.
+    assert not [s for s in sql if re.search(r"\b(INSERT|UPDATE|orders_order)\b", s)], sql
+
+
+@postgresql_only
+def test_the_general_path_answers_when_the_hot_path_is_off(actors: Actors, settings: Any) -> None:
+    settings.FAST_TOPUP = False
+    with CaptureQueriesContext(connection) as captured:
+        response = sell(actors.alice_key, actors.device.iccid)
+    assert response.status_code == 201
+    assert hot_path_statements(captured.captured_queries) == []
+
+
+def _sale_facts(order_id: int) -> dict[str, Any]:
+    """Everything a sale wrote, with its own ids replaced by placeholders."""
+    order = Order.objects.select_related("device", "plan").get(pk=order_id)
+    bundle = Bundle.objects.select_related("account").get(order=order)
+
+    def placeholders(text: str) -> str:
+        text = re.sub(rf"\b(order[: ]){order.pk}\b", r"\1<order>", text)
+        return re.sub(rf"\b(bundle ){bundle.pk}\b", r"\1<bundle>", text)
+
+    transfers = sorted(
+        (
+            t.kind,
+            t.amount,
+            t.unit,
+            placeholders(t.source.code),
+            placeholders(t.destination.code),
+            placeholders(t.idempotency_key),
+            placeholders(t.memo),
+        )
+        for t in Transfer.objects.filter(idempotency_key__startswith=f"order:{order.pk}:")
+        .select_related("source", "destination")
+        .order_by("id")
+    )
+    account = bundle.account
+    return {
+        "order": {
+            "channel": order.channel,
+            "status": order.status,
+            "amount": order.amount,
+            "retail_amount": order.retail_amount,
+            "currency": order.currency,
+            "attempts": order.attempts,
+            "failure_code": order.failure_code,
+            "failure_detail": order.failure_detail,
+            "payment_method": order.payment_method,
+            "customer": order.customer_id,
+            "next_attempt_at": order.next_attempt_at,
+            "lease_until": order.lease_until,
+            "has_times": all((order.paid_at, order.fulfilled_at, order.closed_at)),
+            # orders.actions.receipt_number (stdnum's Luhn) must agree with the SQL one.
+            "receipt_is_canonical": order.receipt_no == receipt_number(order),
+        },
+        "bundle": {
+            "granted_bytes": bundle.granted_bytes,
+            "validity": bundle.expires_at - bundle.starts_at,
+            "plan": bundle.plan_id,
+            "account": (
+                placeholders(account.code),
+                account.kind,
+                account.unit,
+                account.balance,
+                account.allow_negative,
+                account.hot,
+                account.clearing,
+                account.name,
+            ),
+        },
+        "transfers": transfers,
+        "device_status": order.device.status,
+        "device_activated": order.device.activated_at is not None,
+    }
+
+
+@pytest.mark.parametrize("plan", ["day-1g", "month-20g"])
+@postgresql_only
+def test_both_paths_write_the_same_sale(actors: Actors, settings: Any, plan: str) -> None:
+    hot_device, general_device = actors.devices[1], actors.devices[2]
+    assert hot_device.status == general_device.status == DeviceStatus.IN_STOCK
+
+    with CaptureQueriesContext(connection) as captured:
+        hot = sell(actors.alice_key, hot_device.iccid, plan, "hot", idem="hot-key")
+    assert len(hot_path_statements(captured.captured_queries)) == 1
+    float_after_hot = float_of(actors.alice)
+    settings.FAST_TOPUP = False
+    general = sell(actors.alice_key, general_device.iccid, plan, "general", idem="general-key")
+    assert hot.status_code == general.status_code == 201, (hot.content, general.content)
+
+    hot_body, general_body = hot.json(), general.json()
+    assert hot_body["device"] == Device.objects.get(pk=hot_device.pk).masked
+    assert general_body["float_balance"]["amount"] == to_decimal_string(
+        float_of(actors.alice), "CNY"
+    )
+    assert hot_body["float_balance"]["amount"] == to_decimal_string(float_after_hot, "CNY")
+    varying = {"id", "reference", "device", "receipt_no", "created_at", "fulfilled_at"}
+    assert {k: v for k, v in hot_body.items() if k not in varying | {"float_balance"}} == {
+        k: v for k, v in general_body.items() if k not in varying | {"float_balance"}
+    }
+    assert hot_body.keys() == general_body.keys()
+    for body in (hot_body, general_body):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["created_at"])
+        assert (
+            body["created_at"] == body["fulfilled_at"] or body["fulfilled_at"] >= body["created_at"]
+        )
+    assert hot_body["receipt_no"] == Order.objects.get(pk=hot_body["id"]).receipt_no
+
+    assert _sale_facts(hot_body["id"]) == _sale_facts(general_body["id"])
+    # The idempotent responses are stored the same way: a replay gives the same JSON.
+    for key, body in (("hot-key", hot_body), ("general-key", general_body)):
+        record = IdempotencyRecord.objects.get(key=key)
+        assert record.response_status == 201
+        assert json.loads(record.response_body) == body
+    assert audit() == []
+
+
+@postgresql_only
+def test_a_hot_path_sale_replays_and_refuses_another_body(actors: Actors) -> None:
+    first = sell(actors.alice_key, actors.device.iccid, idem="k")
+    again = sell(actors.alice_key, actors.device.iccid, idem="k")
+    other = sell(actors.alice_key, actors.device.iccid, reference="other", idem="k")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+    assert Order.objects.count() == 1
+    assert float_of(actors.alice) == 100000 - 460
+
+
+@postgresql_only
+def test_responses_carry_the_same_security_headers(actors: Actors, settings: Any) -> None:
+    hot = sell(actors.alice_key, actors.devices[1].iccid, reference="h")
+    settings.FAST_TOPUP = False
+    general = sell(actors.alice_key, actors.devices[2].iccid, reference="g")
+    for name in (
+        "Content-Type",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+        "Cross-Origin-Opener-Policy",
+        "X-Frame-Options",
+        "Content-Security-Policy",
+    ):
+        assert hot.headers.get(name) == general.headers.get(name), name
+    assert hot.headers["Content-Type"] == "application/json"
+
+
+def _mistyped(identifier: str) -> str:
+    return identifier[:-1] + str((int(identifier[-1]) + 1) % 10)
+
+
+def _refusals(actors: Actors) -> list[tuple[str, dict[str, Any], int, str]]:
+    return [
+        # (what, sale arguments, status, code)
+        ("float too low", {"key": actors.bob_key, "plan": "month-20g"}, 402, "insufficient_float"),
+        ("unknown plan", {"plan": "no-such-plan"}, 422, "unknown_plan"),
+        ("unknown device", {"device": iccid(999)}, 422, "unknown_device"),
+        ("bad check digit", {"device": _mistyped(iccid(1))}, 422, "check_digit_mismatch"),
+        ("wrong key", {"key": "sk_not-a-key"}, 401, "unauthenticated"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+@postgresql_only
+def test_refusals_come_from_the_general_path_and_change_nothing(actors: Actors, index: int) -> None:
+    what, args, status, code = _refusals(actors)[index]
+    floats = (float_of(actors.alice), float_of(actors.bob))
+    transfers = Transfer.objects.count()
+    response = sell(
+        args.get("key", actors.alice_key),
+        args.get("device", actors.device.iccid),
+        args.get("plan", "day-1g"),
+        idem=f"refused-{index}",
+    )
+    assert response.status_code == status, (what, response.content)
+    assert response.json()["code"] == code, what
+    assert Order.objects.count() == 0
+    assert Transfer.objects.count() == transfers
+    assert (float_of(actors.alice), float_of(actors.bob)) == floats
+    assert audit() == []
+
+
+@postgresql_only
+def test_suspended_revoked_duplicate_and_unrechargeable(actors: Actors) -> None:
+    assert sell(actors.alice_key, actors.device.iccid, reference="dup").status_code == 201
+    duplicate = sell(actors.alice_key, actors.devices[1].iccid, reference="dup")
+    assert (duplicate.status_code, duplicate.json()["code"]) == (409, "duplicate_reference")
+
+    Device.objects.filter(pk=actors.devices[2].pk).update(status=DeviceStatus.SUSPENDED)
+    blocked = sell(actors.alice_key, actors.devices[2].iccid, reference="blocked")
+    assert (blocked.status_code, blocked.json()["code"]) == (422, "device_not_rechargeable")
+
+    suspend(actors.bob)
+    suspended = sell(actors.bob_key, actors.device.iccid, reference="s")
+    assert (suspended.status_code, suspended.json()["code"]) == (403, "reseller_suspended")
+
+    revoke_api_key(ApiKey.objects.get(reseller=actors.alice).pk)
+    revoked = sell(actors.alice_key, actors.device.iccid, reference="r")
+    assert revoked.status_code == 401
+    assert Order.objects.count() == 1
+    assert audit() == []
+
+
+@postgresql_only
+def test_a_credit_plan_takes_the_general_path(actors: Actors) -> None:
+    with CaptureQueriesContext(connection) as captured:
+        response = sell(actors.alice_key, actors.device.iccid, "credit-50")
+    assert response.status_code == 201, response.content
+    # The function was asked and declined (a payg plan); the general path did the sale.
+    assert len(hot_path_statements(captured.captured_queries)) == 1
+    assert Order.objects.get().retail_amount == 5000
+    actors.device.credit_account.refresh_from_db()
+    assert actors.device.credit_account.balance == 5000
+    assert audit() == []
+
+
+@postgresql_only
+@pytest.mark.parametrize("field", ["device", "plan", "reference"])
+def test_a_nul_character_is_a_clear_422_on_both_paths(
+    actors: Actors, settings: Any, field: str
+) -> None:
+    body = {"device": actors.device.iccid, "plan": "day-1g", "reference": "r"}
+    body[field] += "\x00"
+    for fast in (True, False):
+        settings.FAST_TOPUP = fast
+        response = post_json(reseller_client(actors.alice_key), "/reseller/v1/topups", body)
+        assert response.status_code == 422, response.content
+        problem = response.json()
+        assert problem["code"] == "validation_error"
+        assert problem["errors"][0]["field"] == field
+        assert problem["errors"][0]["code"] == "invalid_characters"
+    assert Order.objects.count() == 0
+
+
+def test_whitespace_is_stripped_as_the_schema_strips_it(actors: Actors) -> None:
+    response = sell(actors.alice_key, f"  {actors.device.iccid} ", " day-1g ", "  ref  ")
+    assert response.status_code == 201, response.content
+    assert response.json()["reference"] == "ref"
+    assert response.json()["plan"] == "day-1g"
+
+
+def _sql(expression: str, *params: Any) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {expression}", params)
+        return cursor.fetchone()[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0123456789", min_size=1, max_size=24))
+@postgresql_only
+def test_the_sql_luhn_digit_is_stdnums(number: str) -> None:
+    assert str(_sql("simtopup_luhn_check_digit(%s)", number)) == luhn.calc_check_digit(number)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+        min_size=1,
+        max_size=40,
+    )
+)
+@postgresql_only
+def test_the_sql_mask_is_pythons(identifier: str) -> None:
+    assert _sql("simtopup_mask(%s)", identifier) == mask(identifier)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=-(10**15), max_value=10**15),
+    st.sampled_from(["CNY", "HKD", "USD", "JPY", "KRW", "BHD", "KWD", "CLF", "XAU"]),
+)
+@postgresql_only
+def test_the_sql_money_format_is_pythons(minor: int, currency: str) -> None:
+    assert _sql("simtopup_money(%s, %s)", minor, currency) == to_decimal_string(minor, currency)
+
+
+def test_accounts_are_permanent_and_transfers_name_real_ones(actors: Actors) -> None:
+    """Transfers carry no foreign-key constraint (ledger migration 0004); the database still
+    refuses a transfer naming a missing account, and renumbering (and, on PostgreSQL,
+    deleting) an account."""
+    from django.db import DatabaseError, IntegrityError, transaction
+
+    account = actors.alice.float_account
+    if connection.vendor == "postgresql":  # SQLite keeps DELETE for Django's test flush
+        with (
+            pytest.raises(DatabaseError, match="permanent"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("DELETE FROM ledger_account WHERE id = %s", [account.pk])
+    with pytest.raises(DatabaseError, match="permanent"), transaction.atomic():
+        Account.objects.filter(pk=account.pk).update(id=account.pk + 10**9)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Transfer.objects.create(
+            source=account,
+            destination_id=account.pk + 10**9,
+            amount=1,
+            unit="CNY",
+            kind="test",
+            idempotency_key="dangling",
+        )
+    assert Account.objects.filter(pk=account.pk).exists()
+    assert audit() == []
+
+
+def test_a_nul_character_in_a_query_parameter_is_a_clear_422(actors: Actors) -> None:
+    response = reseller_client(actors.alice_key).get("/reseller/v1/topups?reference=a%00b")
+    assert response.status_code == 422, response.content
+    assert response.json()["errors"][0] == {
+        "field": "reference",
+        "code": "invalid_characters",
+        "message": "Must not contain the NUL character.",
+    }
