@@ -142,12 +142,15 @@ class Postgres:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def vacuum(self, database: str) -> None:
-        """VACUUM ANALYZE, as pgbench does before its own run: the same starting line for
-        both, whatever earlier runs (or a server with autovacuum off) left behind."""
+        """VACUUM ANALYZE, as pgbench does before its own run, then CHECKPOINT: the same
+        starting line for every measured phase, whatever earlier runs (or a server with
+        autovacuum off) left behind, and no checkpoint owed by the previous phase's WAL
+        landing in the middle of the next one."""
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True, connect_timeout=5) as conn:
             conn.execute("VACUUM (ANALYZE)")
+            conn.execute("CHECKPOINT")
 
     def server_version(self) -> str:
         with self.admin() as conn:
@@ -179,6 +182,7 @@ def pgbench(pg: Postgres, args: argparse.Namespace) -> dict[str, Any]:
         args.pgbench_database,
     ]
     log(" ".join(["pgbench", *command[1:]]))
+    pg.vacuum(args.pgbench_database)  # pgbench vacuums its tables too; this adds the CHECKPOINT
     run = subprocess.run(command, env=env, capture_output=True, text=True)
     match = re.search(r"^tps = ([\d.]+)", run.stdout, re.M)
     if run.returncode or not match:
@@ -453,12 +457,24 @@ def parallel(jobs: list[Any], workers: int, fn: Any) -> list[Any]:
 # --- top-ups -----------------------------------------------------------------------------
 
 
+def topup_devices(seeded: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The first ``--devices`` of the inventory take the top-ups …"""
+    return list(seeded["devices"][: args.devices])
+
+
+def usage_devices(seeded: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """… and the next ``--usage-devices`` the usage records, so that the bundles the top-up
+    run sold (about ten per device at 1,000 top-ups/s for 20 s) do not pile onto the
+    devices the usage run rates: a card does not hold ten day passes at once."""
+    return list(seeded["devices"][args.devices : args.devices + args.usage_devices])
+
+
 def run_wrk(
     wrk: str, server: Server, seeded: dict[str, Any], workdir: Path, seconds: int, run_id: str
 ) -> dict[str, Any]:
     args = server.args
     devices_file = workdir / "devices.txt"
-    devices_file.write_text("\n".join(seeded["devices"]) + "\n")
+    devices_file.write_text("\n".join(topup_devices(seeded, args)) + "\n")
     env = {
         **os.environ,
         "BENCH_API_KEYS": ",".join(seeded["api_keys"]),
@@ -507,7 +523,7 @@ def bench_topup(
     pg.vacuum(args.database)
     log(
         f"top-ups: {args.connections} connections for {args.duration} s "
-        f"({len(seeded['api_keys'])} reseller(s), {len(seeded['devices'])} devices, "
+        f"({len(seeded['api_keys'])} reseller(s), {len(topup_devices(seeded, args))} devices, "
         f"plan {args.plan}); load average {loadavg()}"
     )
     meter.start()
@@ -622,13 +638,14 @@ def send_usage(client: Http, batch: Batch) -> tuple[int, Any]:
 
 
 def bench_usage(
+    pg: Postgres,
     server: Server,
     meter: CpuMeter,
     env: dict[str, str],
     seeded: dict[str, Any],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    devices = seeded["devices"][: args.usage_devices]
+    devices = usage_devices(seeded, args)
     streams = args.usage_concurrency
     # Records average ~1 MB; leave each device room for the whole run and then some.
     need_bytes = (args.usage_batches * args.usage_batch_size // len(devices) + 1) * 2_000_000 * 2
@@ -643,6 +660,8 @@ def bench_usage(
             status, body = send_usage(client, warm)
             if status != 200:
                 raise BenchError(f"usage warm-up failed: {status} {body}")
+        log(f"VACUUM ANALYZE {args.database}")
+        pg.vacuum(args.database)
         log(
             f"usage: {args.usage_batches} batches × {args.usage_batch_size} records, "
             f"{streams} concurrent sender(s), {len(devices)} devices; load average {loadavg()}"
@@ -715,7 +734,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pg-port", type=int, default=int(os.environ.get("PGPORT", "5432")))
     p.add_argument("--pg-user", default=os.environ.get("PGUSER", "postgres"))
     p.add_argument("--fresh", action="store_true", help="drop and recreate the database first")
-    p.add_argument("--devices", type=int, default=2000, help="devices in inventory")
+    p.add_argument("--devices", type=int, default=2000, help="devices the top-ups rotate over")
     p.add_argument("--resellers", type=int, default=1, help="spread top-ups over N resellers")
     p.add_argument(
         "--web-workers", type=int, help="web server processes (serve's default: one per core)"
@@ -737,7 +756,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--usage-batches", type=int, default=40)
     g.add_argument("--usage-batch-size", type=int, default=1000)
     g.add_argument("--usage-concurrency", type=int, default=2, help="concurrent senders")
-    g.add_argument("--usage-devices", type=int, default=1000, help="devices the records cover")
+    g.add_argument(
+        "--usage-devices",
+        type=int,
+        default=1000,
+        help="devices the usage records cover (others than the top-ups')",
+    )
     g = p.add_argument_group("profile")
     g.add_argument("--profile-requests", type=int, default=300)
     p.add_argument("--json", type=Path, help="also write the results to this file")
@@ -752,8 +776,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--database and --pgbench-database must differ")
     if args.usage_batch_size > 1000:
         p.error("the API takes at most 1,000 records per batch")
-    if args.usage_devices > args.devices:
-        p.error("--usage-devices cannot exceed --devices")
     return args
 
 
@@ -878,10 +900,11 @@ def main(argv: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="simtopup-bench-")))
         env = django_env(pg.url(args.database), workdir / "data")
-        log(f"migrating and seeding {args.database} ({args.devices} devices)")
+        inventory = args.devices + args.usage_devices
+        log(f"migrating and seeding {args.database} ({inventory} devices)")
         subprocess.run([str(BIN / "simtopup"), "migrate", "--no-input", "-v0"], env=env, check=True)
         seeded = run_json(
-            [*SEED, "seed", "--devices", str(args.devices), "--resellers", str(args.resellers)],
+            [*SEED, "seed", "--devices", str(inventory), "--resellers", str(args.resellers)],
             env,
         )
         if args.what == "profile":
@@ -909,7 +932,7 @@ def main(argv: list[str]) -> int:
             if args.what in {"all", "topup"}:
                 results["topup"] = bench_topup(pg, wrk, server, meter, seeded, workdir, args)
             if args.what in {"all", "usage"}:
-                results["usage"] = bench_usage(server, meter, env, seeded, args)
+                results["usage"] = bench_usage(pg, server, meter, env, seeded, args)
         except Exception:
             print(f"--- server log (tail) ---\n{server.tail()}", file=sys.stderr)
             raise

@@ -29,7 +29,7 @@ from simtopup.orders.actions import receipt_number
 from simtopup.orders.models import Order
 from simtopup.resellers.actions import revoke_api_key, suspend
 from simtopup.resellers.models import ApiKey
-from simtopup.usage.models import Bundle
+from simtopup.usage.models import Bundle, UsageRecord
 from tests.support import Actors, float_of, iccid, post_json, reseller_client
 
 pytestmark = pytest.mark.django_db
@@ -377,3 +377,75 @@ def test_a_nul_character_in_a_query_parameter_is_a_clear_422(actors: Actors) -> 
         "code": "invalid_characters",
         "message": "Must not contain the NUL character.",
     }
+
+
+def test_plans_resellers_and_devices_are_permanent_and_rows_name_real_ones(
+    actors: Actors,
+) -> None:
+    """Orders and bundles point at plans and resellers, usage records at devices, without
+    foreign-key constraints (core/integrity.py); the database keeps the guarantee."""
+    from django.db import DatabaseError, IntegrityError, transaction
+
+    from simtopup.catalog.models import Plan
+    from simtopup.resellers.models import Reseller
+
+    plan = actors.plans["day-1g"]
+    for table, pk in (
+        ("catalog_plan", plan.pk),
+        ("resellers_reseller", actors.bob.pk),
+        ("devices_device", actors.devices[4].pk),
+    ):
+        if connection.vendor == "postgresql":  # SQLite keeps DELETE for Django's test flush
+            with (
+                pytest.raises(DatabaseError, match="permanent"),
+                transaction.atomic(),
+                connection.cursor() as cursor,
+            ):
+                cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])
+        model = {"catalog_plan": Plan, "resellers_reseller": Reseller}.get(table, Device)
+        with pytest.raises(DatabaseError, match="permanent"), transaction.atomic():
+            model.objects.filter(pk=pk).update(id=pk + 10**6)
+    assert sell(actors.alice_key, actors.device.iccid).status_code == 201
+    order = Order.objects.get()
+    bundle = Bundle.objects.get(order=order)
+    for field, value in (("plan_id", 10**6), ("reseller_id", 10**6)):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Order.objects.create(
+                **{
+                    "channel": order.channel,
+                    "status": "paid",
+                    "device_id": order.device_id,
+                    "plan_id": order.plan_id,
+                    "reseller_id": order.reseller_id,
+                    "amount": 1,
+                    "retail_amount": 1,
+                    "currency": "CNY",
+                    field: value,
+                }
+            )
+    for model, pk in ((Bundle, bundle.pk), (Order, order.pk)):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            model.objects.filter(pk=pk).update(plan_id=10**6)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Order.objects.filter(pk=order.pk).update(reseller_id=10**6)
+    account = Account.objects.create(code="bundle:test", kind="bundle", unit="BYTES")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Bundle.objects.create(
+            device_id=bundle.device_id,
+            plan_id=10**6,
+            account=account,
+            granted_bytes=1,
+            starts_at=bundle.starts_at,
+            expires_at=bundle.expires_at,
+        )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        UsageRecord.objects.create(
+            record_id="r-missing-device",
+            device_id=10**6,
+            bytes=0,
+            started_at=bundle.starts_at,
+            ended_at=bundle.starts_at,
+        )
+    assert Order.objects.count() == 1
+    assert not UsageRecord.objects.exists()
+    assert audit() == []

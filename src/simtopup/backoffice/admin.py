@@ -97,6 +97,9 @@ class DeviceAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # devices come in through `simtopup import-devices`
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # cards have orders and usage (and the database keeps them): retire one
+
 
 @admin.register(Reseller)
 class ResellerAdmin(admin.ModelAdmin):
@@ -109,6 +112,9 @@ class ResellerAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # `simtopup reseller create` makes the float account and the first key
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # orders refer to resellers (and the database keeps them): suspend instead
 
     @admin.display(description="float")
     def float_display(self, reseller: Reseller) -> str:

@@ -36,7 +36,12 @@ class Order(models.Model):
     channel = models.CharField(max_length=10, choices=Channel.choices)
     status = models.CharField(max_length=20, choices=OrderStatus.choices)
     device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="orders")
-    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    # plan and reseller: every sale of a plan, every sale of a reseller, points at the same
+    # row, so no foreign-key constraint (its check row-locks that row): plans and resellers
+    # are permanent and an insert-time check refuses a missing one (core/integrity.py).
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     # reseller and customer: indexed by (reseller, -id) and (customer, -id) in Meta.
     reseller = models.ForeignKey(
         Reseller,
@@ -45,6 +50,7 @@ class Order(models.Model):
         blank=True,
         related_name="orders",
         db_index=False,
+        db_constraint=False,
     )
     # The logged-in customer who placed it (app / web / auto); may differ from the card's owner.
     customer = models.ForeignKey(

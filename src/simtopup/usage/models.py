@@ -18,7 +18,10 @@ class Bundle(models.Model):
     device = models.ForeignKey(
         Device, on_delete=models.PROTECT, related_name="bundles", db_index=False
     )
-    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    # No foreign-key constraint: see Order.plan (core/integrity.py checks it on insert).
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     # Exactly one bundle per order: the fulfilment's unique fact.
     order = models.OneToOneField(
         Order, on_delete=models.PROTECT, null=True, blank=True, related_name="bundle"
@@ -45,8 +48,17 @@ class Bundle(models.Model):
 class UsageRecord(models.Model):
     """One usage record from the network, rated exactly once (unique record id)."""
 
-    record_id = models.CharField(max_length=100, unique=True)
-    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="usage_records")
+    record_id = models.CharField(max_length=100)  # unique: see Meta (one index, no LIKE twin)
+    # Indexed by (device, -ended_at) in Meta. No foreign-key constraint: its check would
+    # row-lock each of a batch's thousand devices; devices are permanent and an insert-time
+    # check refuses a missing one (core/integrity.py).
+    device = models.ForeignKey(
+        Device,
+        on_delete=models.PROTECT,
+        related_name="usage_records",
+        db_index=False,
+        db_constraint=False,
+    )
     bytes = models.BigIntegerField()
     started_at = models.DateTimeField()
     ended_at = models.DateTimeField()
@@ -58,6 +70,7 @@ class UsageRecord(models.Model):
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["record_id"], name="usage_record_once"),
             models.CheckConstraint(
                 condition=Q(bytes__gte=0), name="usage_record_bytes_nonnegative"
             ),
