@@ -134,7 +134,7 @@ class Postgres:
         with self.admin() as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
             if exists and fresh:
-                log(f"dropping database {name} (--fresh)")
+                log(f"dropping database {name} (a fresh one for every run; --reuse keeps it)")
                 conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
                 exists = None
             if not exists:
@@ -733,7 +733,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pg-host", default=os.environ.get("PGHOST", "127.0.0.1"))
     p.add_argument("--pg-port", type=int, default=int(os.environ.get("PGPORT", "5432")))
     p.add_argument("--pg-user", default=os.environ.get("PGUSER", "postgres"))
-    p.add_argument("--fresh", action="store_true", help="drop and recreate the database first")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the database of earlier runs (default: drop and recreate it, as pgbench -i "
+        "does for its own, so every run starts from the same size)",
+    )
+    p.add_argument("--fresh", action="store_true", help="(the default; kept for old commands)")
     p.add_argument("--devices", type=int, default=2000, help="devices the top-ups rotate over")
     p.add_argument("--resellers", type=int, default=1, help="spread top-ups over N resellers")
     p.add_argument(
@@ -896,7 +902,7 @@ def main(argv: list[str]) -> int:
     }
     if args.what in {"all", "topup"} and not args.skip_pgbench:
         results["pgbench"] = pgbench(pg, args)  # before our server exists: nothing competes
-    pg.ensure_database(args.database, fresh=args.fresh)
+    pg.ensure_database(args.database, fresh=not args.reuse)
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="simtopup-bench-")))
         env = django_env(pg.url(args.database), workdir / "data")

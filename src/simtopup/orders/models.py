@@ -39,9 +39,7 @@ class Order(models.Model):
     # plan and reseller: every sale of a plan, every sale of a reseller, points at the same
     # row, so no foreign-key constraint (its check row-locks that row): plans and resellers
     # are permanent and an insert-time check refuses a missing one (core/integrity.py).
-    plan = models.ForeignKey(
-        Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False
-    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False)
     # reseller and customer: indexed by (reseller, -id) and (customer, -id) in Meta.
     reseller = models.ForeignKey(
         Reseller,

@@ -19,9 +19,7 @@ class Bundle(models.Model):
         Device, on_delete=models.PROTECT, related_name="bundles", db_index=False
     )
     # No foreign-key constraint: see Order.plan (core/integrity.py checks it on insert).
-    plan = models.ForeignKey(
-        Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False
-    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False)
     # Exactly one bundle per order: the fulfilment's unique fact.
     order = models.OneToOneField(
         Order, on_delete=models.PROTECT, null=True, blank=True, related_name="bundle"
