@@ -79,7 +79,7 @@ def guards_lifted() -> Iterator[None]:
         if sqlite:
             cursor.execute("PRAGMA ignore_check_constraints = ON")
             cursor.execute("DROP TRIGGER ledger_transfer_immutable")
-            cursor.execute("DROP TRIGGER ledger_transfer_accounts_exist")
+            cursor.execute("DROP TRIGGER ledger_transfer_references_exist")
         else:
             # ALTER TABLE refuses to run while deferred foreign-key checks are pending.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -90,7 +90,7 @@ def guards_lifted() -> Iterator[None]:
             cursor.execute("ALTER TABLE ledger_transfer DROP CONSTRAINT ledger_transfer_positive")
             cursor.execute("ALTER TABLE ledger_transfer DISABLE TRIGGER ledger_transfer_immutable")
             cursor.execute(
-                "ALTER TABLE ledger_transfer DISABLE TRIGGER ledger_transfer_accounts_exist"
+                "ALTER TABLE ledger_transfer DISABLE TRIGGER ledger_transfer_references_exist"
             )
         try:
             yield

@@ -15,7 +15,9 @@ this module installs the same guarantee without the lock:
   statement if a new row points at a row that does not exist (SQLite: a row trigger), and an
   UPDATE that changes a reference is checked row by row.
 
-Used by migrations, so the SQL here must keep producing the same objects.
+Used by migrations, so the SQL here must keep producing the same objects. SQLite drops a
+table's triggers when a migration rebuilds the table (most ALTERs there): a later migration
+that alters one of these tables must install its triggers again (see ledger 0004).
 """
 
 from __future__ import annotations

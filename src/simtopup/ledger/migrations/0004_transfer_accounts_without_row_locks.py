@@ -9,7 +9,8 @@ every one of them. Instead:
 * accounts are permanent: the database refuses to delete one or change its id (PostgreSQL;
   SQLite keeps DELETE for Django's test flush, as it does for transfers);
 * after every INSERT into ledger_transfer (COPY included), one statement-level check refuses
-  the whole statement if any new transfer names an account that does not exist;
+  the whole statement if any new transfer names an account that does not exist
+  (core/integrity.py, as for the other references to hot rows);
 * ``check-ledger`` also reports any transfer whose account is missing.
 
 SQLite rebuilds a table to alter it, dropping its triggers: the immutability trigger of
@@ -21,84 +22,35 @@ SQLite rebuilds a table to alter it, dropping its triggers: the immutability tri
 import django.db.models.deletion
 from django.db import migrations, models
 
-PG_FORWARD = """
-CREATE OR REPLACE FUNCTION ledger_account_permanent() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'ledger accounts are permanent: they are never deleted or renumbered';
-END
-$$ LANGUAGE plpgsql;
-CREATE TRIGGER ledger_account_permanent BEFORE DELETE ON ledger_account
-    FOR EACH ROW EXECUTE FUNCTION ledger_account_permanent();
-CREATE TRIGGER ledger_account_id_fixed BEFORE UPDATE OF id ON ledger_account
-    FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id)
-    EXECUTE FUNCTION ledger_account_permanent();
-CREATE OR REPLACE FUNCTION ledger_transfer_accounts_exist() RETURNS trigger AS $$
-DECLARE
-    missing bigint;
-BEGIN
-    SELECT n.id INTO missing FROM new_transfers n
-     WHERE NOT EXISTS (SELECT 1 FROM ledger_account a WHERE a.id = n.source_id)
-        OR NOT EXISTS (SELECT 1 FROM ledger_account a WHERE a.id = n.destination_id)
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'transfer % names an account that does not exist', missing
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    RETURN NULL;
-END
-$$ LANGUAGE plpgsql;
-CREATE TRIGGER ledger_transfer_accounts_exist AFTER INSERT ON ledger_transfer
-    REFERENCING NEW TABLE AS new_transfers
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger_transfer_accounts_exist();
-"""
-PG_BACKWARD = """
-DROP TRIGGER IF EXISTS ledger_transfer_accounts_exist ON ledger_transfer;
-DROP FUNCTION IF EXISTS ledger_transfer_accounts_exist();
-DROP TRIGGER IF EXISTS ledger_account_id_fixed ON ledger_account;
-DROP TRIGGER IF EXISTS ledger_account_permanent ON ledger_account;
-DROP FUNCTION IF EXISTS ledger_account_permanent();
-"""
-SQLITE_FORWARD = [
+from simtopup.core.integrity import (
+    check_references,
+    drop_permanent,
+    drop_references,
+    make_permanent,
+)
+
+SQLITE_IMMUTABLE = [
     "DROP TRIGGER IF EXISTS ledger_transfer_immutable",
     """
 CREATE TRIGGER ledger_transfer_immutable BEFORE UPDATE ON ledger_transfer
 BEGIN
     SELECT RAISE(ABORT, 'ledger transfers are immutable; post a correcting transfer instead');
 END""",
-    """
-CREATE TRIGGER ledger_transfer_accounts_exist BEFORE INSERT ON ledger_transfer
-WHEN NOT EXISTS (SELECT 1 FROM ledger_account WHERE id = NEW.source_id)
-  OR NOT EXISTS (SELECT 1 FROM ledger_account WHERE id = NEW.destination_id)
-BEGIN
-    SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed: a transfer names a missing account');
-END""",
-    """
-CREATE TRIGGER ledger_account_id_fixed BEFORE UPDATE OF id ON ledger_account
-WHEN OLD.id IS NOT NEW.id
-BEGIN
-    SELECT RAISE(ABORT, 'ledger accounts are permanent: they are never deleted or renumbered');
-END""",
 ]
-SQLITE_BACKWARD = [
-    "DROP TRIGGER IF EXISTS ledger_transfer_accounts_exist",
-    "DROP TRIGGER IF EXISTS ledger_account_id_fixed",
-]
+REFERENCES = [("source_id", "ledger_account"), ("destination_id", "ledger_account")]
 
 
 def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(PG_FORWARD, params=None)
-    elif schema_editor.connection.vendor == "sqlite":
-        for statement in SQLITE_FORWARD:
+    make_permanent(schema_editor, "ledger_account")
+    check_references(schema_editor, "ledger_transfer", REFERENCES)
+    if schema_editor.connection.vendor == "sqlite":
+        for statement in SQLITE_IMMUTABLE:
             schema_editor.execute(statement)
 
 
 def backward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(PG_BACKWARD, params=None)
-    elif schema_editor.connection.vendor == "sqlite":
-        for statement in SQLITE_BACKWARD:
-            schema_editor.execute(statement)
+    drop_references(schema_editor, "ledger_transfer")
+    drop_permanent(schema_editor, "ledger_account")
 
 
 class Migration(migrations.Migration):
