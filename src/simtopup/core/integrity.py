@@ -69,34 +69,25 @@ def _references(table: str, references: Sequence[tuple[str, str]]) -> tuple[list
     changed = " OR ".join(
         f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column, _target in references
     )
-    targets: dict[str, list[str]] = {}
-    for column, target in references:
-        targets.setdefault(target, []).append(column)
-    # Per referenced table: the distinct ids the new rows name, counted through its primary
-    # key (a batch of a thousand transfers names a thousand accounts: index probes, where an
-    # anti-join against the transition table made the planner hash the whole table). The
-    # offending row is looked for only once a count is short.
-
-    def named(cols: list[str]) -> str:
-        return " UNION ALL ".join(f"SELECT {c} AS x FROM new_rows" for c in cols)
-
-    checks = "\n".join(
-        f"""
-    ids := ARRAY(SELECT DISTINCT x FROM ({named(cols)}) u WHERE x IS NOT NULL);
-    IF (SELECT count(*) FROM {target} WHERE id = ANY(ids)) <> cardinality(ids) THEN
-        SELECT n.id INTO bad FROM new_rows n WHERE {missing("n")} LIMIT 1;
-        RAISE EXCEPTION '{table} row % refers to a row that does not exist', bad
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;"""
-        for target, cols in targets.items()
+    # One pass over the new rows, each reference probed through the primary key by a scalar
+    # subquery: PostgreSQL runs it per row and cannot turn it into an anti-join, which it
+    # answered (the transition table has no statistics) by hashing the whole referenced
+    # table — 20 ms per usage batch of 1,000 transfers.
+    probes = " OR ".join(
+        f"(n.{column} IS NOT NULL AND (SELECT t.id FROM {target} t WHERE t.id = n.{column}) IS NULL)"
+        for column, target in references
     )
     postgresql = [
         f"""
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger AS $$
 DECLARE
-    ids bigint[];
     bad bigint;
-BEGIN{checks}
+BEGIN
+    SELECT n.id INTO bad FROM new_rows n WHERE {probes} LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '{table} row % refers to a row that does not exist', bad
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql""",
