@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -39,9 +40,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def worker_database_url() -> str:
     """The URL of the database this test runs on, for another process."""
     db = django_settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.sqlite3":
+    if connection.vendor == "sqlite":
         return f"sqlite:///{db['NAME']}"
-    if db["ENGINE"] == "django.db.backends.postgresql":
+    if connection.vendor == "postgresql":
         auth = quote(db.get("USER") or "", safe="")
         if db.get("PASSWORD"):
             auth += ":" + quote(db["PASSWORD"], safe="")

@@ -291,6 +291,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Tests use a file, not :memory:, so that threads and worker processes share it.
     _db["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, with a health check that asks the server only when the socket says
+    # something happened or the connection sat idle (simtopup/core/db/postgresql/base.py).
+    _db["ENGINE"] = "simtopup.core.db.postgresql"
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {})
 DATABASES = {"default": _db}

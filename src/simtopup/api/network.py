@@ -11,7 +11,7 @@ from simtopup.api.schemas import AuthorizationOut, Problem, UsageBatchIn, UsageO
 from simtopup.core.errors import DomainError
 from simtopup.devices.identifiers import normalise_digits
 from simtopup.devices.models import Device
-from simtopup.usage.rating import UsageIn, authorization, ingest
+from simtopup.usage.rating import authorization, ingest
 
 router = Router(auth=NetworkSignature(), tags=["network"])
 ERRORS = {400: Problem, 401: Problem, 404: Problem, 413: Problem, 422: Problem}
@@ -32,9 +32,7 @@ def report_usage(request: HttpRequest, payload: UsageBatchIn) -> dict[str, objec
             _("A batch holds at most %(max)s records.") % {"max": MAX_RECORDS},
             422,
         )
-    result = ingest(
-        [UsageIn(r.id, r.iccid, r.bytes, r.started_at, r.ended_at) for r in payload.records]
-    )
+    result = ingest(payload.records)
     return {
         "accepted": result.accepted,
         "duplicates": result.duplicates,

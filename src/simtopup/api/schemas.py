@@ -28,8 +28,15 @@ def no_nul(value: Any) -> Any:
     return value
 
 
-# A free-text query parameter.
-Text = Annotated[str, AfterValidator(no_nul)]
+def no_nul_text(value: str) -> str:
+    """:func:`no_nul` for one string (a usage batch runs it 2,000 times)."""
+    if "\x00" in value:
+        raise PydanticCustomError("null_character", _("Must not contain the NUL character."))
+    return value
+
+
+# A free-text query parameter, or any string field of a plain pydantic model.
+Text = Annotated[str, AfterValidator(no_nul_text)]
 
 
 class Strict(Schema):
@@ -113,15 +120,19 @@ class UsageRecordIn(BaseModel):
     # per-object validator wrapper (for ORM attribute access) costs more than the rating.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    id: str = Field(min_length=1, max_length=100)
-    iccid: str = Field(min_length=1, max_length=40)
+    id: Text = Field(min_length=1, max_length=100)
+    iccid: Text = Field(min_length=1, max_length=40)
     # Strict: a JSON string or boolean is not a byte count (lax pydantic would coerce them).
     bytes: StrictInt = Field(ge=0, le=10**15)
     started_at: AwareDatetime
     ended_at: AwareDatetime
 
 
-class UsageBatchIn(Strict):
+class UsageBatchIn(BaseModel):
+    # Plain pydantic too: ninja's Schema validates a model that refuses unknown fields twice
+    # (once as given, once wrapped for attribute access), the whole batch included.
+    model_config = ConfigDict(extra="forbid")
+
     records: list[UsageRecordIn]
 
 

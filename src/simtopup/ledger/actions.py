@@ -254,7 +254,7 @@ class Held:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a batch builds a thousand, and frozen ones cost 2x
 class Leg:
     """A posting between account ids, for :func:`post_legs`."""
 

@@ -23,6 +23,8 @@ class OrderStatus(models.TextChoices):
 # Orders whose money sits in the order clearing account.
 OUTSTANDING = (OrderStatus.PAID, OrderStatus.FULFILLING)
 FINAL = (OrderStatus.FULFILLED, OrderStatus.FAILED, OrderStatus.REFUNDED, OrderStatus.CANCELLED)
+# Orders still moving: looked up by status (reconciler, payment expiry, clearing checks).
+OPEN = (OrderStatus.AWAITING_PAYMENT, *OUTSTANDING)
 
 
 class Channel(models.TextChoices):
@@ -35,11 +37,19 @@ class Channel(models.TextChoices):
 class Order(models.Model):
     channel = models.CharField(max_length=10, choices=Channel.choices)
     status = models.CharField(max_length=20, choices=OrderStatus.choices)
-    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="orders")
+    # No foreign-key constraint (nor on plan and reseller below): its check row-locks the
+    # referenced row; devices, plans and resellers are permanent and an insert-time check
+    # refuses a missing one (core/integrity.py).
+    device = models.ForeignKey(
+        Device, on_delete=models.PROTECT, related_name="orders", db_constraint=False
+    )
     # plan and reseller: every sale of a plan, every sale of a reseller, points at the same
     # row, so no foreign-key constraint (its check row-locks that row): plans and resellers
     # are permanent and an insert-time check refuses a missing one (core/integrity.py).
-    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    # Not indexed: nothing looks orders up by plan.
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
     # reseller and customer: indexed by (reseller, -id) and (customer, -id) in Meta.
     reseller = models.ForeignKey(
         Reseller,
@@ -91,9 +101,20 @@ class Order(models.Model):
             models.CheckConstraint(condition=Q(amount__gt=0), name="orders_amount_positive"),
         ]
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"]),
+            # Only the orders the worker, the reconciler and the janitor look for: the final
+            # ones (nearly all of them) add no entry.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                condition=Q(status__in=OPEN),
+                name="orders_open_by_status",
+            ),
             models.Index(fields=["reseller", "-id"]),
-            models.Index(fields=["customer", "-id"]),
+            # Customers' orders only (a reseller's sale has no customer).
+            models.Index(
+                fields=["customer", "-id"],
+                condition=Q(customer__isnull=False),
+                name="orders_by_customer",
+            ),
         ]
 
     def __str__(self) -> str:

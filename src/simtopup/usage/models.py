@@ -14,17 +14,32 @@ from simtopup.orders.models import Order
 class Bundle(models.Model):
     """Data granted to a device. Its remaining bytes are its ledger account's balance."""
 
+    # No foreign-key constraints: see Order.device (devices, plans, orders and accounts are
+    # permanent; core/integrity.py checks every reference on insert).
     # Indexed by (device, expires_at) in Meta.
     device = models.ForeignKey(
-        Device, on_delete=models.PROTECT, related_name="bundles", db_index=False
+        Device,
+        on_delete=models.PROTECT,
+        related_name="bundles",
+        db_index=False,
+        db_constraint=False,
     )
-    # No foreign-key constraint: see Order.plan (core/integrity.py checks it on insert).
-    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    # Not indexed: nothing looks bundles up by plan.
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
     # Exactly one bundle per order: the fulfilment's unique fact.
     order = models.OneToOneField(
-        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="bundle"
+        Order,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="bundle",
+        db_constraint=False,
     )
-    account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="+")
+    account = models.OneToOneField(
+        Account, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     granted_bytes = models.BigIntegerField()
     starts_at = models.DateTimeField()
     expires_at = models.DateTimeField()

@@ -12,8 +12,10 @@ id already rated is a duplicate and is never charged again.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -29,6 +31,21 @@ from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import Bundle, UsageRecord
 
 MB = 1024 * 1024
+
+
+class Usage(Protocol):
+    """A usage record as the network reports it (the API's validated records are these)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def iccid(self) -> str: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def ended_at(self) -> datetime: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +64,7 @@ class IngestResult:
     rejected: list[dict[str, str]] = field(default_factory=list)
 
 
-def ingest(records: list[UsageIn]) -> IngestResult:
+def ingest(records: Sequence[Usage]) -> IngestResult:
     """Rate a batch exactly once per record id. Retries once if a concurrent batch inserted
     the same new record id between our check and our insert."""
     try:
@@ -56,7 +73,7 @@ def ingest(records: list[UsageIn]) -> IngestResult:
         return _ingest(records)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Device:
     pk: int
     payg: bool
@@ -65,7 +82,7 @@ class _Device:
     overage_account_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Bundle:
     pk: int
     device_id: int
@@ -88,10 +105,12 @@ USAGE_COLUMNS = [
 ]
 
 
-def _ingest(records: list[UsageIn]) -> IngestResult:
+def _ingest(records: Sequence[Usage]) -> IngestResult:
     # The hot path of the network API: plain values and tuples, no model instances.
     result = IngestResult()
-    iccids = {normalise_digits(r.iccid) for r in records}
+    # Network systems send the ICCID as stored: digits only needs no normalising.
+    keys = [r.iccid if r.iccid.isdigit() else normalise_digits(r.iccid) for r in records]
+    iccids = set(keys)
     with transaction.atomic(durable=True):
         devices = {
             row[0]: _Device(*row[1:])
@@ -102,9 +121,9 @@ def _ingest(records: list[UsageIn]) -> IngestResult:
         # The first acceptable occurrence of an id is rated; later ones are duplicates. A
         # rejected record is not remembered, so the network can resend it corrected.
         seen: set[str] = set()
-        known: list[tuple[UsageIn, _Device]] = []
-        for r in records:
-            device = devices.get(normalise_digits(r.iccid))
+        known: list[tuple[Usage, _Device]] = []
+        for r, key in zip(records, keys, strict=True):
+            device = devices.get(key)
             if r.ended_at < r.started_at:
                 result.rejected.append({"id": r.id, "code": "invalid_time_range"})
             elif device is None:
