@@ -60,8 +60,10 @@ def _exponent_case() -> str:
     return "CASE p_currency " + " ".join(arms) + " ELSE 2 END"
 
 
-def sql() -> list[str]:
-    """The helper functions and the top-up function, as ``CREATE OR REPLACE`` statements."""
+def sql(order_sequence: str) -> list[str]:
+    """The helper functions and the top-up function, as ``CREATE OR REPLACE`` statements.
+    ``order_sequence``: the orders id sequence, named once here rather than looked up
+    (``pg_get_serial_sequence``) on every sale; every ``migrate`` installs this again."""
     return [
         # stdnum.luhn.calc_check_digit for decimal strings (receipt numbers).
         """
@@ -179,10 +181,10 @@ BEGIN
   SELECT id INTO v_issued FROM ledger_account WHERE code = 'system:data_issued:BYTES';
   IF v_clearing IS NULL OR v_revenue IS NULL OR v_issued IS NULL THEN RETURN NULL; END IF;
 
-  -- Writes. Foreign keys checked as each row goes in, not at COMMIT with the float locked.
-  SET CONSTRAINTS ALL IMMEDIATE;
+  -- Writes. None of these tables has a foreign-key constraint left to check (core/integrity.py
+  -- checks references as rows go in), so COMMIT, with the float locked, checks nothing.
   -- orders.actions.receipt_number: R<yyyymmdd>-<id, 8 digits at least>-<Luhn>
-  v_order := nextval(pg_get_serial_sequence('orders_order', 'id'));
+  v_order := nextval('{order_sequence}'::regclass);
   v_number := to_char(p_now AT TIME ZONE 'UTC', 'YYYYMMDD')
               || CASE WHEN v_order < 10000000 THEN lpad(v_order::text, 8, '0')
                       ELSE v_order::text END;
@@ -259,7 +261,6 @@ BEGIN
       p_now + p_lease, p_now
     );
   END IF;
-  SET CONSTRAINTS ALL DEFERRED;  -- Django's default again, for a surrounding transaction
   RETURN v_body;
 END $$""",
     ]
@@ -270,7 +271,11 @@ def install(using: BaseDatabaseWrapper) -> None:
     if using.vendor != "postgresql":
         return
     with using.cursor() as cursor:
-        for statement in sql():
+        cursor.execute("SELECT pg_get_serial_sequence('orders_order', 'id')")
+        row = cursor.fetchone()
+        if row is None or row[0] is None:
+            raise RuntimeError("orders_order.id has no sequence: run the migrations first")
+        for statement in sql(str(row[0]).replace("'", "''")):
             cursor.execute(statement)
 
 
@@ -337,13 +342,8 @@ def try_topup(request: HttpRequest) -> HttpResponse | None:
         if connection.in_atomic_block:
             # Inside a caller's transaction (ATOMIC_REQUESTS, tests): a savepoint, so a
             # refusal undoes only this.
-            try:
-                with transaction.atomic():
-                    row = _call(params)
-            finally:
-                # The function's SET CONSTRAINTS outlives a rollback to the savepoint.
-                with connection.cursor() as cursor:
-                    cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+            with transaction.atomic():
+                row = _call(params)
         else:
             row = _call(params)  # autocommit: one statement, one transaction, one commit
     except IntegrityError:
