@@ -44,11 +44,14 @@ class DatabaseWrapper(PostgresWrapper):
             return False
         if pgconn.transaction_status != pq.TransactionStatus.IDLE:
             return False
+        # poll, not select: a process with over 1,024 open files has sockets select() refuses.
+        poller = select.poll()
         try:
-            readable, _, _ = select.select([pgconn.socket], [], [], 0)
+            poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
+            events = poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
+        return not events
 
     def close_if_health_check_failed(self) -> None:
         # health_check_enabled / _done are Django's (not in django-stubs).
