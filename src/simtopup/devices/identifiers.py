@@ -45,6 +45,8 @@ def _error(code: str, message: object, field: str, status: int = 422) -> DomainE
 
 def normalise_digits(raw: str) -> str:
     """Strip spaces, dashes and an ICCID's trailing ``F`` filler."""
+    if raw.isdigit():
+        return raw  # already plain digits: what network systems send, a thousand per batch
     text = _SEPARATORS.sub("", raw.strip())
     if len(text) in (20, 21) and text[:-1].isdigit() and text[-1] in "fF":
         text = text[:-1]

@@ -108,8 +108,7 @@ USAGE_COLUMNS = [
 def _ingest(records: Sequence[Usage]) -> IngestResult:
     # The hot path of the network API: plain values and tuples, no model instances.
     result = IngestResult()
-    # Network systems send the ICCID as stored: digits only needs no normalising.
-    keys = [r.iccid if r.iccid.isdigit() else normalise_digits(r.iccid) for r in records]
+    keys = [normalise_digits(r.iccid) for r in records]
     iccids = set(keys)
     with transaction.atomic(durable=True):
         devices = {
