@@ -8,6 +8,7 @@ import re
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from django.test import Client
 from django.utils import timezone
 
 from simtopup.catalog.models import PaygTariff
+from simtopup.core import signing
 from simtopup.core.signing import sign
 from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.audit import audit
@@ -158,25 +160,28 @@ def _signed_body(actors: Actors) -> bytes:
 @pytest.mark.parametrize(
     ("make_header", "code"),
     [
-        (lambda body: None, "unauthenticated"),
-        (lambda body: "", "unauthenticated"),
-        (lambda body: sign("not the network secret", body), "invalid_signature"),
-        (lambda body: sign(settings.NETWORK_SECRET, body + b" "), "invalid_signature"),
+        (lambda body, now: None, "unauthenticated"),
+        (lambda body, now: "", "unauthenticated"),
+        (lambda body, now: sign("not the network secret", body, now), "invalid_signature"),
+        (lambda body, now: sign(settings.NETWORK_SECRET, body + b" ", now), "invalid_signature"),
         (
-            lambda body: sign(settings.NETWORK_SECRET, body).replace("t=", "t=1"),
+            lambda body, now: sign(settings.NETWORK_SECRET, body, now).replace("t=", "t=1"),
             "invalid_signature",
         ),
-        (lambda body: "garbage", "invalid_signature"),
-        (lambda body: "t=abc,v1=" + "0" * 64, "invalid_signature"),
-        (lambda body: sign(settings.NETWORK_SECRET, body).split(",")[0], "invalid_signature"),
-        (lambda body: "t=" + "9" * 400 + ",v1=" + "0" * 64, "invalid_signature"),
-        (lambda body: f"t={int(time.time())},v1=é" + "0" * 63, "invalid_signature"),
+        (lambda body, now: "garbage", "invalid_signature"),
+        (lambda body, now: "t=abc,v1=" + "0" * 64, "invalid_signature"),
         (
-            lambda body: sign(settings.NETWORK_SECRET, body, int(time.time()) - 301),
+            lambda body, now: sign(settings.NETWORK_SECRET, body, now).split(",")[0],
+            "invalid_signature",
+        ),
+        (lambda body, now: "t=" + "9" * 400 + ",v1=" + "0" * 64, "invalid_signature"),
+        (lambda body, now: f"t={now},v1=é" + "0" * 63, "invalid_signature"),
+        (
+            lambda body, now: sign(settings.NETWORK_SECRET, body, now - 301),
             "signature_expired",
         ),
         (
-            lambda body: sign(settings.NETWORK_SECRET, body, int(time.time()) + 301),
+            lambda body, now: sign(settings.NETWORK_SECRET, body, now + 301),
             "signature_expired",
         ),
     ],
@@ -196,12 +201,20 @@ def _signed_body(actors: Actors) -> bytes:
     ],
 )
 def test_unsigned_or_badly_signed_usage_is_refused_and_changes_nothing(
-    actors: Actors, alice: Client, make_header: Any, code: str
+    actors: Actors,
+    alice: Client,
+    make_header: Any,
+    code: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     topup(alice, actors.device, "day-1g")
     body = _signed_body(actors)
     before = snapshot()
-    response = raw_post(body, make_header(body))
+    # The server's clock is frozen at the second the header is made for: a boundary case such
+    # as "301 s ahead" must not become 300 s when the wall clock ticks between the two.
+    now = int(time.time())
+    monkeypatch.setattr(signing, "time", SimpleNamespace(time=lambda: float(now)))
+    response = raw_post(body, make_header(body, now))
     assert_problem(response, 401, code)
     assert snapshot() == before
     assert UsageRecord.objects.count() == 0
