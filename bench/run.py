@@ -4,8 +4,10 @@
 
 topup    reseller top-ups over HTTP, the full path (API key, Idempotency-Key, order, ledger,
          bundle, receipt), driven by wrk with 32 keep-alive connections, each request with its
-         own key and reference; and pgbench's built-in TPC-B on the same PostgreSQL for scale,
-         in --rounds alternating rounds (pgbench, then top-ups) so that both see the same
+         own key and reference, rotating over --resellers resellers (default: as many as
+         TPC-B has branches, 10 at scale 10 — a reseller's sales queue on its float row as
+         TPC-B's transactions queue on their branch row); and pgbench's built-in TPC-B on the
+         same PostgreSQL for scale, in --rounds alternating rounds (pgbench, then top-ups) so that both see the same
          machine: the ratio is all top-ups per second over the rounds' mean TPC-B tps, the
          latencies are each percentile's median over the rounds.
 usage    signed batches of 1,000 usage records to POST /network/v1/usage for devices holding
@@ -584,6 +586,7 @@ def bench_topup(
         "topups_per_s": created / seconds,
         "created": created,
         "seconds": seconds,
+        "resellers": len(seeded["api_keys"]),
         "other_statuses": merge_counts(r["other_statuses"] for r in rounds),
         "socket_errors": merge_counts(r["socket_errors"] for r in rounds),
         "error_samples": [s for r in rounds for s in r["error_samples"]][:5],
@@ -811,7 +814,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--fresh", action="store_true", help="(the default; kept for old commands)")
     p.add_argument("--devices", type=int, default=2000, help="devices the top-ups rotate over")
-    p.add_argument("--resellers", type=int, default=1, help="spread top-ups over N resellers")
+    p.add_argument(
+        "--resellers",
+        type=int,
+        help="spread top-ups over N resellers, round robin (default: --pgbench-scale, as many "
+        "as TPC-B has branches; 1 measures one reseller's ceiling: its float row)",
+    )
     p.add_argument(
         "--web-workers", type=int, help="web server processes (serve's default: one per core)"
     )
@@ -913,7 +921,8 @@ def summarize(results: dict[str, Any]) -> None:
     if top:
         print(
             f"top-ups:           {top['topups_per_s']:.1f}/s  "
-            f"({top['created']} created in {top['seconds']:.1f} s)"
+            f"({top['created']} created in {top['seconds']:.1f} s, "
+            f"{top['resellers']} reseller(s))"
         )
         print(
             f"  latency:         p50 {top['p50_ms']:.1f} ms, p90 {top['p90_ms']:.1f} ms, "
@@ -988,6 +997,8 @@ def main(argv: list[str]) -> int:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="simtopup-bench-")))
         env = django_env(pg.url(args.database), workdir / "data")
         inventory = args.devices + args.usage_devices
+        if args.resellers is None:
+            args.resellers = args.pgbench_scale
         log(f"migrating and seeding {args.database} ({inventory} devices)")
         subprocess.run([str(BIN / "simtopup"), "migrate", "--no-input", "-v0"], env=env, check=True)
         seeded = run_json(
