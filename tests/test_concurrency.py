@@ -125,13 +125,14 @@ def test_one_idempotency_key_sent_fifty_times_at_once_charges_once(
     assert audit() == []
 
 
+@pytest.mark.parametrize(("plan", "retail"), [("day-1g", 500), ("credit-50", 5000)])
 def test_floats_that_cover_half_the_attempts_admit_exactly_the_affordable_ones(
-    actors: Actors, caplog: pytest.LogCaptureFixture
+    actors: Actors, caplog: pytest.LogCaptureFixture, plan: str, retail: int
 ) -> None:
     attempts, affordable = 30, 15
     resellers = []
     for n in range(10):
-        price = (500 * (10000 - n * 100) + 5000) // 10000  # day-1g less n %
+        price = (retail * (10000 - n * 100) + 5000) // 10000  # the plan less n %
         reseller, key = create_reseller(
             f"Agent {n}", discount_bps=n * 100, initial_float=affordable * price
         )
@@ -140,7 +141,7 @@ def test_floats_that_cover_half_the_attempts_admit_exactly_the_affordable_ones(
     for n, (_reseller, key, _price) in enumerate(resellers):
         for i in range(attempts):
             device = actors.devices[(n + i) % len(actors.devices)]
-            body = {"device": device.iccid, "plan": "day-1g", "reference": f"sale-{n}-{i}"}
+            body = {"device": device.iccid, "plan": plan, "reference": f"sale-{n}-{i}"}
             jobs.append(topup_job(key, body, **{"Idempotency-Key": f"key-{n}-{i}"}))
             owner.append(n)
     order = list(range(len(jobs)))
@@ -166,6 +167,9 @@ def test_floats_that_cover_half_the_attempts_admit_exactly_the_affordable_ones(
     debits = Transfer.objects.filter(kind="order_payment").aggregate(s=Sum("amount"))["s"]
     orders = Order.objects.filter(status=OrderStatus.FULFILLED).aggregate(s=Sum("amount"))["s"]
     assert debits == orders == sum(affordable * price for _r, _k, price in resellers)
+    if plan == "credit-50":  # every sale put the face value on a card, no more
+        cards = Account.objects.filter(kind=AccountKind.DEVICE_CREDIT)
+        assert cards.aggregate(s=Sum("balance"))["s"] == 150 * retail
     assert Order.objects.exclude(status=OrderStatus.FULFILLED).count() == 0
     assert no_errors_logged(caplog) == []
     assert audit() == []

@@ -28,7 +28,7 @@ from simtopup.ledger.models import Account, Transfer
 from simtopup.orders.actions import receipt_number
 from simtopup.orders.models import Order
 from simtopup.resellers.actions import revoke_api_key, suspend
-from simtopup.resellers.models import ApiKey
+from simtopup.resellers.models import ApiKey, ResellerPrice
 from simtopup.usage.models import Bundle, UsageRecord
 from tests.support import Actors, float_of, iccid, post_json, reseller_client
 
@@ -266,14 +266,180 @@ def test_suspended_revoked_duplicate_and_unrechargeable(actors: Actors) -> None:
     assert audit() == []
 
 
+def _credit_sale_facts(order_id: int, credit_before: int) -> dict[str, Any]:
+    """Everything a credit (payg) sale wrote, with its own ids replaced by placeholders."""
+    order = Order.objects.select_related("device", "plan").get(pk=order_id)
+    device = order.device
+    credit = Account.objects.get(pk=device.credit_account_id)
+
+    def placeholders(text: str) -> str:
+        text = re.sub(rf"\b(order[: ]){order.pk}\b", r"\1<order>", text)
+        return text.replace(f"device:{device.iccid}:", "device:<device>:")
+
+    transfers = sorted(
+        (
+            t.kind,
+            t.amount,
+            t.unit,
+            placeholders(t.source.code),
+            placeholders(t.destination.code),
+            placeholders(t.idempotency_key),
+            placeholders(t.memo),
+        )
+        for t in Transfer.objects.filter(
+            idempotency_key__startswith=f"order:{order.pk}:"
+        ).select_related("source", "destination")
+    )
+    return {
+        "order": (
+            order.channel,
+            order.status,
+            order.amount,
+            order.retail_amount,
+            order.currency,
+            order.attempts,
+            order.failure_code,
+            order.payment_method,
+            order.customer_id,
+            order.next_attempt_at,
+            order.lease_until,
+            all((order.paid_at, order.fulfilled_at, order.closed_at)),
+            order.receipt_no == receipt_number(order),
+        ),
+        "bundles": Bundle.objects.filter(order=order).count(),
+        "transfers": transfers,
+        "credit_added": credit.balance - credit_before,
+        "device": (device.status, device.activated_at is not None, device.payg),
+    }
+
+
 @postgresql_only
-def test_a_credit_plan_takes_the_general_path(actors: Actors) -> None:
+def test_a_credit_sale_is_one_function_call(actors: Actors) -> None:
     with CaptureQueriesContext(connection) as captured:
-        response = sell(actors.alice_key, actors.device.iccid, "credit-50")
+        response = sell(actors.alice_key, actors.device.iccid, "credit-50", idem="credit")
     assert response.status_code == 201, response.content
-    # The function was asked and declined (a payg plan); the general path did the sale.
+    sql = [q["sql"] for q in captured.captured_queries]
     assert len(hot_path_statements(captured.captured_queries)) == 1
-    assert Order.objects.get().retail_amount == 5000
+    assert not [s for s in sql if re.search(r"\b(INSERT|UPDATE|orders_order)\b", s)], sql
+    order = Order.objects.get()
+    # The card gets the face value (¥50.00); Alice pays it less her 8 % discount.
+    assert (order.retail_amount, order.amount) == (5000, 4600)
+    actors.device.credit_account.refresh_from_db()
+    assert actors.device.credit_account.balance == 5000
+    assert float_of(actors.alice) == 100000 - 4600
+    device = Device.objects.get(pk=actors.device.pk)
+    assert device.payg
+    assert device.status == DeviceStatus.ACTIVE
+    assert response.json()["charged"] == {"amount": "46.00", "currency": "CNY"}
+    assert audit() == []
+
+
+@pytest.mark.parametrize(
+    "price",
+    [None, 5000, 5300],
+    ids=["discount-rate", "price-list-at-face-value", "price-list-above-face-value"],
+)
+@postgresql_only
+def test_both_paths_write_the_same_credit_sale(
+    actors: Actors, settings: Any, price: int | None
+) -> None:
+    """Wholesale below the face value (the difference is the operator's discount to the
+    card), equal to it, and above it (the surplus is revenue): the same rows either way."""
+    if price is not None:
+        ResellerPrice.objects.create(
+            reseller=actors.alice, plan=actors.plans["credit-50"], price=price
+        )
+    hot_device, general_device = actors.devices[1], actors.devices[2]
+    assert hot_device.status == general_device.status == DeviceStatus.IN_STOCK
+    assert not hot_device.payg
+    assert not general_device.payg
+    results = []
+    for fast, device, key in ((True, hot_device, "hot"), (False, general_device, "general")):
+        settings.FAST_TOPUP = fast
+        credit_before = Account.objects.get(pk=device.credit_account_id).balance
+        float_before = float_of(actors.alice)
+        with CaptureQueriesContext(connection) as captured:
+            response = sell(actors.alice_key, device.iccid, "credit-50", key, idem=key)
+        assert response.status_code == 201, response.content
+        assert bool(hot_path_statements(captured.captured_queries)) == fast
+        # On the hot path the function wrote everything: no ORM write at all.
+        orm_writes = [
+            q["sql"] for q in captured.captured_queries if re.match(r"(INSERT|UPDATE)\b", q["sql"])
+        ]
+        assert (not orm_writes) == fast, orm_writes
+        body = response.json()
+        assert body["float_balance"]["amount"] == to_decimal_string(float_of(actors.alice), "CNY")
+        record = IdempotencyRecord.objects.get(key=key)
+        assert (record.response_status, json.loads(record.response_body)) == (201, body)
+        results.append(
+            (
+                _credit_sale_facts(body["id"], credit_before),
+                float_before - float_of(actors.alice),
+                {
+                    k: v
+                    for k, v in body.items()
+                    if k
+                    not in {
+                        "id",
+                        "reference",
+                        "device",
+                        "receipt_no",
+                        "created_at",
+                        "fulfilled_at",
+                        "float_balance",
+                    }
+                },
+            )
+        )
+    assert results[0] == results[1]
+    facts, charged, _body = results[0]
+    expected = 4600 if price is None else price
+    assert charged == expected
+    assert facts["credit_added"] == 5000
+    kinds = {t[0]: t[1] for t in facts["transfers"]}
+    assert kinds["order_payment"] == expected
+    assert kinds["credit_topup"] == min(expected, 5000)
+    assert kinds.get("reseller_discount", 0) == max(5000 - expected, 0)
+    assert kinds.get("revenue", 0) == max(expected - 5000, 0)
+    assert audit() == []
+
+
+@postgresql_only
+def test_a_credit_sale_the_float_cannot_cover_changes_nothing(actors: Actors) -> None:
+    """Bob's ¥50.00 float cannot pay ¥53.00: the function undoes its writes, the general
+    path answers insufficient_float, and the card's credit is untouched."""
+    ResellerPrice.objects.create(reseller=actors.bob, plan=actors.plans["credit-50"], price=5300)
+    response = sell(actors.bob_key, actors.device.iccid, "credit-50", idem="too-much")
+    assert (response.status_code, response.json()["code"]) == (402, "insufficient_float")
+    actors.device.credit_account.refresh_from_db()
+    assert actors.device.credit_account.balance == 0
+    assert float_of(actors.bob) == 5000
+    assert Order.objects.count() == 0
+    assert not Device.objects.get(pk=actors.device.pk).payg
+    assert audit() == []
+
+
+@pytest.mark.parametrize("sqlstate_error", ["DeadlockDetected", "SerializationFailure"])
+@postgresql_only
+def test_a_deadlock_victim_is_answered_by_the_general_path(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch, sqlstate_error: str
+) -> None:
+    """PostgreSQL may pick the function's statement as a deadlock's victim (two first sales of
+    one new card, a bundle and a credit, each holding a row the other needs): the statement
+    wrote nothing, and the sale goes on through the general path instead of failing."""
+    import psycopg.errors
+    from django.db import OperationalError
+
+    from simtopup.api import fast_topup
+
+    def victim(params: list[Any]) -> None:
+        cause = getattr(psycopg.errors, sqlstate_error)("chosen as the victim")
+        raise OperationalError("chosen as the victim") from cause
+
+    monkeypatch.setattr(fast_topup, "_call", victim)
+    response = sell(actors.alice_key, actors.device.iccid, "credit-50", idem="victim")
+    assert response.status_code == 201, response.content
+    assert Order.objects.get().status == "fulfilled"
     actors.device.credit_account.refresh_from_db()
     assert actors.device.credit_account.balance == 5000
     assert audit() == []

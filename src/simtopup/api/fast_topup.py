@@ -1,16 +1,18 @@
 """The reseller top-up hot path on PostgreSQL: one sale, one statement.
 
 ``POST /reseller/v1/topups`` is what resellers' shop systems call all day. On PostgreSQL,
-with the built-in network adapter, a top-up of a bundle plan that will succeed runs as
-**one call of a PL/pgSQL function in one autocommit statement**: key check, idempotency,
-device and plan lookups, wholesale price, order, bundle account, bundle, three ledger
-transfers, float compare-and-swap and the stored idempotent response — one round trip and
-one commit, where the general path needs about twenty statements in two transactions.
+with the built-in network adapter, a top-up that will succeed runs as **one call of a
+PL/pgSQL function in one autocommit statement**: key check, idempotency, device and plan
+lookups, wholesale price, order, then for a bundle plan the bundle account, bundle and three
+ledger transfers, for a credit (payg) plan the transfers to the card's credit (face value,
+discount or surplus) and its balance, then the float's compare-and-swap and the stored
+idempotent response — one round trip and one commit, where the general path needs about
+twenty statements in two transactions.
 
 The function only ever does the *successful* sale. Whenever anything is not plainly
 fine — unknown or revoked key, suspended reseller, a key already used (replay, other body,
-still running), unknown device or plan, a card that cannot be topped up, a credit (payg)
-plan, a reference already used, a float too low, a lost race on a unique constraint — it
+still running), unknown device or plan, a card that cannot be topped up, a reference
+already used, a float too low, a lost race on a unique constraint — it
 writes nothing (it returns NULL before its first write, or raises and the statement rolls
 back) and the request goes on to the general path in :mod:`simtopup.api.reseller`, which
 gives the exact answer, error codes and all. So the general path stays the single
@@ -45,6 +47,10 @@ FUNCTION = "simtopup_reseller_topup_v1"
 PATH = "/reseller/v1/topups"
 # Raised by the function to undo its writes and hand the request to the general path.
 FALLBACK_SQLSTATE = "STF01"
+# Also handed on: PostgreSQL chose this statement as a deadlock's victim (40P01; e.g. two
+# first sales of one new card, a bundle and a credit, each holding a row the other needs) or
+# a serialization failure (40001). The statement wrote nothing; the general path answers.
+RETRY_SQLSTATES = frozenset({"40P01", "40001"})
 # TopupIn's limits (api/schemas.py); anything else goes to the general path to be refused.
 FIELDS = {"device": 128, "plan": 40, "reference": 100}
 
@@ -129,6 +135,7 @@ DECLARE
   v_clearing bigint;
   v_revenue bigint;
   v_issued bigint;
+  v_discount bigint;
   v_order bigint;
   v_account bigint;
   v_bundle bigint;
@@ -150,8 +157,9 @@ BEGIN
     RETURN NULL;
   END IF;
   -- devices.identifiers.find_device: an exact match in inventory, lowest id first.
-  SELECT id, status, coalesce(nullif(iccid, ''), nullif(eid, ''), nullif(imei, ''),
-                              nullif(serial, ''), 'device ' || id) AS shown
+  SELECT id, status, payg, credit_account_id,
+         coalesce(nullif(iccid, ''), nullif(eid, ''), nullif(imei, ''), nullif(serial, ''),
+                  'device ' || id) AS shown
     INTO d FROM devices_device
    WHERE serial = p_device
       OR (p_digits IS NOT NULL
@@ -160,7 +168,7 @@ BEGIN
   IF NOT FOUND OR d.status NOT IN ('in_stock', 'active') THEN RETURN NULL; END IF;
   SELECT id, code, kind, data_bytes, validity_hours, price, currency INTO pl
     FROM catalog_plan WHERE code = p_plan AND active ORDER BY id LIMIT 1;
-  IF NOT FOUND OR pl.kind = 'payg' OR pl.currency <> r.currency THEN RETURN NULL; END IF;
+  IF NOT FOUND OR pl.currency <> r.currency OR pl.price <= 0 THEN RETURN NULL; END IF;
   -- resellers.actions.wholesale_price
   SELECT price INTO v_amount FROM resellers_resellerprice
    WHERE reseller_id = r.id AND plan_id = pl.id;
@@ -180,6 +188,17 @@ BEGIN
   SELECT id INTO v_revenue FROM ledger_account WHERE code = 'system:revenue:' || r.currency;
   SELECT id INTO v_issued FROM ledger_account WHERE code = 'system:data_issued:BYTES';
   IF v_clearing IS NULL OR v_revenue IS NULL OR v_issued IS NULL THEN RETURN NULL; END IF;
+  IF pl.kind = 'payg' THEN
+    -- Credit lands on the card's credit account, which must hold the plan's currency.
+    SELECT id INTO v_discount FROM ledger_account
+     WHERE code = 'system:reseller_discount:' || r.currency;
+    IF v_discount IS NULL OR NOT EXISTS (
+      SELECT 1 FROM ledger_account
+       WHERE id = d.credit_account_id AND unit = pl.currency AND NOT hot
+    ) THEN
+      RETURN NULL;
+    END IF;
+  END IF;
 
   -- Writes. None of these tables has a foreign-key constraint left to check (core/integrity.py
   -- checks references as rows go in), so COMMIT, with the float locked, checks nothing.
@@ -199,34 +218,64 @@ BEGIN
     v_order, 'reseller', 'fulfilled', p_reference, v_amount, pl.price, pl.currency, v_receipt,
     0, '', '', '', p_now, p_now, p_now, p_now, d.id, pl.id, r.id
   );
-  -- usage.bundles.open_bundle, its account opened with the granted bytes in it.
-  INSERT INTO ledger_account (
-    code, kind, unit, balance, allow_negative, hot, clearing, name, created_at
-  ) VALUES (
-    'bundle:order:' || v_order, 'bundle', 'BYTES', pl.data_bytes, false, false, false, '',
-    p_now
-  ) RETURNING id INTO v_account;
-  INSERT INTO usage_bundle (
-    granted_bytes, starts_at, expires_at, created_at, account_id, device_id, order_id, plan_id
-  ) VALUES (
-    pl.data_bytes, p_now, p_now + make_interval(hours => pl.validity_hours), p_now, v_account,
-    d.id, v_order, pl.id
-  ) RETURNING id INTO v_bundle;
-  INSERT INTO ledger_transfer (
-    amount, unit, kind, idempotency_key, memo, created_at, source_id, destination_id
-  ) VALUES
-    (v_amount, pl.currency, 'revenue', 'order:' || v_order || ':revenue', '', p_now,
-     v_clearing, v_revenue),
-    (pl.data_bytes, 'BYTES', 'bundle_grant', 'order:' || v_order || ':grant',
-     'bundle ' || v_bundle || ' for order ' || v_order, p_now, v_issued, v_account),
-    (v_amount, pl.currency, 'order_payment', 'order:' || v_order || ':pay',
-     'order ' || v_order, p_now, r.float_account_id, v_clearing);
+  IF pl.kind = 'payg' THEN
+    -- orders.actions._complete for credit: the card gets the plan's face value; a wholesale
+    -- price below it is the operator's discount, one above it revenue.
+    INSERT INTO ledger_transfer (
+      amount, unit, kind, idempotency_key, memo, created_at, source_id, destination_id
+    )
+    SELECT t.amount, pl.currency, t.kind, 'order:' || v_order || t.suffix, t.memo, p_now,
+           t.source, t.destination
+      FROM (VALUES
+        (least(v_amount, pl.price), 'credit_topup', ':credit', '', v_clearing,
+         d.credit_account_id),
+        (v_amount - pl.price, 'revenue', ':revenue', '', v_clearing, v_revenue),
+        (pl.price - v_amount, 'reseller_discount', ':discount', '', v_discount,
+         d.credit_account_id),
+        (v_amount, 'order_payment', ':pay', 'order ' || v_order, r.float_account_id,
+         v_clearing)
+      ) AS t (amount, kind, suffix, memo, source, destination)
+     WHERE t.amount > 0;
+    -- Two bounded accounts: both locked now, in primary-key order (ledger.lock_accounts,
+    -- DESIGN invariant 5), before the device row, as the general path takes them; the card's
+    -- credit grows by the plan's face value, the float is debited below.
+    PERFORM 1 FROM ledger_account
+      WHERE id IN (r.float_account_id, d.credit_account_id) ORDER BY id FOR UPDATE;
+    UPDATE ledger_account SET balance = balance + pl.price WHERE id = d.credit_account_id;
+    IF NOT d.payg THEN
+      UPDATE devices_device SET payg = true WHERE id = d.id AND NOT payg;
+    END IF;
+  ELSE
+    -- usage.bundles.open_bundle, its account opened with the granted bytes in it.
+    INSERT INTO ledger_account (
+      code, kind, unit, balance, allow_negative, hot, clearing, name, created_at
+    ) VALUES (
+      'bundle:order:' || v_order, 'bundle', 'BYTES', pl.data_bytes, false, false, false, '',
+      p_now
+    ) RETURNING id INTO v_account;
+    INSERT INTO usage_bundle (
+      granted_bytes, starts_at, expires_at, created_at, account_id, device_id, order_id, plan_id
+    ) VALUES (
+      pl.data_bytes, p_now, p_now + make_interval(hours => pl.validity_hours), p_now, v_account,
+      d.id, v_order, pl.id
+    ) RETURNING id INTO v_bundle;
+    INSERT INTO ledger_transfer (
+      amount, unit, kind, idempotency_key, memo, created_at, source_id, destination_id
+    ) VALUES
+      (v_amount, pl.currency, 'revenue', 'order:' || v_order || ':revenue', '', p_now,
+       v_clearing, v_revenue),
+      (pl.data_bytes, 'BYTES', 'bundle_grant', 'order:' || v_order || ':grant',
+       'bundle ' || v_bundle || ' for order ' || v_order, p_now, v_issued, v_account),
+      (v_amount, pl.currency, 'order_payment', 'order:' || v_order || ':pay',
+       'order ' || v_order, p_now, r.float_account_id, v_clearing);
+  END IF;
   IF d.status = 'in_stock' THEN
     UPDATE devices_device SET status = 'active', activated_at = p_now
      WHERE id = d.id AND status = 'in_stock';
   END IF;
   -- The float last: its row lock, which every sale of this reseller queues on, is held
-  -- only until COMMIT. A floor refused here undoes everything above.
+  -- only until COMMIT (a credit sale locked it above). A floor refused here undoes
+  -- everything above.
   UPDATE ledger_account SET balance = balance - v_amount
    WHERE id = r.float_account_id AND (allow_negative OR balance >= v_amount)
   RETURNING balance INTO v_balance;
@@ -349,7 +398,8 @@ def try_topup(request: HttpRequest) -> HttpResponse | None:
     except IntegrityError:
         return None  # a duplicate won a race on a unique key; the general path answers it
     except DatabaseError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) == FALLBACK_SQLSTATE:
+        sqlstate = getattr(exc.__cause__, "sqlstate", None)
+        if sqlstate == FALLBACK_SQLSTATE or sqlstate in RETRY_SQLSTATES:
             return None
         raise
     if row is None or row[0] is None:
