@@ -164,6 +164,39 @@ def test_logging_out_ends_the_session(owner: Client) -> None:
     assert owner.get("/agent/").status_code == 302
 
 
+def test_a_customer_and_a_staff_login_in_one_browser_log_out_separately(
+    owner: Client,
+) -> None:
+    """One browser, two logins (a shop's owner who is also a customer): leaving the portal
+    keeps the customer logged in, and the other way round; each log-out starts a new
+    session."""
+    from django.urls import reverse
+
+    from simtopup.web.session import SESSION_KEY
+    from tests.web_support import customer
+
+    me = customer()
+    session = owner.session
+    session[SESSION_KEY] = me.pk
+    session.save()
+    devices = reverse("web:devices")
+    assert owner.get(devices).status_code == 200
+    assert owner.get("/agent/").status_code == 200
+
+    before = owner.cookies["sessionid"].value
+    assert owner.post("/agent/logout").status_code == 302
+    assert owner.cookies["sessionid"].value != before
+    assert owner.get("/agent/").status_code == 302  # staff: logged out
+    assert owner.get(devices).status_code == 200  # customer: still in
+
+    assert log_in(owner, "owner@alice.example").status_code == 302
+    before = owner.cookies["sessionid"].value
+    assert owner.post(reverse("web:logout")).status_code == 302
+    assert owner.cookies["sessionid"].value != before
+    assert owner.get(devices).status_code == 302  # customer: logged out
+    assert owner.get("/agent/").status_code == 200  # staff: still in
+
+
 def test_every_form_needs_the_csrf_token(actors: Actors) -> None:
     make_staff(actors.alice, "owner@alice.example")
     client = Client(enforce_csrf_checks=True)

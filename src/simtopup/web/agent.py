@@ -25,7 +25,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, update_session_auth_hash
 from django.contrib.auth import login as auth_login
-from django.contrib.auth import logout as auth_logout
 from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 from django.core.paginator import Paginator
 from django.db import transaction
@@ -68,7 +67,7 @@ from simtopup.resellers.actions import (
     wholesale_price,
 )
 from simtopup.resellers.models import ResellerMember
-from simtopup.web.session import safe_next
+from simtopup.web.session import log_out_staff, safe_next
 
 PAGE_SIZE = 25
 TEMPLATE = "web/agent/{}.html"
@@ -254,7 +253,7 @@ def login(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def logout(request: HttpRequest) -> HttpResponse:
-    auth_logout(request)  # flushes the session
+    log_out_staff(request)  # a new session; a customer login in this browser stays
     return redirect("web:agent-login")
 
 

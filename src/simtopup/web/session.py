@@ -2,6 +2,11 @@
 
 Logging in rotates the session key (no session fixation) and logging out flushes it. The app
 API uses bearer tokens instead (accounts.tokens); both end at the same Customer.
+
+One browser can hold two logins in its one session: a customer's (this module) and a
+reseller staff member's or operator's (django.contrib.auth). Logging out of one must not log
+out of the other, so each side's log-out starts a new session (nothing of the old one can be
+replayed) that keeps only the other side's login.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
+from django.contrib import auth
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -25,8 +31,24 @@ def log_in(request: HttpRequest, customer: Customer) -> None:
     request.session[SESSION_KEY] = customer.pk
 
 
+# What django.contrib.auth keeps in the session for a logged-in user.
+AUTH_SESSION_KEYS = (auth.SESSION_KEY, auth.BACKEND_SESSION_KEY, auth.HASH_SESSION_KEY)
+
+
 def log_out(request: HttpRequest) -> None:
+    """End the customer's login; a staff login in the same browser stays."""
+    kept = {k: request.session[k] for k in AUTH_SESSION_KEYS if k in request.session}
     request.session.flush()
+    request.session.update(kept)
+
+
+def log_out_staff(request: HttpRequest) -> None:
+    """End a staff member's (auth) login, with Django's user_logged_out signal; a customer
+    login in the same browser stays."""
+    customer_id = request.session.get(SESSION_KEY)
+    auth.logout(request)  # flushes the session
+    if customer_id is not None:
+        request.session[SESSION_KEY] = customer_id
 
 
 def current_customer(request: HttpRequest) -> Customer | None:
