@@ -74,3 +74,25 @@ def test_an_operator_revokes_a_token_at_once(db: None) -> None:
     row.refresh_from_db()
     assert row.revoked_at is not None
     assert app(token).get("/api/v1/devices").status_code == 401
+
+
+def test_logging_out_of_the_console_keeps_a_customer_login_in_the_same_browser(db: None) -> None:
+    from django.urls import reverse
+
+    from simtopup.web.session import SESSION_KEY
+    from tests.web_support import customer
+
+    console = operator()
+    me = customer()
+    session = console.session
+    session[SESSION_KEY] = me.pk
+    session.save()
+    assert console.get("/admin/").status_code == 200
+    assert reverse("admin:logout") == "/admin/logout/"
+
+    before = console.cookies["sessionid"].value
+    response = console.post("/admin/logout/")
+    assert response.status_code == 200, response.content[:300]
+    assert console.cookies["sessionid"].value != before
+    assert console.get("/admin/").status_code == 302  # the operator is logged out
+    assert console.get(reverse("web:devices")).status_code == 200  # the customer is not

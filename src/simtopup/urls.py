@@ -4,6 +4,7 @@ from django.urls import include, path
 from simtopup.api.urls import api_urlpatterns
 from simtopup.web import verify as web_verify
 from simtopup.web import views as web_views
+from simtopup.web.session import keeping_the_customer
 
 urlpatterns = [
     path("", web_views.home, name="home"),
@@ -12,6 +13,13 @@ urlpatterns = [
     path("metrics", web_views.metrics, name="metrics"),
     path("verify/receipt", web_verify.receipt_form, name="verify-receipt-form"),
     path("verify/receipt/<str:receipt_no>", web_verify.receipt, name="verify-receipt"),
+    # The console's own log-out view, wrapped so that a customer login in the same browser
+    # stays (web/session.py); its URL name stays admin:logout.
+    path(
+        "admin/logout/",
+        admin.site.admin_view(keeping_the_customer(admin.site.logout)),
+        name="admin-logout",
+    ),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("simtopup.web.urls")),

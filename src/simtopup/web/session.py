@@ -81,3 +81,18 @@ def customer_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+def keeping_the_customer(logout_view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Wrap a django.contrib.auth log-out view (the operator console's) so that a customer
+    login in the same browser survives it, as :func:`log_out_staff` does for the portal."""
+
+    @wraps(logout_view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        customer_id = request.session.get(SESSION_KEY)
+        response = logout_view(request, *args, **kwargs)
+        if customer_id is not None and not request.user.is_authenticated:
+            request.session[SESSION_KEY] = customer_id
+        return response
+
+    return wrapped
