@@ -372,3 +372,39 @@ def test_a_server_without_a_usable_font_answers_a_problem_not_a_crash(
     assert response.status_code == 503
     assert response["Content-Type"].startswith("application/problem+json")
     assert response.json()["code"] == "receipt_unavailable"
+
+
+def test_a_receipt_is_rendered_once_and_again_only_when_what_it_shows_changes(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendering costs a few hundred ms of CPU; the same receipt asked again comes from the
+    cache, byte for byte, and a change of what it shows (here a refund) renders anew."""
+    from django.core.cache import cache
+
+    from simtopup.orders import receipts
+
+    need_receipt_font()
+    cache.clear()  # the same receipt number may have been rendered by an earlier test
+    customer, _client = make_customer("+8613800138009")
+    order = fulfilled_order(customer, actors.device, actors.plans["day-1g"])
+    renders: list[str] = []
+    real = receipts._render
+
+    def counting(*args: Any) -> bytes:
+        renders.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(receipts, "_render", counting)
+    first = render_receipt_pdf(order, "zh-hans", "Asia/Shanghai")
+    again = render_receipt_pdf(Order.objects.get(pk=order.pk), "zh-hans", "Asia/Shanghai")
+    assert again == first
+    assert renders == ["zh-hans"]
+
+    other_zone = render_receipt_pdf(order, "zh-hans", "Asia/Taipei")  # another local time
+    assert other_zone != first
+    assert renders == ["zh-hans", "zh-hans"]
+
+    Order.objects.filter(pk=order.pk).update(status=OrderStatus.REFUNDED)
+    refunded = render_receipt_pdf(Order.objects.get(pk=order.pk), "zh-hans", "Asia/Shanghai")
+    assert refunded != first
+    assert len(renders) == 3

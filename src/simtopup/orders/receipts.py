@@ -9,6 +9,7 @@ verification page, where anyone can check that the receipt is genuine (anti-frau
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import segno
 from django.conf import settings
+from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils import translation
@@ -424,9 +426,19 @@ def _rule(pdf: FPDF) -> None:
     pdf.set_y(y + 4)
 
 
+# Bump when the layout changes, so that cached receipts of the old layout are not served.
+LAYOUT_VERSION = 1
+CACHE_SECONDS = 24 * 3600
+
+
 def render_receipt_pdf(order: Order, language: str, time_zone: str) -> bytes:
     """The receipt of a fulfilled order as a one-page A5 PDF, in ``language`` (zh-hans,
-    zh-hant, en) with times in ``time_zone``. The font is embedded as a subset."""
+    zh-hant, en) with times in ``time_zone``. The font is embedded as a subset.
+
+    Rendering costs a few hundred milliseconds of CPU (fontTools parses and subsets the CJK
+    font), and the same inputs always give the same file, so the file is cached under a
+    digest of everything printed on it: a fact that changes (a refund, a plan's new name, the
+    operator's name, the font) makes a new key, never a stale receipt."""
     language = normalise_language(language)
     zone = customer_zone(time_zone)
     face = receipt_font(language)
@@ -434,70 +446,97 @@ def render_receipt_pdf(order: Order, language: str, time_zone: str) -> bytes:
         facts = receipt_facts(order, zone)
         operator = settings.OPERATOR_NAME
         title = _("Top-up receipt")
-        pdf = FPDF(orientation="portrait", unit="mm", format=(PAGE_WIDTH, PAGE_HEIGHT))
-        pdf.set_margins(MARGIN, MARGIN, MARGIN)
-        pdf.set_auto_page_break(auto=True, margin=MARGIN)
-        pdf.c_margin = 0  # text starts exactly where the layout says
-        pdf.set_title(f"{title} {facts.receipt_no}")
-        pdf.set_author(operator)
-        pdf.set_creator("simtopup")
-        pdf.set_lang({"zh-hans": "zh-Hans", "zh-hant": "zh-Hant"}.get(language, "en"))
-        # The document's date is the fulfilment: the same order always renders the same file.
         assert order.fulfilled_at is not None
-        pdf.set_creation_date(order.fulfilled_at)
-        pdf.add_font("receipt", "", face.path, collection_font_number=face.index)
-        pdf.add_page()
+        digest = hashlib.sha256(
+            repr(
+                (
+                    LAYOUT_VERSION,
+                    language,
+                    facts,
+                    operator,
+                    title,
+                    face,
+                    order.fulfilled_at.isoformat(),
+                )
+            ).encode()
+        ).hexdigest()
+        key = f"simtopup:receipt-pdf:{digest}"
+        cached = caches["default"].get(key)
+        if isinstance(cached, bytes):
+            return cached
+        pdf_bytes = _render(order, language, facts, operator, title, face)
+        caches["default"].set(key, pdf_bytes, CACHE_SECONDS)
+        return pdf_bytes
 
-        pdf.set_font("receipt", size=17)
-        pdf.set_text_color(*INK)
-        _text(pdf, 0, 8, operator)
-        pdf.set_font_size(12)
-        pdf.set_text_color(*ACCENT)
-        _text(pdf, 0, 7, title)
-        pdf.ln(2)
-        _rule(pdf)
 
-        _row(pdf, _("Receipt number"), facts.receipt_no)
-        _row(pdf, _("Time"), facts.time)
-        _row(pdf, _("Device"), facts.device, masked=True)
-        _row(pdf, _("Plan"), f"{facts.plan}\n{facts.plan_detail}")
-        _row(pdf, _("Amount"), facts.amount, size=14)
-        _row(pdf, _("Payment method"), facts.payment_method)
-        _row(pdf, _("Status"), facts.status)
-        _rule(pdf)
+def _render(
+    order: Order, language: str, facts: ReceiptFacts, operator: str, title: str, face: FontFace
+) -> bytes:
+    """Draw the receipt (inside ``translation.override(language)``)."""
+    pdf = FPDF(orientation="portrait", unit="mm", format=(PAGE_WIDTH, PAGE_HEIGHT))
+    pdf.set_margins(MARGIN, MARGIN, MARGIN)
+    pdf.set_auto_page_break(auto=True, margin=MARGIN)
+    pdf.c_margin = 0  # text starts exactly where the layout says
+    pdf.set_title(f"{title} {facts.receipt_no}")
+    pdf.set_author(operator)
+    pdf.set_creator("simtopup")
+    pdf.set_lang({"zh-hans": "zh-Hans", "zh-hant": "zh-Hant"}.get(language, "en"))
+    # The document's date is the fulfilment: the same order always renders the same file.
+    assert order.fulfilled_at is not None
+    pdf.set_creation_date(order.fulfilled_at)
+    pdf.add_font("receipt", "", face.path, collection_font_number=face.index)
+    pdf.add_page()
 
-        top = pdf.get_y()
-        _draw_qr(pdf, facts.url, MARGIN, top, QR_SIZE)
-        text_x = MARGIN + QR_SIZE + 5
-        text_w = PAGE_WIDTH - MARGIN - text_x
-        pdf.set_xy(text_x, top)
-        pdf.set_font_size(9.5)
-        pdf.set_text_color(*INK)
-        _text(
-            pdf,
-            text_w,
-            4.8,
-            _("Scan the code to check that this receipt is genuine on our official website:"),
-        )
-        pdf.set_x(text_x)
-        pdf.set_font_size(8)
-        pdf.set_text_color(*ACCENT)
-        _text(pdf, text_w, 4, facts.url, link=facts.url)
-        pdf.set_x(text_x)
-        pdf.set_text_color(*MUTED)
-        _text(
-            pdf,
-            text_w,
-            4,
-            _("Only trust the result shown at this address; fake sites may look the same."),
-        )
-        pdf.set_y(max(pdf.get_y(), top + QR_SIZE) + 5)
-        pdf.set_font_size(8)
-        _text(
-            pdf,
-            0,
-            4,
-            _("Issued by %(operator)s. Keep this receipt as your proof of payment.")
-            % {"operator": operator},
-        )
-        return bytes(pdf.output())
+    pdf.set_font("receipt", size=17)
+    pdf.set_text_color(*INK)
+    _text(pdf, 0, 8, operator)
+    pdf.set_font_size(12)
+    pdf.set_text_color(*ACCENT)
+    _text(pdf, 0, 7, title)
+    pdf.ln(2)
+    _rule(pdf)
+
+    _row(pdf, _("Receipt number"), facts.receipt_no)
+    _row(pdf, _("Time"), facts.time)
+    _row(pdf, _("Device"), facts.device, masked=True)
+    _row(pdf, _("Plan"), f"{facts.plan}\n{facts.plan_detail}")
+    _row(pdf, _("Amount"), facts.amount, size=14)
+    _row(pdf, _("Payment method"), facts.payment_method)
+    _row(pdf, _("Status"), facts.status)
+    _rule(pdf)
+
+    top = pdf.get_y()
+    _draw_qr(pdf, facts.url, MARGIN, top, QR_SIZE)
+    text_x = MARGIN + QR_SIZE + 5
+    text_w = PAGE_WIDTH - MARGIN - text_x
+    pdf.set_xy(text_x, top)
+    pdf.set_font_size(9.5)
+    pdf.set_text_color(*INK)
+    _text(
+        pdf,
+        text_w,
+        4.8,
+        _("Scan the code to check that this receipt is genuine on our official website:"),
+    )
+    pdf.set_x(text_x)
+    pdf.set_font_size(8)
+    pdf.set_text_color(*ACCENT)
+    _text(pdf, text_w, 4, facts.url, link=facts.url)
+    pdf.set_x(text_x)
+    pdf.set_text_color(*MUTED)
+    _text(
+        pdf,
+        text_w,
+        4,
+        _("Only trust the result shown at this address; fake sites may look the same."),
+    )
+    pdf.set_y(max(pdf.get_y(), top + QR_SIZE) + 5)
+    pdf.set_font_size(8)
+    _text(
+        pdf,
+        0,
+        4,
+        _("Issued by %(operator)s. Keep this receipt as your proof of payment.")
+        % {"operator": operator},
+    )
+    return bytes(pdf.output())
