@@ -25,6 +25,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, update_session_auth_hash
 from django.contrib.auth import login as auth_login
+from django.contrib.auth import logout as auth_logout
 from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 from django.core.paginator import Paginator
 from django.db import transaction
@@ -67,7 +68,7 @@ from simtopup.resellers.actions import (
     wholesale_price,
 )
 from simtopup.resellers.models import ResellerMember
-from simtopup.web.session import log_out_staff, safe_next
+from simtopup.web.session import keeping_the_customer, safe_next
 
 PAGE_SIZE = 25
 TEMPLATE = "web/agent/{}.html"
@@ -252,8 +253,9 @@ def login(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
+@keeping_the_customer
 def logout(request: HttpRequest) -> HttpResponse:
-    log_out_staff(request)  # a new session; a customer login in this browser stays
+    auth_logout(request)  # a new session, where keeping_the_customer puts a customer back
     return redirect("web:agent-login")
 
 

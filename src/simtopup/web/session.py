@@ -42,15 +42,6 @@ def log_out(request: HttpRequest) -> None:
     request.session.update(kept)
 
 
-def log_out_staff(request: HttpRequest) -> None:
-    """End a staff member's (auth) login, with Django's user_logged_out signal; a customer
-    login in the same browser stays."""
-    customer_id = request.session.get(SESSION_KEY)
-    auth.logout(request)  # flushes the session
-    if customer_id is not None:
-        request.session[SESSION_KEY] = customer_id
-
-
 def current_customer(request: HttpRequest) -> Customer | None:
     """The logged-in customer (cached on the request), or None."""
     if not hasattr(request, "_simtopup_customer"):
@@ -84,8 +75,8 @@ def customer_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
 
 
 def keeping_the_customer(logout_view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Wrap a django.contrib.auth log-out view (the operator console's) so that a customer
-    login in the same browser survives it, as :func:`log_out_staff` does for the portal."""
+    """Wrap a django.contrib.auth log-out view (the reseller portal's, the operator
+    console's) so that a customer login in the same browser survives it."""
 
     @wraps(logout_view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
