@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -75,16 +76,9 @@ def test_the_general_path_answers_when_the_hot_path_is_off(actors: Actors, setti
     assert hot_path_statements(captured.captured_queries) == []
 
 
-def _sale_facts(order_id: int) -> dict[str, Any]:
-    """Everything a sale wrote, with its own ids replaced by placeholders."""
-    order = Order.objects.select_related("device", "plan").get(pk=order_id)
-    bundle = Bundle.objects.select_related("account").get(order=order)
-
-    def placeholders(text: str) -> str:
-        text = re.sub(rf"\b(order[: ]){order.pk}\b", r"\1<order>", text)
-        return re.sub(rf"\b(bundle ){bundle.pk}\b", r"\1<bundle>", text)
-
-    transfers = sorted(
+def _order_transfers(order_id: int, placeholders: Callable[[str], str]) -> list[tuple[Any, ...]]:
+    """The transfers a sale wrote, as sorted tuples with its own ids replaced."""
+    return sorted(
         (
             t.kind,
             t.amount,
@@ -94,10 +88,22 @@ def _sale_facts(order_id: int) -> dict[str, Any]:
             placeholders(t.idempotency_key),
             placeholders(t.memo),
         )
-        for t in Transfer.objects.filter(idempotency_key__startswith=f"order:{order.pk}:")
-        .select_related("source", "destination")
-        .order_by("id")
+        for t in Transfer.objects.filter(
+            idempotency_key__startswith=f"order:{order_id}:"
+        ).select_related("source", "destination")
     )
+
+
+def _sale_facts(order_id: int) -> dict[str, Any]:
+    """Everything a sale wrote, with its own ids replaced by placeholders."""
+    order = Order.objects.select_related("device", "plan").get(pk=order_id)
+    bundle = Bundle.objects.select_related("account").get(order=order)
+
+    def placeholders(text: str) -> str:
+        text = re.sub(rf"\b(order[: ]){order.pk}\b", r"\1<order>", text)
+        return re.sub(rf"\b(bundle ){bundle.pk}\b", r"\1<bundle>", text)
+
+    transfers = _order_transfers(order.pk, placeholders)
     account = bundle.account
     return {
         "order": {
@@ -276,20 +282,7 @@ def _credit_sale_facts(order_id: int, credit_before: int) -> dict[str, Any]:
         text = re.sub(rf"\b(order[: ]){order.pk}\b", r"\1<order>", text)
         return text.replace(f"device:{device.iccid}:", "device:<device>:")
 
-    transfers = sorted(
-        (
-            t.kind,
-            t.amount,
-            t.unit,
-            placeholders(t.source.code),
-            placeholders(t.destination.code),
-            placeholders(t.idempotency_key),
-            placeholders(t.memo),
-        )
-        for t in Transfer.objects.filter(
-            idempotency_key__startswith=f"order:{order.pk}:"
-        ).select_related("source", "destination")
-    )
+    transfers = _order_transfers(order.pk, placeholders)
     return {
         "order": (
             order.channel,
