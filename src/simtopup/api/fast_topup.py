@@ -43,7 +43,7 @@ from simtopup.devices.identifiers import MAX_IDENTIFIER_LENGTH, normalise_digits
 from simtopup.network.adapters import builtin_adapter_configured
 from simtopup.resellers.actions import KEY_PREFIX, hash_key
 
-FUNCTION = "simtopup_reseller_topup_v1"
+FUNCTION = "simtopup_reseller_topup_v2"
 PATH = "/reseller/v1/topups"
 # Raised by the function to undo its writes and hand the request to the general path.
 FALLBACK_SQLSTATE = "STF01"
@@ -140,6 +140,7 @@ DECLARE
   v_account bigint;
   v_bundle bigint;
   v_balance bigint;
+  v_credit bigint;
   v_number text;
   v_receipt text;
   v_at text;
@@ -202,6 +203,16 @@ BEGIN
 
   -- Writes. None of these tables has a foreign-key constraint left to check (core/integrity.py
   -- checks references as rows go in), so COMMIT, with the float locked, checks nothing.
+  -- The lock order of every sale (orders/locking.py): the card's row first when this sale
+  -- changes it, then a credit sale's two accounts in primary-key order; the float is
+  -- debited last.
+  IF d.status = 'in_stock' THEN
+    UPDATE devices_device SET status = 'active', activated_at = p_now
+     WHERE id = d.id AND status = 'in_stock';
+  END IF;
+  IF pl.kind = 'payg' AND NOT d.payg THEN
+    UPDATE devices_device SET payg = true WHERE id = d.id AND NOT payg;
+  END IF;
   -- orders.actions.receipt_number: R<yyyymmdd>-<id, 8 digits at least>-<Luhn>
   v_order := nextval('{order_sequence}'::regclass);
   v_number := to_char(p_now AT TIME ZONE 'UTC', 'YYYYMMDD')
@@ -221,30 +232,10 @@ BEGIN
   IF pl.kind = 'payg' THEN
     -- orders.actions._complete for credit: the card gets the plan's face value; a wholesale
     -- price below it is the operator's discount, one above it revenue.
-    INSERT INTO ledger_transfer (
-      amount, unit, kind, idempotency_key, memo, created_at, source_id, destination_id
-    )
-    SELECT t.amount, pl.currency, t.kind, 'order:' || v_order || t.suffix, t.memo, p_now,
-           t.source, t.destination
-      FROM (VALUES
-        (least(v_amount, pl.price), 'credit_topup', ':credit', '', v_clearing,
-         d.credit_account_id),
-        (v_amount - pl.price, 'revenue', ':revenue', '', v_clearing, v_revenue),
-        (pl.price - v_amount, 'reseller_discount', ':discount', '', v_discount,
-         d.credit_account_id),
-        (v_amount, 'order_payment', ':pay', 'order ' || v_order, r.float_account_id,
-         v_clearing)
-      ) AS t (amount, kind, suffix, memo, source, destination)
-     WHERE t.amount > 0;
-    -- Two bounded accounts: both locked now, in primary-key order (ledger.lock_accounts,
-    -- DESIGN invariant 5), before the device row, as the general path takes them; the card's
-    -- credit grows by the plan's face value, the float is debited below.
     PERFORM 1 FROM ledger_account
       WHERE id IN (r.float_account_id, d.credit_account_id) ORDER BY id FOR UPDATE;
-    UPDATE ledger_account SET balance = balance + pl.price WHERE id = d.credit_account_id;
-    IF NOT d.payg THEN
-      UPDATE devices_device SET payg = true WHERE id = d.id AND NOT payg;
-    END IF;
+    UPDATE ledger_account SET balance = balance + pl.price WHERE id = d.credit_account_id
+    RETURNING balance INTO v_credit;
   ELSE
     -- usage.bundles.open_bundle, its account opened with the granted bytes in it.
     INSERT INTO ledger_account (
@@ -259,28 +250,48 @@ BEGIN
       pl.data_bytes, p_now, p_now + make_interval(hours => pl.validity_hours), p_now, v_account,
       d.id, v_order, pl.id
     ) RETURNING id INTO v_bundle;
-    INSERT INTO ledger_transfer (
-      amount, unit, kind, idempotency_key, memo, created_at, source_id, destination_id
-    ) VALUES
-      (v_amount, pl.currency, 'revenue', 'order:' || v_order || ':revenue', '', p_now,
-       v_clearing, v_revenue),
-      (pl.data_bytes, 'BYTES', 'bundle_grant', 'order:' || v_order || ':grant',
-       'bundle ' || v_bundle || ' for order ' || v_order, p_now, v_issued, v_account),
-      (v_amount, pl.currency, 'order_payment', 'order:' || v_order || ':pay',
-       'order ' || v_order, p_now, r.float_account_id, v_clearing);
-  END IF;
-  IF d.status = 'in_stock' THEN
-    UPDATE devices_device SET status = 'active', activated_at = p_now
-     WHERE id = d.id AND status = 'in_stock';
   END IF;
   -- The float last: its row lock, which every sale of this reseller queues on, is held
   -- only until COMMIT (a credit sale locked it above). A floor refused here undoes
-  -- everything above.
+  -- everything above. Its RETURNING is the float this sale reports (and records).
   UPDATE ledger_account SET balance = balance - v_amount
    WHERE id = r.float_account_id AND (allow_negative OR balance >= v_amount)
   RETURNING balance INTO v_balance;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'float too low' USING ERRCODE = '{FALLBACK_SQLSTATE}';
+  END IF;
+  -- The transfers, each with the balances its bounded accounts held right after it
+  -- (ledger.actions.balances_after: hot accounts NULL); in the general path's order.
+  IF pl.kind = 'payg' THEN
+    INSERT INTO ledger_transfer (
+      amount, unit, kind, idempotency_key, memo, created_at, source_id, destination_id,
+      source_balance, destination_balance
+    )
+    SELECT t.amount, pl.currency, t.kind, 'order:' || v_order || t.suffix, t.memo, p_now,
+           t.source, t.destination, t.source_balance, t.destination_balance
+      FROM (VALUES
+        (least(v_amount, pl.price), 'credit_topup', ':credit', '', v_clearing,
+         d.credit_account_id, NULL::bigint, v_credit - greatest(pl.price - v_amount, 0)),
+        (v_amount - pl.price, 'revenue', ':revenue', '', v_clearing, v_revenue, NULL, NULL),
+        (pl.price - v_amount, 'reseller_discount', ':discount', '', v_discount,
+         d.credit_account_id, NULL, v_credit),
+        (v_amount, 'order_payment', ':pay', 'order ' || v_order, r.float_account_id,
+         v_clearing, v_balance, NULL)
+      ) AS t (amount, kind, suffix, memo, source, destination, source_balance,
+              destination_balance)
+     WHERE t.amount > 0;
+  ELSE
+    INSERT INTO ledger_transfer (
+      amount, unit, kind, idempotency_key, memo, created_at, source_id, destination_id,
+      source_balance, destination_balance
+    ) VALUES
+      (v_amount, pl.currency, 'revenue', 'order:' || v_order || ':revenue', '', p_now,
+       v_clearing, v_revenue, NULL, NULL),
+      (pl.data_bytes, 'BYTES', 'bundle_grant', 'order:' || v_order || ':grant',
+       'bundle ' || v_bundle || ' for order ' || v_order, p_now, v_issued, v_account, NULL,
+       pl.data_bytes),
+      (v_amount, pl.currency, 'order_payment', 'order:' || v_order || ':pay',
+       'order ' || v_order, p_now, r.float_account_id, v_clearing, v_balance, NULL);
   END IF;
   -- api.serializers.topup_body
   v_at := to_char(p_now AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
@@ -326,6 +337,14 @@ def install(using: BaseDatabaseWrapper) -> None:
             raise RuntimeError("orders_order.id has no sequence: run the migrations first")
         for statement in sql(str(row[0]).replace("'", "''")):
             cursor.execute(statement)
+        # Earlier versions of the function, which no code of this version calls.
+        cursor.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p "
+            "WHERE p.proname LIKE 'simtopup\\_reseller\\_topup\\_v%%' AND p.proname <> %s",
+            [FUNCTION],
+        )
+        for (signature,) in cursor.fetchall():
+            cursor.execute(f"DROP FUNCTION IF EXISTS {signature}")
 
 
 def enabled() -> bool:

@@ -24,6 +24,7 @@ from django.utils.translation import gettext as _
 from simtopup.api.models import IdempotencyRecord
 from simtopup.api.problems import CONTENT_TYPE, from_domain_error, problem
 from simtopup.core.errors import DomainError
+from simtopup.core.transactions import durable
 
 Action = Callable[[], tuple[int, dict[str, Any]]]
 
@@ -68,8 +69,8 @@ def run_once(
         try:
             if prepare is not None:
                 prepare()
-            with transaction.atomic(durable=True):
-                status, body = action()
+            # Its own transaction, run again if chosen as a lock-conflict victim.
+            status, body = durable(action)
         except DomainError as exc:
             return from_domain_error(exc)
         return _json(status, body)
@@ -118,9 +119,15 @@ def run_once(
     try:
         if prepare is not None:
             prepare()
-        with transaction.atomic(durable=True):
+
+        def act_and_store() -> tuple[int, dict[str, Any]]:
             status, body = action()
             _store(record, status, body)
+            return status, body
+
+        # The effect and its stored answer in one transaction, run again if chosen as a
+        # lock-conflict victim (core/transactions.py).
+        status, body = durable(act_and_store)
     except DomainError as exc:
         response = from_domain_error(exc)
         if exc.status >= 500:

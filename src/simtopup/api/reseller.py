@@ -20,7 +20,7 @@ from simtopup.api.schemas import (
     TopupList,
     TopupOut,
 )
-from simtopup.api.serializers import plan_body, topup_body
+from simtopup.api.serializers import plan_body, topup_bodies, topup_body
 from simtopup.catalog.models import Plan
 from simtopup.core.errors import DomainError
 from simtopup.core.money import money
@@ -93,7 +93,8 @@ def create_topup(request: HttpRequest, payload: TopupIn) -> HttpResponse:
         order = sell_topup(
             reseller, payload.device, payload.plan, payload.reference, status_checked=True
         )
-        return 201, topup_body(order, reseller, float_balance=reseller.float_account.balance)
+        # Read in the sale's own transaction: the float its compare-and-swap left.
+        return 201, topup_body(order, reseller)
 
     return run_once(request, f"reseller:{reseller.pk}", action)
 
@@ -127,9 +128,8 @@ def list_topups(
     if reference is not None:
         qs = qs.filter(reference=reference)
     rows, next_cursor = page(qs, cursor, limit)
-    float_balance = balance(reseller.float_account)
     return {
-        "items": [topup_body(o, reseller, float_balance) for o in rows],
+        "items": topup_bodies(list(rows), reseller),
         "next_cursor": next_cursor,
     }
 

@@ -81,7 +81,14 @@ class TopupOut(Schema):
     device: str = Field(description="masked device identifier")
     plan: str
     charged: MoneyOut
-    float_balance: MoneyOut
+    float_balance: MoneyOut | None = Field(
+        description=(
+            "the reseller's float right after this sale was charged, as the ledger recorded it"
+            " in the sale's own transaction: the same value on creation, replay, lookup and in"
+            " lists (the float now is GET /reseller/v1/float); null only for sales recorded"
+            " before the ledger kept balances"
+        )
+    )
     receipt_no: str | None
     created_at: str
     fulfilled_at: str | None

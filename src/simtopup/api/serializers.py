@@ -38,23 +38,37 @@ def plan_body(plan: Plan) -> dict[str, Any]:
     }
 
 
-def topup_body(
-    order: Order, reseller: Reseller, float_balance: int | None = None
-) -> dict[str, Any]:
-    if float_balance is None:
-        from simtopup.ledger.actions import balance
+def topup_bodies(orders: list[Order], reseller: Reseller) -> list[dict[str, Any]]:
+    """Top-ups as the reseller API shows them. ``float_balance`` is the float right after
+    each sale was charged, as the ledger recorded it in that sale's transaction
+    (:func:`simtopup.orders.actions.paid_balances`) — the same value in the 201, a replay,
+    ``GET /topups/{id}``, every list and every webhook; never the float now (that is
+    ``GET /float``). None only for sales recorded before the ledger kept balances."""
+    from simtopup.orders.actions import paid_balances
 
-        float_balance = balance(reseller.float_account)
-    return {
-        "id": order.pk,
-        "status": TOPUP_STATUS[OrderStatus(order.status)],
-        "reference": order.reference,
-        "device": order.device.masked,
-        "plan": order.plan.code,
-        "charged": money(order.amount, order.currency),
-        "float_balance": money(float_balance, reseller.currency),
-        "receipt_no": order.receipt_no,
-        "created_at": rfc3339(order.created_at),
-        "fulfilled_at": rfc3339(order.fulfilled_at),
-        "failure_code": order.failure_code or None,
-    }
+    floats = paid_balances([o.pk for o in orders])
+
+    def shown(order: Order) -> dict[str, str] | None:
+        after = floats[order.pk]
+        return None if after is None else money(after, reseller.currency)
+
+    return [
+        {
+            "id": order.pk,
+            "status": TOPUP_STATUS[OrderStatus(order.status)],
+            "reference": order.reference,
+            "device": order.device.masked,
+            "plan": order.plan.code,
+            "charged": money(order.amount, order.currency),
+            "float_balance": shown(order),
+            "receipt_no": order.receipt_no,
+            "created_at": rfc3339(order.created_at),
+            "fulfilled_at": rfc3339(order.fulfilled_at),
+            "failure_code": order.failure_code or None,
+        }
+        for order in orders
+    ]
+
+
+def topup_body(order: Order, reseller: Reseller) -> dict[str, Any]:
+    return topup_bodies([order], reseller)[0]

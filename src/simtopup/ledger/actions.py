@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -172,7 +172,10 @@ def post(postings: Sequence[Posting]) -> list[Transfer]:
             if not account.hot:
                 deltas[account.pk] += delta
                 accounts[account.pk] = account
-    _apply({i: d for i, d in deltas.items() if d}, accounts)
+    # Accounts whose postings cancel out are not updated, so their balance is not read
+    # either: their transfers record none (NULL) rather than a copy's possibly older value.
+    after = _apply({i: d for i, d in deltas.items() if d}, accounts)
+    balances = balances_after([(p.source.pk, p.destination.pk, p.amount) for p in postings], after)
     return Transfer.objects.bulk_create(
         [
             Transfer(
@@ -183,29 +186,62 @@ def post(postings: Sequence[Posting]) -> list[Transfer]:
                 kind=p.kind,
                 idempotency_key=p.key,
                 memo=p.memo[:300],
+                source_balance=source_balance,
+                destination_balance=destination_balance,
             )
-            for p in postings
+            for p, (source_balance, destination_balance) in zip(postings, balances, strict=True)
         ]
     )
 
 
-def _apply(changes: dict[int, int], accounts: Mapping[int, _Bounded]) -> None:
-    """Add ``changes`` to the cached balances of bounded accounts, floors enforced."""
+def balances_after(
+    moves: Sequence[tuple[int, int, int]], final: Mapping[int, int]
+) -> list[tuple[int | None, int | None]]:
+    """Each move's (source, destination) balance right after it, for moves
+    ``(source_id, destination_id, amount)`` applied in order and ending at ``final`` (the
+    balances the compare-and-swap returned; hot accounts absent → None). Walks back from
+    the end, so every value is one the account held within this transaction."""
+    running = dict(final)
+    result: list[tuple[int | None, int | None]] = []
+    for source, destination, amount in reversed(moves):
+        result.append((running.get(source), running.get(destination)))
+        if source in running:
+            running[source] += amount
+        if destination in running:
+            running[destination] -= amount
+    result.reverse()
+    return result
+
+
+def _apply(changes: dict[int, int], accounts: Mapping[int, _Bounded]) -> dict[int, int]:
+    """Add ``changes`` to the cached balances of bounded accounts, floors enforced. Returns
+    each changed account's balance as the compare-and-swap left it (``RETURNING``), and sets
+    it on the caller's copies: the value the database holds now, in this transaction, not
+    the copy's older value plus the change (a concurrent credit may have committed since the
+    copy was read)."""
     if len(changes) > ONE_STATEMENT_FROM:
-        _update_in_one_statement(changes, accounts)
-        return
-    # Decreases first, in primary-key order, so a refused floor fails before any write.
-    for account_id in sorted(changes, key=lambda i: (changes[i] >= 0, i)):
-        delta = changes[account_id]
-        updated = Account.objects.filter(
-            Q(allow_negative=True) | Q(balance__gte=-delta), id=account_id
-        ).update(balance=F("balance") + delta)
-        if updated != 1:
-            raise InsufficientFunds(accounts[account_id])
-        accounts[account_id].balance += delta  # keep the caller's copy honest
+        return _update_in_one_statement(changes, accounts)
+    table = Account._meta.db_table
+    after: dict[int, int] = {}
+    with connection.cursor() as cursor:
+        # Decreases first, in primary-key order, so a refused floor fails before any write.
+        for account_id in sorted(changes, key=lambda i: (changes[i] >= 0, i)):
+            delta = changes[account_id]
+            cursor.execute(
+                f"UPDATE {table} SET balance = balance + %s "
+                f"WHERE id = %s AND (allow_negative OR balance >= %s) RETURNING balance",
+                [delta, account_id, -delta],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise InsufficientFunds(accounts[account_id])
+            after[account_id] = accounts[account_id].balance = int(row[0])
+    return after
 
 
-def _update_in_one_statement(changes: dict[int, int], accounts: Mapping[int, _Bounded]) -> None:
+def _update_in_one_statement(
+    changes: dict[int, int], accounts: Mapping[int, _Bounded]
+) -> dict[int, int]:
     """Batch path (usage rating): one UPDATE … FROM (VALUES …) for many accounts. The floor
     is the CHECK constraint; a refusal is reported as the account it concerns."""
     ids = sorted(changes)
@@ -216,20 +252,23 @@ def _update_in_one_statement(changes: dict[int, int], accounts: Mapping[int, _Bo
         params = [ids, [changes[i] for i in ids]]
         sql = (
             f"UPDATE {table} AS a SET balance = a.balance + v.delta "
-            f"FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, delta) WHERE a.id = v.id"
+            f"FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, delta) WHERE a.id = v.id "
+            f"RETURNING a.id, a.balance"
         )
-    else:  # SQLite ≥ 3.33: UPDATE … FROM; VALUES columns are column1, column2
+    else:  # SQLite ≥ 3.35: UPDATE … FROM … RETURNING; VALUES columns are column1, column2
         params = []
         for i in ids:
             params += [i, changes[i]]
         rows = ", ".join(["(%s, %s)"] * len(ids))
         sql = (
             f"UPDATE {table} SET balance = balance + v.column2 "
-            f"FROM (VALUES {rows}) AS v WHERE {table}.id = v.column1"
+            f"FROM (VALUES {rows}) AS v WHERE {table}.id = v.column1 "
+            f"RETURNING {table}.id, {table}.balance"
         )
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, params)
+            after = {int(i): int(b) for i, b in cursor.fetchall()}
     except IntegrityError:
         current = dict(Account.objects.filter(id__any=ids).values_list("id", "balance"))
         for i in ids:
@@ -237,7 +276,8 @@ def _update_in_one_statement(changes: dict[int, int], accounts: Mapping[int, _Bo
                 raise InsufficientFunds(accounts[i]) from None
         raise
     for i in ids:
-        accounts[i].balance += changes[i]
+        accounts[i].balance = after[i]
+    return after
 
 
 # --- the batch path (usage rating): account ids, no model instances ------------------------
@@ -305,7 +345,10 @@ def post_legs(legs: Sequence[Leg], held: Mapping[int, Held], hot: Iterable[Accou
             deltas[leg.source] -= leg.amount
         if leg.destination in held:
             deltas[leg.destination] += leg.amount
-    _apply({i: d for i, d in deltas.items() if d}, held)
+    after = _apply({i: d for i, d in deltas.items() if d}, held)
+    # Held balances were read under this transaction's row locks: still true.
+    after.update((i, h.balance) for i, h in held.items() if i not in after)
+    balances = balances_after([(leg.source, leg.destination, leg.amount) for leg in legs], after)
     now = timezone.now()
     insert_rows(
         Transfer,
@@ -318,6 +361,8 @@ def post_legs(legs: Sequence[Leg], held: Mapping[int, Held], hot: Iterable[Accou
             "idempotency_key",
             "memo",
             "created_at",
+            "source_balance",
+            "destination_balance",
         ],
         [
             (
@@ -329,8 +374,10 @@ def post_legs(legs: Sequence[Leg], held: Mapping[int, Held], hot: Iterable[Accou
                 leg.key,
                 leg.memo[:300],
                 now,
+                source_balance,
+                destination_balance,
             )
-            for leg in legs
+            for leg, (source_balance, destination_balance) in zip(legs, balances, strict=True)
         ],
     )
     return len(legs)

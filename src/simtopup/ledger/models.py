@@ -85,6 +85,12 @@ class Transfer(models.Model):
     idempotency_key = models.CharField(max_length=200)  # unique: see Meta
     memo = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The balance each bounded account held right after this transfer, as the balance's
+    # compare-and-swap returned it in the transfer's own transaction (a running balance the
+    # ledger really held, for statements and for the float a sale reports). NULL for hot
+    # system accounts (no cached balance) and for transfers recorded before ledger 0006.
+    source_balance = models.BigIntegerField(null=True, blank=True)
+    destination_balance = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [

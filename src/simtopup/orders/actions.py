@@ -19,9 +19,12 @@ from stdnum import luhn
 
 from simtopup.catalog.models import Plan
 from simtopup.core.errors import DomainError
+from simtopup.core.transactions import durable
 from simtopup.devices.models import Device, DeviceStatus
-from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
+from simtopup.ledger.actions import Posting, post, system_account
+from simtopup.ledger.models import Transfer
 from simtopup.network.adapters import AdapterError, Grant, bundle_window, get_adapter
+from simtopup.orders.locking import lock_sale
 from simtopup.orders.models import OUTSTANDING, Channel, Order, OrderStatus
 from simtopup.orders.notices import tell_customer
 from simtopup.resellers.models import Reseller
@@ -34,6 +37,20 @@ def receipt_number(order: Order) -> str:
     order ids are never reused (sequences / AUTOINCREMENT)."""
     body = f"{order.created_at:%Y%m%d}{order.pk:08d}"
     return f"R{body[:8]}-{body[8:]}-{luhn.calc_check_digit(body)}"
+
+
+def paid_balances(order_ids: list[int]) -> dict[int, int | None]:
+    """The payer's balance (a reseller's float, a card's credit) right after each order was
+    paid, as the ledger recorded it with the payment's transfer — the value the balance's
+    compare-and-swap returned in that sale's transaction, never the balance now. None for an
+    order not paid from a ledger balance, or paid before the ledger recorded balances."""
+    keys = {f"order:{pk}:pay": pk for pk in order_ids}
+    found: dict[int, int | None] = dict.fromkeys(order_ids)
+    for key, balance in Transfer.objects.filter(idempotency_key__in=list(keys)).values_list(
+        "idempotency_key", "source_balance"
+    ):
+        found[keys[key]] = balance
+    return found
 
 
 def outstanding_clearing() -> dict[str, int]:
@@ -56,9 +73,14 @@ def place_reseller_topup(
     caller's transaction. With an asynchronous adapter the order stays
     ``paid`` and a fulfilment task is enqueued with it."""
     now = timezone.now()
-    if plan.is_payg:
-        # Two bounded accounts: lock both now, in primary-key order (DESIGN invariant 5).
-        lock_accounts([reseller.float_account_id, device.credit_account_id])
+    # The lock order of every sale (orders/locking.py): the card if this sale changes it,
+    # then a credit sale's two accounts in primary-key order; a bundle sale's only existing
+    # account, the float, is debited last below.
+    lock_sale(
+        device,
+        credit_plan=plan.is_payg,
+        accounts=[reseller.float_account_id, device.credit_account_id] if plan.is_payg else (),
+    )
     try:
         with transaction.atomic():
             order = Order.objects.create(
@@ -133,10 +155,13 @@ def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> boo
     order.status, order.fulfilled_at, order.receipt_no = OrderStatus.FULFILLED, now, receipt
     clearing = system_account("order_clearing", order.currency)
     device = order.device
+    credit = device.credit_account
+    # The lock order of every sale (orders/locking.py): the card, then the card's credit.
+    lock_sale(
+        device, credit_plan=order.plan.is_payg, accounts=[credit.pk] if order.plan.is_payg else ()
+    )
     if order.plan.is_payg:
         # Credit lands on the card: the plan's face value, whatever the payer was charged.
-        credit = device.credit_account
-        lock_accounts([credit.pk])
         postings = [
             Posting(
                 clearing,
@@ -216,12 +241,17 @@ def fulfil_pending(order_id: int) -> str:
     except Exception as exc:
         logger.exception("network adapter crashed on order %s", order_id)
         return _after_failure(order, f"adapter error: {exc.__class__.__name__}", permanent=False)
-    with transaction.atomic(durable=True):
+
+    def record() -> bool:
         # Fresh row: the lease may have been taken over meanwhile; _complete's CAS decides.
         order = Order.objects.select_related("plan", "device", "reseller").get(pk=order_id)
         done = _complete(order, grant)
         if done:
             _notify_reseller(order, "topup.fulfilled")
+        return done
+
+    # Run again if chosen as a lock-conflict victim (core/transactions.py).
+    done = durable(record)
     return "fulfilled" if done else "already_done"
 
 

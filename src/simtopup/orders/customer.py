@@ -25,7 +25,8 @@ from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError, FieldError
 from simtopup.devices.identifiers import rechargeable_device
 from simtopup.devices.models import Device
-from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
+from simtopup.ledger.actions import Posting, post, system_account
+from simtopup.orders.locking import lock_sale
 from simtopup.orders.models import Channel, Order, OrderStatus, Quote
 
 if TYPE_CHECKING:
@@ -226,7 +227,10 @@ def place_balance_order(
     price = plan.price if amount is None else amount
     now = timezone.now()
     with transaction.atomic():
-        credit = lock_accounts([device.credit_account_id])[device.credit_account_id]
+        # The lock order of every sale (orders/locking.py): the card, then its credit.
+        credit = lock_sale(device, credit_plan=False, accounts=[device.credit_account_id])[
+            device.credit_account_id
+        ]
         order = Order.objects.create(
             channel=channel,
             status=OrderStatus.PAID,

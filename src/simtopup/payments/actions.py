@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.core.errors import DomainError
+from simtopup.core.transactions import durable
 from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
 from simtopup.network.adapters import AdapterError, get_adapter
 from simtopup.orders.models import Order, OrderStatus
@@ -209,23 +210,27 @@ def _mismatch(
 
 def record_event(provider: Provider, event: ProviderEvent) -> str:
     """Store a verified event once and act on it; returns the outcome. A duplicate (same
-    provider and event id) changes nothing."""
-    with transaction.atomic(durable=True):
-        payment = _find_payment(provider.name, event.reference, event.provider_ref)
-        try:
-            with transaction.atomic():
-                stored = PaymentEvent.objects.create(
-                    provider=provider.name,
-                    event_id=event.event_id[:200],
-                    payment=payment,
-                    kind=event.kind[:40],
-                    payload=_jsonable(event.raw),
-                )
-        except IntegrityError:
-            logger.info("payment event %s/%s is a duplicate", provider.name, event.event_id)
-            return "duplicate"
-        outcome, detail = _apply(provider, payment, event)
-        PaymentEvent.objects.filter(pk=stored.pk).update(outcome=outcome, detail=detail[:300])
+    provider and event id) changes nothing. One transaction, run again if chosen as a
+    lock-conflict victim (core/transactions.py)."""
+    return durable(lambda: _record_event(provider, event))
+
+
+def _record_event(provider: Provider, event: ProviderEvent) -> str:
+    payment = _find_payment(provider.name, event.reference, event.provider_ref)
+    try:
+        with transaction.atomic():
+            stored = PaymentEvent.objects.create(
+                provider=provider.name,
+                event_id=event.event_id[:200],
+                payment=payment,
+                kind=event.kind[:40],
+                payload=_jsonable(event.raw),
+            )
+    except IntegrityError:
+        logger.info("payment event %s/%s is a duplicate", provider.name, event.event_id)
+        return "duplicate"
+    outcome, detail = _apply(provider, payment, event)
+    PaymentEvent.objects.filter(pk=stored.pk).update(outcome=outcome, detail=detail[:300])
     return str(outcome)
 
 

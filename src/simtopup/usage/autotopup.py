@@ -22,6 +22,7 @@ from simtopup.accounts.models import Customer
 from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError, FieldError
 from simtopup.core.money import format_money
+from simtopup.core.transactions import durable
 from simtopup.devices.models import Device
 from simtopup.notifications.actions import notify
 from simtopup.orders.models import Channel, Order, OrderStatus
@@ -108,67 +109,72 @@ def _enqueue(device_id: int) -> None:
 
 
 def run(device_id: int) -> str:
-    """Place the automatic top-up of one device if its rule says so. Returns the outcome."""
+    """Place the automatic top-up of one device if its rule says so. Returns the outcome.
+    One transaction, run again if chosen as a lock-conflict victim (core/transactions.py)."""
+    return durable(lambda: _run(device_id))
+
+
+def _run(device_id: int) -> str:
+    """:func:`run` inside its transaction."""
     from simtopup.orders.customer import place_balance_order
 
     now = timezone.now()
     notice: tuple[str, object] | None = None
-    with transaction.atomic(durable=True):
-        rule = (
-            AutoTopupRule.objects.select_for_update(of=("self",))
-            .select_related("plan", "customer")
-            .filter(device_id=device_id, enabled=True)
-            .first()
-        )
-        if rule is None:
-            return "no_rule"
-        device = Device.objects.select_related("credit_account", "owner").get(pk=device_id)
-        if device.owner_id != rule.customer_id:
-            # The card changed hands: the old owner's rule no longer applies.
-            AutoTopupRule.objects.filter(pk=rule.pk).update(enabled=False, last_outcome="unbound")
-            return "not_owner"
-        if remaining_bytes(device) >= rule.threshold_bytes:
-            return "above_threshold"
-        retry_after = timedelta(seconds=settings.AUTO_TOPUP_RETRY_SECONDS)
-        if (
-            rule.last_outcome not in ("", "placed")
-            and rule.last_attempt_at is not None
-            and rule.last_attempt_at > now - retry_after
-        ):
-            return "cooling_down"
-        orders = Order.objects.filter(device_id=device_id, channel=Channel.AUTO)
-        if orders.filter(status__in=IN_FLIGHT).exists():
-            return "in_flight"
-        if (
-            orders.filter(created_at__gt=now - timedelta(hours=24)).count()
-            >= settings.AUTO_TOPUP_DAILY_LIMIT
-        ):
-            outcome = "daily_limit"
-            reason: object = DailyLimitReason()
-            # Said once, not at every usage batch until the day is over.
-            notice = None if rule.last_outcome == outcome else ("auto_topup_failed", reason)
+    rule = (
+        AutoTopupRule.objects.select_for_update(of=("self",))
+        .select_related("plan", "customer")
+        .filter(device_id=device_id, enabled=True)
+        .first()
+    )
+    if rule is None:
+        return "no_rule"
+    device = Device.objects.select_related("credit_account", "owner").get(pk=device_id)
+    if device.owner_id != rule.customer_id:
+        # The card changed hands: the old owner's rule no longer applies.
+        AutoTopupRule.objects.filter(pk=rule.pk).update(enabled=False, last_outcome="unbound")
+        return "not_owner"
+    if remaining_bytes(device) >= rule.threshold_bytes:
+        return "above_threshold"
+    retry_after = timedelta(seconds=settings.AUTO_TOPUP_RETRY_SECONDS)
+    if (
+        rule.last_outcome not in ("", "placed")
+        and rule.last_attempt_at is not None
+        and rule.last_attempt_at > now - retry_after
+    ):
+        return "cooling_down"
+    orders = Order.objects.filter(device_id=device_id, channel=Channel.AUTO)
+    if orders.filter(status__in=IN_FLIGHT).exists():
+        return "in_flight"
+    if (
+        orders.filter(created_at__gt=now - timedelta(hours=24)).count()
+        >= settings.AUTO_TOPUP_DAILY_LIMIT
+    ):
+        outcome = "daily_limit"
+        reason: object = DailyLimitReason()
+        # Said once, not at every usage batch until the day is over.
+        notice = None if rule.last_outcome == outcome else ("auto_topup_failed", reason)
+    else:
+        try:
+            with transaction.atomic():
+                place_balance_order(rule.customer, device, rule.plan, channel="auto")
+        except DomainError as exc:
+            outcome = exc.code
+            notice = ("auto_topup_failed", exc.message)
         else:
-            try:
-                with transaction.atomic():
-                    place_balance_order(rule.customer, device, rule.plan, channel="auto")
-            except DomainError as exc:
-                outcome = exc.code
-                notice = ("auto_topup_failed", exc.message)
-            else:
-                outcome = "placed"
-                notice = ("auto_topup_placed", "")
-        AutoTopupRule.objects.filter(pk=rule.pk).update(last_attempt_at=now, last_outcome=outcome)
-        if notice is not None:
-            template, reason = notice
-            # Rendered in the customer's language, not the worker's: lazy texts and the
-            # plan's name are resolved under it.
-            with translation.override(rule.customer.language):
-                context = {
-                    "device": device.masked,
-                    "plan": rule.plan.name,
-                    "amount": format_money(rule.plan.price, rule.plan.currency),
-                    "reason": str(reason),
-                }
-            notify(rule.customer, template, context)
+            outcome = "placed"
+            notice = ("auto_topup_placed", "")
+    AutoTopupRule.objects.filter(pk=rule.pk).update(last_attempt_at=now, last_outcome=outcome)
+    if notice is not None:
+        template, reason = notice
+        # Rendered in the customer's language, not the worker's: lazy texts and the
+        # plan's name are resolved under it.
+        with translation.override(rule.customer.language):
+            context = {
+                "device": device.masked,
+                "plan": rule.plan.name,
+                "amount": format_money(rule.plan.price, rule.plan.currency),
+                "reason": str(reason),
+            }
+        notify(rule.customer, template, context)
     logger.info("auto top-up of device %s: %s", device_id, outcome)
     return outcome

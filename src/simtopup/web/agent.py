@@ -47,6 +47,7 @@ from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError
 from simtopup.core.money import format_money, to_decimal_string
+from simtopup.core.transactions import durable
 from simtopup.devices.identifiers import rechargeable_device
 from simtopup.ledger.actions import balance
 from simtopup.orders.models import Order, OrderStatus
@@ -450,8 +451,9 @@ def sell_confirm(request: HttpRequest, member: ResellerMember) -> HttpResponse:
         return redirect("web:agent-sell")
     data = confirm.cleaned_data
     try:
-        with transaction.atomic(durable=True):
-            order = sell_topup(reseller, data["device"], data["plan"], data["reference"])
+        order = durable(
+            lambda: sell_topup(reseller, data["device"], data["plan"], data["reference"])
+        )
     except DomainError as exc:
         if exc.code == "duplicate_reference":
             # Sold by the first submit of this very form: show that sale.
