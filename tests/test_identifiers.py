@@ -1,4 +1,4 @@
-"""Identifiers typed from the back of a card (API.md "Identifiers")."""
+"""Identifiers typed from the back of a card (docs/api.md "Identifiers")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ledger's core invariants (DESIGN.md 1, 2 and 6), proved against an independent model.
+"""The ledger's core invariants (docs/architecture.md: double entry, floors, a sound ledger), proved against an independent model.
 
 A Jepsen-style bank test: a hypothesis state machine funds accounts, moves value between them
 (including moves that would break a floor), posts multi-posting batches, replays idempotency

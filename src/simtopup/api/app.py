@@ -1,4 +1,4 @@
-"""App API — ``/api/v1`` (API.md): one router made of the routers of its parts."""
+"""App API — ``/api/v1`` (docs/api.md): one router made of the routers of its parts."""
 
 from __future__ import annotations
 

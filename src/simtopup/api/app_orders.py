@@ -1,4 +1,4 @@
-"""App API — /api/v1: quotes and orders (API.md)."""
+"""App API — /api/v1: quotes and orders (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def payment_body(order: Order) -> dict[str, Any]:
 
 
 def order_body(order: Order) -> dict[str, Any]:
-    """An order as API.md describes it (plus ``plan_name``, ``failure_code`` and the
+    """An order as docs/api.md describes it (plus ``plan_name``, ``failure_code`` and the
     payment's ``qr_data``)."""
     return {
         "id": order.pk,

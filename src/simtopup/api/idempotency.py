@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` (API.md): same key + same body → the original response; same key +
+"""``Idempotency-Key`` (docs/api.md): same key + same body → the original response; same key +
 another body → 422; while the first request still runs → 409 with ``Retry-After``.
 
 The key is claimed in a short transaction of its own, so a concurrent duplicate sees it at

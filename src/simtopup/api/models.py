@@ -1,4 +1,4 @@
-"""Idempotency keys of API requests (API.md: same key + same body → same response)."""
+"""Idempotency keys of API requests (docs/api.md: same key + same body → same response)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Network API — ``/network/v1`` (API.md), HMAC-signed with the network secret."""
+"""Network API — ``/network/v1`` (docs/api.md), HMAC-signed with the network secret."""
 
 from __future__ import annotations
 

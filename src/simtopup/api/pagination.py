@@ -1,4 +1,4 @@
-"""Cursor pagination of API lists (API.md): ``?cursor=…&limit=…`` →
+"""Cursor pagination of API lists (docs/api.md): ``?cursor=…&limit=…`` →
 ``{"items": [...], "next_cursor": "…"|null}``, newest first by primary key."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reseller API — ``/reseller/v1`` (API.md)."""
+"""Reseller API — ``/reseller/v1`` (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shaping domain objects into API bodies (API.md field names)."""
+"""Shaping domain objects into API bodies (docs/api.md field names)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parse and validate what a person types from the back of a card (API.md "Identifiers").
+"""Parse and validate what a person types from the back of a card (docs/api.md "Identifiers").
 
 Order of decisions:
 1. an identifier found in inventory is accepted exactly as imported (even with an odd check
