@@ -12,10 +12,13 @@ inside a savepoint (as a restore without constraints or a hand-edited database w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -58,16 +61,49 @@ def check_ledger() -> Report:
     return Report(0, out.getvalue().strip(), [])
 
 
+def check_ledger_json() -> tuple[int, dict[str, Any]]:
+    """``check-ledger --json``: the exit code and the one JSON object printed."""
+    out, err = StringIO(), StringIO()
+    returncode = 0
+    try:
+        call_command("check_ledger", json=True, stdout=out, stderr=err)
+    except CommandError as exc:
+        returncode = exc.returncode
+    assert err.getvalue() == ""
+    report = json.loads(out.getvalue())
+    assert list(report) == [
+        "ok",
+        "violations",
+        "checked_at",
+        "accounts",
+        "transfers",
+        "duration_ms",
+    ]
+    checked_at = report["checked_at"]
+    assert checked_at.endswith("Z")
+    assert datetime.fromisoformat(checked_at).utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - datetime.fromisoformat(checked_at)) < timedelta(minutes=1)
+    assert isinstance(report["duration_ms"], int)
+    assert report["duration_ms"] >= 0
+    assert report["accounts"] == Account.objects.count()
+    assert report["transfers"] == Transfer.objects.count()
+    return returncode, report
+
+
 def assert_violations(*expected: str) -> None:
     report = check_ledger()
     assert report.violations == list(expected)
     assert report.returncode == 1
     assert report.error == f"ledger check failed: {len(expected)} violation(s)"
     assert report.stdout == ""
+    returncode, machine = check_ledger_json()
+    assert (returncode, machine["ok"], machine["violations"]) == (1, False, list(expected))
 
 
 def assert_clean() -> None:
     assert check_ledger() == Report(0, OK, [])
+    returncode, machine = check_ledger_json()
+    assert (returncode, machine["ok"], machine["violations"]) == (0, True, [])
 
 
 @contextmanager
@@ -446,3 +482,21 @@ def test_the_command_line_exits_1_on_a_violation(
         "VIOLATION: account test:card: cached balance 701 != sum of its transfers 700",
         "CommandError: ledger check failed: 1 violation(s)",
     ]
+    # --json: one JSON object on stdout for machines, the same exit code.
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["simtopup", "check-ledger", "--json"])
+    assert exited.value.code == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["ok"] is False
+    assert report["violations"] == [
+        "account test:card: cached balance 701 != sum of its transfers 700"
+    ]
+    assert (report["accounts"], report["transfers"]) == (
+        Account.objects.count(),
+        Transfer.objects.count(),
+    )
+    assert captured.err.splitlines() == ["CommandError: ledger check failed: 1 violation(s)"]
+    Account.objects.filter(pk=card.pk).update(balance=700)
+    cli.main(["simtopup", "check-ledger", "--json"])
+    assert json.loads(capsys.readouterr().out)["ok"] is True

@@ -68,6 +68,9 @@ FULFILMENT_LEASE_SECONDS = envint("FULFILMENT_LEASE_SECONDS", 120)
 WEBHOOK_BACKOFF = [int(s) for s in envlist("WEBHOOK_BACKOFF", "10,60,300,1800,7200,21600")]
 WEBHOOK_TIMEOUT_SECONDS = envint("WEBHOOK_TIMEOUT_SECONDS", 10)
 RECONCILE_INTERVAL_SECONDS = envint("RECONCILE_INTERVAL_SECONDS", 15)
+# How often the worker audits the ledger (check-ledger's checks, one snapshot) and stores the
+# result for /metrics; checked on each reconciler pass. 0 turns the scheduled audit off.
+LEDGER_AUDIT_INTERVAL_SECONDS = envint("LEDGER_AUDIT_INTERVAL_SECONDS", 300)
 # Network adapter: "builtin" (grants bundles locally) or a dotted path to an adapter class.
 NETWORK_ADAPTER = env("NETWORK_ADAPTER", "builtin")
 # On PostgreSQL with the builtin adapter, a reseller top-up that will succeed runs as one SQL

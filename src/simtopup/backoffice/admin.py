@@ -17,7 +17,7 @@ from simtopup.accounts.tokens import revoke_token
 from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.money import to_decimal_string
 from simtopup.devices.models import Device
-from simtopup.ledger.models import Account, Transfer
+from simtopup.ledger.models import Account, LedgerAudit, Transfer
 from simtopup.orders.models import Order, Quote
 from simtopup.payments.models import Payment, PaymentEvent, Refund
 from simtopup.resellers import actions as reseller_actions
@@ -210,6 +210,23 @@ class TransferAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "unit"]
     search_fields = ["idempotency_key", "memo"]
     list_select_related = ["source", "destination"]
+
+
+@admin.register(LedgerAudit)
+class LedgerAuditAdmin(ReadOnlyAdmin):
+    """The worker's scheduled ledger audits (newest kept); `simtopup check-ledger` runs one now."""
+
+    list_display = ["checked_at", "ok", "violations_count", "accounts", "transfers", "duration_ms"]
+    list_filter = ["ok"]
+    fields = [
+        "checked_at",
+        "ok",
+        "violations_count",
+        "accounts",
+        "transfers",
+        "duration_ms",
+        "violations",
+    ]
 
 
 @admin.register(WebhookDelivery)

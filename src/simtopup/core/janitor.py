@@ -1,18 +1,50 @@
 """One reconciler pass: finish stuck orders, settle payments left pending, deliver due
-webhooks, prune old keys."""
+webhooks, prune old keys, and audit the ledger when its interval has passed."""
 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from simtopup.accounts.login import prune_login_data
 from simtopup.api.idempotency import prune
+from simtopup.ledger.audit import record_audit
+from simtopup.ledger.models import LedgerAudit
 from simtopup.orders.actions import reconcile
 from simtopup.orders.customer import prune_quotes
 from simtopup.payments.actions import sweep as sweep_payments
 from simtopup.resellers.webhooks import deliver_due
 
 logger = logging.getLogger(__name__)
+
+# After an audit that failed (not one that found violations: that one is stored), this
+# process waits for the interval before trying again (monotonic time).
+_audit_retry_at = 0.0
+
+
+def maybe_audit_ledger() -> LedgerAudit | None:
+    """Audit the ledger if ``LEDGER_AUDIT_INTERVAL_SECONDS`` have passed since the latest
+    stored audit (by any worker); returns the stored result, or None when not due.
+
+    The audit runs in the worker's loop: tasks wait while it reads (one snapshot, read-only,
+    so sales do not)."""
+    global _audit_retry_at
+    interval = settings.LEDGER_AUDIT_INTERVAL_SECONDS
+    if interval <= 0 or time.monotonic() < _audit_retry_at:
+        return None
+    latest = LedgerAudit.objects.order_by("-id").values_list("checked_at", flat=True).first()
+    if latest is not None and timezone.now() - latest < timedelta(seconds=interval):
+        return None
+    try:
+        return record_audit()
+    except Exception:
+        _audit_retry_at = time.monotonic() + interval
+        logger.exception("ledger audit failed; next attempt in %s s", interval)
+        return None
 
 
 def run_janitor() -> dict[str, object]:
@@ -28,10 +60,13 @@ def run_janitor() -> dict[str, object]:
             payments,
             delivered,
         )
+    audited = maybe_audit_ledger()
     return {
         "orders": orders,
         "payments": payments,
         "webhooks_delivered": delivered,
         "idempotency_pruned": pruned,
         "login_codes_pruned": prune_login_data(),
+        # Violations the ledger audit found in this pass; None: no audit was due.
+        "ledger_violations": audited.violations_count if audited else None,
     }

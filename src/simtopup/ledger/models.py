@@ -107,3 +107,22 @@ class Transfer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_id}→{self.destination_id} {self.amount} {self.unit}"
+
+
+class LedgerAudit(models.Model):
+    """The outcome of one audit the worker ran on its schedule (``check-ledger``'s checks in
+    one snapshot), kept so that the web processes can report the latest in ``/metrics``.
+    Only the newest rows are kept (:data:`simtopup.ledger.audit.KEPT_AUDITS`)."""
+
+    # When the audit's snapshot was taken (its start).
+    checked_at = models.DateTimeField()
+    ok = models.BooleanField()
+    violations_count = models.PositiveIntegerField()
+    # The first violation lines (at most simtopup.ledger.audit.KEPT_LINES of them).
+    violations = models.JSONField(default=list, blank=True)
+    accounts = models.BigIntegerField()
+    transfers = models.BigIntegerField()
+    duration_ms = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.checked_at:%Y-%m-%d %H:%M:%S} {self.violations_count} violation(s)"

@@ -1,9 +1,18 @@
-"""Prometheus text exposition of business gauges, read from the database (the truth)."""
+"""Prometheus text exposition of business gauges, read from the database (the truth).
+
+The ledger gauges report the latest audit the worker stored (``LEDGER_AUDIT_INTERVAL_SECONDS``,
+core/janitor.py): ``simtopup_ledger_violations`` (0: sound), when it ran and how long it took.
+Before the first audit they have no sample at all (only HELP/TYPE), so an alert on
+``absent(simtopup_ledger_audit_timestamp_seconds)`` or on
+``time() - simtopup_ledger_audit_timestamp_seconds > 900`` catches an audit that never ran
+or stopped running, and no made-up value can pass for a result.
+"""
 
 from __future__ import annotations
 
 from django.db.models import Count, Sum
 
+from simtopup.ledger.models import LedgerAudit
 from simtopup.orders.models import Order
 from simtopup.resellers.models import DeliveryStatus, WebhookDelivery
 from simtopup.usage.models import UsageRecord
@@ -45,4 +54,32 @@ def render_metrics() -> str:
         "# TYPE simtopup_overage_bytes_total counter",
         f"simtopup_overage_bytes_total {usage['o'] or 0}",
     ]
+    lines += _ledger_audit()
     return "\n".join(lines) + "\n"
+
+
+def _ledger_audit() -> list[str]:
+    latest = (
+        LedgerAudit.objects.order_by("-id")
+        .only("checked_at", "violations_count", "duration_ms")
+        .first()
+    )
+    lines = [
+        "# HELP simtopup_ledger_violations Violations found by the latest ledger audit (0: sound).",
+        "# TYPE simtopup_ledger_violations gauge",
+    ]
+    if latest:
+        lines.append(f"simtopup_ledger_violations {latest.violations_count}")
+    lines += [
+        "# HELP simtopup_ledger_audit_timestamp_seconds When the latest ledger audit ran (Unix time).",
+        "# TYPE simtopup_ledger_audit_timestamp_seconds gauge",
+    ]
+    if latest:
+        lines.append(f"simtopup_ledger_audit_timestamp_seconds {latest.checked_at.timestamp():.3f}")
+    lines += [
+        "# HELP simtopup_ledger_audit_duration_seconds How long the latest ledger audit took.",
+        "# TYPE simtopup_ledger_audit_duration_seconds gauge",
+    ]
+    if latest:
+        lines.append(f"simtopup_ledger_audit_duration_seconds {latest.duration_ms / 1000:.3f}")
+    return lines
