@@ -242,6 +242,10 @@ MIDDLEWARE = [
     # top-up hot path below so that its responses carry them too.
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Under /api/, /reseller/ and /network/ a plain error answer from any layer below (a 404
+    # page, ninja's bare 405) becomes a problem document; inside the header middleware above
+    # so that it carries their headers. A crash in any layer goes to handler500 (web/errors.py).
+    "simtopup.api.middleware.ProblemMiddleware",
     # The reseller top-up hot path (api/fast_topup.py): a bearer-key API call that needs no
     # session, language, CSRF, user or messages; any request it does not take goes on.
     "simtopup.api.fast_topup.FastTopupMiddleware",

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.utils import translation
 from django.utils.translation import gettext as _
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from simtopup.api.schemas import Problem
 from simtopup.core.errors import DomainError
+from simtopup.core.unavailable import RETRY_AFTER_SECONDS, database_unavailable, note_unavailable
 
 logger = logging.getLogger(__name__)
 PROBLEM_TYPE = "https://simtopup.dev/problems/"
@@ -68,6 +74,8 @@ def titles() -> dict[str, str]:
         "no_activation_code": _("No activation code"),
         "receipt_not_available": _("No receipt yet"),
         "receipt_unavailable": _("Receipts are unavailable"),
+        "method_not_allowed": _("Method not allowed"),
+        "database_unavailable": _("Service briefly unavailable"),
     }
 
 
@@ -94,6 +102,129 @@ def problem(
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def is_problem(response: HttpResponseBase) -> bool:
+    return str(response.get("Content-Type", "")).startswith(CONTENT_TYPE)
+
+
+@contextmanager
+def in_request_language(request: HttpRequest) -> Iterator[None]:
+    """The request's language, also for an answer made before ``LocaleMiddleware`` ran (an
+    outer middleware, the top-up hot path) or after (it leaves its language active)."""
+    language = getattr(request, "LANGUAGE_CODE", None) or translation.get_language_from_request(
+        request
+    )
+    with translation.override(language):
+        yield
+
+
+def not_found() -> HttpResponse:
+    return problem(404, "not_found", _("There is nothing here."))
+
+
+def method_not_allowed(allow: str) -> HttpResponse:
+    return problem(
+        405,
+        "method_not_allowed",
+        _("This address does not take this method; the Allow header lists the ones it takes."),
+        headers={"Allow": allow},
+    )
+
+
+def server_error() -> HttpResponse:
+    return problem(500, "server_error", _("Something went wrong on our side. Please try again."))
+
+
+def unavailable() -> HttpResponse:
+    """503 ``database_unavailable``: the database is briefly out of reach (a restart, a
+    failover); the same request can be sent again after ``Retry-After`` seconds."""
+    return problem(
+        503,
+        "database_unavailable",
+        _("The service is briefly unavailable, try again in a moment."),
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def for_exception(request: HttpRequest, exc: BaseException | None) -> HttpResponse:
+    """The problem for an exception no handler answered: 503 when the database is out of
+    reach (logged here, once, as a warning), else 500 (the caller logs the traceback)."""
+    with in_request_language(request):
+        if exc is not None and database_unavailable(exc):
+            response = unavailable()
+            note_unavailable(request, exc, response)
+            return response
+        return server_error()
+
+
+# What a plain error response says about its body, which its problem document replaces.
+_BODY_HEADERS = frozenset({"content-type", "content-length"})
+
+
+def for_response(request: HttpRequest, response: HttpResponseBase) -> HttpResponse:
+    """The problem document for an error response some layer made in HTML or plain text
+    (Django's 404 page, ninja's bare 405, a debug page)."""
+    status = response.status_code
+    with in_request_language(request):
+        if status == 404:
+            answer = not_found()
+        elif status == 405:
+            answer = method_not_allowed(str(response.get("Allow", "")))
+        elif status == 413:
+            answer = problem(413, "payload_too_large", _("The request body is larger than 1 MiB."))
+        elif status == 500:
+            answer = server_error()
+        else:
+            answer = problem(
+                status,
+                "http_error",
+                _("The request was refused (HTTP %(status)s).") % {"status": status},
+            )
+    # The rest stays: Allow, Retry-After, Vary, Content-Language, what inner layers set.
+    for name, value in response.items():
+        if name.lower() not in _BODY_HEADERS and name not in answer:
+            answer[name] = value
+    answer.cookies = response.cookies
+    if getattr(response, "_has_been_logged", False):
+        answer._has_been_logged = True  # type: ignore[attr-defined]  # django.utils.log
+    return answer
+
+
+def document(schema: dict[str, Any]) -> None:
+    """Make the OpenAPI document say what the API sends: every error response is
+    ``application/problem+json`` (ninja writes its renderer's ``application/json``), and every
+    operation can answer 503 ``database_unavailable`` with ``Retry-After``."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "Problem" not in components:
+        definition = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(definition.pop("$defs", {}))
+        components["Problem"] = definition
+    problem_content = {CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    retry_after = {
+        "description": "Seconds to wait before sending the same request again.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for status, response in responses.items():
+                content = response.get("content")
+                if int(status) >= 400 and content and "application/json" in content:
+                    content[CONTENT_TYPE] = content.pop("application/json")
+            key = "503" if "503" in responses else 503
+            unavailable = responses.setdefault(key, {"description": "Service Unavailable"})
+            unavailable.setdefault("content", dict(problem_content))
+            unavailable.setdefault("headers", {})["Retry-After"] = retry_after
+            note = (
+                "`database_unavailable`: the database is briefly out of reach (a restart, a "
+                "failover). Send the same request again after `Retry-After` seconds (with the "
+                "same `Idempotency-Key`, a top-up or an order is still made only once)."
+            )
+            if note not in unavailable["description"]:
+                unavailable["description"] += " — " + note
 
 
 def from_domain_error(exc: DomainError) -> HttpResponse:
@@ -196,8 +327,10 @@ def install(api: Any) -> None:
         from django.http import Http404
 
         if isinstance(exc, Http404):
-            return problem(404, "not_found", _("There is nothing here."))
-        logger.exception("unhandled API error on %s %s", request.method, request.path)
-        return problem(
-            500, "server_error", _("Something went wrong on our side. Please try again.")
-        )
+            return not_found()
+        # OperationalError / InterfaceError of a database out of reach: 503, one warning.
+        response = for_exception(request, exc)
+        if response.status_code == 500:
+            logger.exception("unhandled API error on %s %s", request.method, request.path)
+            response._has_been_logged = True  # type: ignore[attr-defined]  # logged just now
+        return response

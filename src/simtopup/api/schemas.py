@@ -113,13 +113,26 @@ class DeviceCheckOut(Schema):
     payg: bool
 
 
+class ProblemFieldError(Schema):
+    field: str = Field(description="the field, dotted for nested ones (`items.0.device`)")
+    code: str = Field(description="stable, machine-readable")
+    message: str = Field(description="human text in the request's language")
+
+
 class Problem(Schema):
-    type: str
+    """RFC 9457 problem details, sent as ``application/problem+json``."""
+
+    type: str = Field(examples=["https://simtopup.dev/problems/check_digit_mismatch"])
     title: str
     status: int
-    detail: str
-    code: str
-    errors: list[dict[str, str]] | None = None
+    detail: str = Field(description="human text in the request's language")
+    code: str = Field(
+        description="stable, machine-readable: act on this, not on the texts",
+        examples=["check_digit_mismatch"],
+    )
+    errors: list[ProblemFieldError] | None = Field(
+        None, description="one entry per field that is missing or not valid"
+    )
 
 
 class UsageRecordIn(BaseModel):
