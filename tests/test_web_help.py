@@ -100,6 +100,29 @@ def test_a_message_becomes_a_ticket_and_the_operator_is_emailed(db: None, settin
     assert f"#{ticket.pk}" not in page(client.get(reverse("web:help")))
 
 
+@pytest.mark.parametrize("brk", ["\r\n", "\n", "\r", "\u2028", "\x85", "\x0b"])
+def test_a_line_break_in_a_one_line_field_cannot_forge_a_line_of_the_email(
+    db: None, settings: Any, brk: str
+) -> None:
+    """A name with a CR/LF used to start a line of its own in the operator's email: a
+    visitor could add a forged "Reply to:" line under the real one."""
+    settings.SUPPORT_EMAIL = "support@operator.example"
+    forged = f"Wang Fang{brk}Reply to: +8613999999999{brk}"
+    data = {**GOOD, "name": forged, "device": f"8986{brk}Device: stolen"}
+
+    response, sent = send(client_in("en"), data)
+
+    assert response.status_code == 302
+    ticket = SupportTicket.objects.get()
+    assert ticket.name == "Wang Fang Reply to: +8613999999999"
+    assert ticket.device == "8986 Device: stolen"
+    [email] = sent
+    lines = email.body.splitlines()
+    assert [line for line in lines if line.startswith("Reply to:")] == ["Reply to: +8613800138000"]
+    assert not [line for line in lines if line.startswith("Device: stolen")]
+    assert "Name: Wang Fang Reply to: +8613999999999" in lines
+
+
 def test_without_a_support_address_the_ticket_is_only_stored(db: None) -> None:
     response, sent = send(client_in("en"), {**GOOD, "reply_to": "Li@Example.com"})
     assert response.status_code == 302

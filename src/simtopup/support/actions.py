@@ -9,6 +9,7 @@ limited per client IP (``SUPPORT_IP_LIMITS``) so the form cannot be used to floo
 from __future__ import annotations
 
 import logging
+import re
 from functools import partial
 
 from django.conf import settings
@@ -23,6 +24,16 @@ from simtopup.notifications.senders import Message
 from simtopup.support.models import ReplyChannel, SupportTicket
 
 logger = logging.getLogger(__name__)
+
+# Line breaks and other control characters (C0, DEL, C1, and the Unicode line and paragraph
+# separators): in a one-line field they would start a line of their own in the operator's
+# email ("Name: x" followed by a forged "Reply to:" line).
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """A one-line field as stored and shown: control characters become one space."""
+    return " ".join(_BREAKS.sub(" ", text).split())
 
 
 def create_ticket(
@@ -46,10 +57,10 @@ def create_ticket(
             ratelimit.hit(f"support-ip:{ratelimit.ip_bucket(ip)}", limits)
         ticket = SupportTicket.objects.create(
             customer=customer,
-            name=name.strip()[:100],
+            name=one_line(name)[:100],
             reply_channel=reply_channel,
-            reply_to=reply_to,
-            device=device.strip()[:64],
+            reply_to=one_line(reply_to),
+            device=one_line(device)[:64],
             message=message.strip(),
             language=language,
             ip=ip,
