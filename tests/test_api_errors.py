@@ -308,6 +308,20 @@ def test_a_reseller_topup_answers_503_in_either_path_and_charges_nothing(
     assert float_of(actors.alice) == 100000 - 460
 
 
+def test_a_503_from_the_hot_path_is_in_the_request_language(outage_actors: Actors) -> None:
+    # The hot path runs before LocaleMiddleware: its answers pick the language themselves.
+    with database_down(), mock.patch.object(fast_topup, "enabled", return_value=True):
+        response = post_json(
+            reseller(outage_actors),
+            TOPUPS,
+            {"device": outage_actors.device.iccid, "plan": "day-1g", "reference": "zh"},
+            **{"Accept-Language": "zh-hant"},
+        )
+    problem = assert_unavailable(response)
+    assert problem["title"] == "服務暫時無法使用"
+    assert problem["detail"] == "服務暫時無法使用，請稍後再試。"
+
+
 def test_the_network_api_answers_503_while_the_database_is_down(outage_actors: Actors) -> None:
     path = f"/network/v1/devices/{outage_actors.device.iccid}/authorization"
     with database_down():
