@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.test import Client
 
 from tests.support import Actors, post_json
@@ -44,6 +46,32 @@ def test_metrics_count_orders(actors: Actors, alice) -> None:
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     assert 'simtopup_orders{channel="reseller",status="fulfilled"} 1' in response.content.decode()
+
+
+def test_metrics_are_for_the_operator_s_monitoring_only(db: None, settings: Any) -> None:
+    """/metrics used to answer anyone: only loopback (or the configured networks) and a
+    bearer token now."""
+    assert Client().get("/metrics").status_code == 200  # the test client is 127.0.0.1
+    stranger = Client(REMOTE_ADDR="203.0.113.9")
+    refused = stranger.get("/metrics")
+    assert refused.status_code == 401
+    assert "simtopup_orders" not in refused.content.decode()
+    assert refused["WWW-Authenticate"].startswith("Bearer")
+
+    settings.METRICS_TOKEN = "s3cret-scrape-token"
+    assert stranger.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    allowed = stranger.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape-token"})
+    assert allowed.status_code == 200
+    assert "# HELP simtopup_orders" in allowed.content.decode()
+
+    settings.METRICS_NETWORKS = ["203.0.113.0/24"]
+    assert stranger.get("/metrics").status_code == 200
+    assert Client().get("/metrics").status_code == 401  # loopback is no longer listed
+    # Behind a proxy, the address is the proxy's header's last hop, not the proxy's own.
+    settings.CLIENT_IP_HEADER = "HTTP_X_FORWARDED_FOR"
+    proxied = Client(REMOTE_ADDR="10.0.0.2")
+    assert proxied.get("/metrics", headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 200
+    assert proxied.get("/metrics", headers={"X-Forwarded-For": "198.51.100.1"}).status_code == 401
 
 
 def test_home_links_docs_and_admin(db: None) -> None:

@@ -55,6 +55,9 @@ NETWORK_SECRET = env("NETWORK_SECRET", "dev-network-secret")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000")
+# `serve` on Ctrl-C/SIGTERM: how long the web server and the worker get to finish what they
+# are doing before what is left is killed.
+SHUTDOWN_GRACE_SECONDS = envint("SHUTDOWN_GRACE_SECONDS", 15)
 
 # The operator's currency: card credit, reseller floats and plan prices are in it.
 CURRENCY = env("CURRENCY", "CNY")
@@ -97,6 +100,9 @@ LOGIN_CODE_IP_LIMITS = envlist("LOGIN_CODE_IP_LIMITS", "20/3600")
 # The request header (META name, e.g. HTTP_X_FORWARDED_FOR) that carries the client IP when
 # behind a trusted reverse proxy; its last entry is used. Empty: REMOTE_ADDR.
 CLIENT_IP_HEADER = env("CLIENT_IP_HEADER", "")
+# Who may read /metrics: a Prometheus bearer token, or a client address in these networks.
+METRICS_TOKEN = env("METRICS_TOKEN", "")
+METRICS_NETWORKS = envlist("METRICS_NETWORKS", "127.0.0.0/8,::1/128")
 # Senders: "console" (prints to the server's output), "memory" (tests), "smtp" (email),
 # "http" (SMS), or a dotted path to a sender class.
 SMS_SENDER = env("SMS_SENDER", "console")

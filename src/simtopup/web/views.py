@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -9,6 +13,7 @@ from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
+from simtopup.api.app_auth import client_ip
 from simtopup.catalog.display import format_data, format_validity
 from simtopup.catalog.models import Plan, PlanKind
 from simtopup.catalog.pricing import tariff_per_mb
@@ -70,6 +75,30 @@ def readyz(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "ready"})
 
 
+def metrics_allowed(request: HttpRequest) -> bool:
+    """``/metrics`` (order counts by channel, usage, backlog) is for the operator's
+    monitoring: a bearer ``SIMTOPUP_METRICS_TOKEN``, or a client address in
+    ``SIMTOPUP_METRICS_NETWORKS`` (loopback by default; behind a proxy, the address
+    ``client_ip`` takes from the proxy's header)."""
+    token = settings.METRICS_TOKEN
+    if token:
+        scheme, _sep, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode()):
+            return True
+    try:
+        address = ipaddress.ip_address(client_ip(request) or "")
+    except ValueError:
+        return False
+    return any(
+        address in ipaddress.ip_network(network, strict=False)
+        for network in settings.METRICS_NETWORKS
+    )
+
+
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
+    if not metrics_allowed(request):
+        response = HttpResponse("metrics: not allowed\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     return HttpResponse(render_metrics(), content_type="text/plain; version=0.0.4; charset=utf-8")
