@@ -1,23 +1,178 @@
-"""`simtopup worker`: run background tasks and the reconciler until SIGINT/SIGTERM."""
+"""`simtopup worker`: run background tasks and the reconciler until SIGINT/SIGTERM.
+
+The worker outlives its database. When PostgreSQL restarts, crashes or a connection is cut,
+a query raises ``OperationalError``/``InterfaceError``; the worker then logs one WARNING,
+drops its connections, tries to reconnect with backoff (0.5 s doubling to 6 s, plus up to
+25 % jitter: a database that is back is noticed within 7.5 s) and goes on where it was.
+
+What happens to a task caught in the outage (django-tasks-db's ``db_worker`` ``Worker``,
+read for this): a worker claims a task by setting its row to RUNNING in a short
+transaction of its own (``SELECT … FOR UPDATE SKIP LOCKED``, then ``claim()``), runs it
+outside any transaction, then records SUCCESSFUL or FAILED (three tries, 0.1 s apart). It
+has no lease: a row left RUNNING — its worker was killed, or the database went away before
+the outcome was written — stays RUNNING for ever, never run again. And a task that itself
+failed on a lost connection is recorded FAILED like any other error. Therefore:
+
+* the task this worker was running when the database went away is put back to READY as
+  soon as the worker has reconnected (compare-and-swap on its row: still RUNNING under this
+  very claim, or FAILED by a lost connection), so it runs again at once;
+* a task that failed on a lost connection while the database stayed reachable (one
+  backend terminated) is put back to READY too, a few times, later each time
+  (``DB_RETRIES``), then left FAILED;
+* a task RUNNING for longer than ``TASK_LEASE_SECONDS`` (its worker died: ``kill -9``, a
+  crashed machine, a claim whose commit reached the server but whose answer never came
+  back) is put back to READY by the reconciler pass of any worker.
+
+Running a task twice never doubles an effect: every domain task claims its work with its
+own compare-and-swap before acting and finishes it with another (fulfilment: the order's
+PAID → FULFILLING lease and the upstream's idempotency key; refunds: the refund's
+``next_attempt_at`` claim and the provider's refund reference; reseller webhooks: the
+delivery's claim — delivered at least once, each with its ``X-Simtopup-Delivery`` id;
+automatic top-ups: the rule's row lock and the in-flight order check; the sandbox gateway's
+notifications are stored once by their event id). A second run finds the work done or
+claimed and returns. And the reconciler (``core/janitor.py``) re-finds what a lost task was
+doing from the domain rows themselves — orders paid but not fulfilled or past their lease,
+pending payments and refunds, due webhooks — so nothing depends on the queue row alone.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import time
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
+from django.db.models import Q
+from django.tasks import TaskResultStatus
+from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
+from django_tasks_db.models import DBTaskResult
 
 from simtopup.core.janitor import run_janitor
 
 logger = logging.getLogger("simtopup.worker")
+
+# What a lost, restarting or unreachable database raises through Django.
+DB_LOST: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+DB_LOST_PATHS = [f"{e.__module__}.{e.__qualname__}" for e in DB_LOST]
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 6.0  # + up to 25 % jitter: a database back is noticed within 7.5 s
+# A task that failed on a lost connection runs again this often (after 2, 4, 8 … s).
+DB_RETRIES = 5
+# A task RUNNING longer than this has lost its worker: back to READY. Far above what a task
+# takes (upstream, provider and webhook calls time out in seconds); a second run is harmless.
+TASK_LEASE_SECONDS = 15 * 60
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` consecutive failed attempts (0, 1, …)."""
+    base = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** min(failures, 16))
+    return base + random.uniform(0, base / 4)  # jitter, not a secret
+
+
+def describe(exc: BaseException) -> str:
+    """``Class: first line of the message`` (psycopg's messages run over several lines)."""
+    lines = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {lines[0]}" if lines else exc.__class__.__name__
+
+
+def drop_connections() -> None:
+    """Close every database connection of this thread, also broken ones: the next query
+    connects anew."""
+    for conn in connections.all(initialized_only=True):
+        try:
+            conn.close()
+        except Exception:  # a broken connection may fail to close: forget it
+            conn.connection = None
+
+
+def database_answers() -> bool:
+    """Whether the database answers a query on a fresh connection."""
+    drop_connections()
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DB_LOST:
+        return False
+    return True
+
+
+def requeue_abandoned(lease_seconds: float = TASK_LEASE_SECONDS) -> int:
+    """Put tasks RUNNING for longer than the lease (their worker died) back to READY."""
+    cutoff = timezone.now() - timedelta(seconds=lease_seconds)
+    count = DBTaskResult.objects.filter(
+        status=TaskResultStatus.RUNNING, started_at__lt=cutoff
+    ).update(status=TaskResultStatus.READY)
+    if count:
+        logger.warning(
+            "worker: %s task(s) left running by a dead worker put back in the queue", count
+        )
+    return count
+
+
+class SupervisedWorker(Worker):
+    """django-tasks-db's worker, remembering the task it runs so that a task interrupted by
+    a lost database can be put back in the queue."""
+
+    in_flight: DBTaskResult | None = None
+
+    def run_task(self, db_task_result: DBTaskResult) -> None:
+        self.in_flight = db_task_result
+        # Raises when the outcome cannot be written (the database is gone): in_flight stays
+        # set, and requeue_interrupted() puts the task back once the database is back.
+        super().run_task(db_task_result)
+        if (
+            db_task_result.status == TaskResultStatus.FAILED
+            and db_task_result.exception_class_path in DB_LOST_PATHS
+        ):
+            self._retry_later(db_task_result)
+        self.in_flight = None
+
+    def _retry_later(self, task: DBTaskResult) -> None:
+        attempts = len(task.worker_ids)
+        if attempts > DB_RETRIES:
+            return
+        delay = timedelta(seconds=2**attempts)
+        retried = DBTaskResult.objects.filter(
+            pk=task.pk, status=TaskResultStatus.FAILED, started_at=task.started_at
+        ).update(status=TaskResultStatus.READY, finished_at=None, run_after=timezone.now() + delay)
+        if retried:
+            logger.warning(
+                "worker: task %s (%s) failed on a lost database connection; it runs again in %s s",
+                task.pk,
+                task.task_path.rsplit(".", 1)[-1],
+                delay.seconds,
+            )
+
+    def requeue_interrupted(self) -> None:
+        """After a reconnect: the task the outage interrupted runs again (if its row still
+        says RUNNING under this claim, or FAILED by the lost connection)."""
+        task = self.in_flight
+        if task is None:
+            return
+        requeued = (
+            DBTaskResult.objects.filter(pk=task.pk, started_at=task.started_at)
+            .filter(
+                Q(status=TaskResultStatus.RUNNING)
+                | Q(status=TaskResultStatus.FAILED, exception_class_path__in=DB_LOST_PATHS)
+            )
+            .update(status=TaskResultStatus.READY, finished_at=None)
+        )
+        self.in_flight = None
+        if requeued:
+            logger.warning(
+                "worker: task %s (%s), interrupted by the outage, is back in the queue",
+                task.pk,
+                task.task_path.rsplit(".", 1)[-1],
+            )
 
 
 class Command(BaseCommand):
@@ -35,7 +190,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, once: bool = False, poll: float = 0.2, **options: Any) -> None:
         self.running = True
-        worker = Worker(
+        worker = SupervisedWorker(
             queue_names=["*"],
             interval=0,
             batch=True,
@@ -56,19 +211,68 @@ class Command(BaseCommand):
             signal.signal(signal.SIGTERM, stop)
             logger.info("worker started (pid %s)", os.getpid())
         next_janitor = 0.0
+        failures = 0  # consecutive passes lost to the database: the backoff's position
         while self.running:
-            close_old_connections()
-            if time.monotonic() >= next_janitor:
-                try:
-                    run_janitor()
-                except Exception:
-                    logger.exception("reconciler pass failed; will retry")
-                next_janitor = time.monotonic() + settings.RECONCILE_INTERVAL_SECONDS
-            worker.running = self.running
-            before = worker._run_tasks
-            worker.run()
+            try:
+                close_old_connections()
+                if time.monotonic() >= next_janitor:
+                    self.reconcile()
+                    next_janitor = time.monotonic() + settings.RECONCILE_INTERVAL_SECONDS
+                worker.running = self.running
+                before = worker._run_tasks
+                worker.run()
+            except DB_LOST as exc:
+                if once:
+                    raise
+                failures = self.ride_out(exc, worker, failures)
+                next_janitor = 0.0  # the reconciler first: it re-finds what the outage left
+                continue
+            failures = 0
             if once:
                 break
             if worker._run_tasks == before:
                 time.sleep(poll)
         logger.info("worker stopped")
+
+    def reconcile(self) -> None:
+        """One reconciler pass. A lost database propagates (the caller waits for it); any
+        other error — also a database error while the database answers (a statement timeout,
+        a lock timeout), which waiting would not cure and which must not keep the queue
+        from running — is logged, and the pass is tried again next interval."""
+        for step in (run_janitor, requeue_abandoned):
+            try:
+                step()
+            except DB_LOST:
+                if not database_answers():
+                    raise
+                logger.exception("reconciler pass failed (%s); will retry", step.__name__)
+            except Exception:
+                logger.exception("reconciler pass failed (%s); will retry", step.__name__)
+
+    def ride_out(self, exc: Exception, worker: SupervisedWorker, failures: int) -> int:
+        """Wait for the database with backoff; returns the backoff position when it answers
+        again (or when the worker is asked to stop)."""
+        began = time.monotonic()
+        logger.warning("worker: database unavailable (%s); retrying with backoff", describe(exc))
+        while self.running:
+            drop_connections()
+            self.sleep(retry_delay(failures))
+            failures += 1
+            if not self.running:
+                break
+            try:
+                if not database_answers():
+                    continue
+                worker.requeue_interrupted()
+            except DB_LOST as again:
+                logger.debug("worker: database still unavailable: %s", again)
+                continue
+            logger.info("worker: database reachable again after %.1f s", time.monotonic() - began)
+            break
+        return failures
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but return soon after SIGINT/SIGTERM."""
+        deadline = time.monotonic() + seconds
+        while self.running and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
