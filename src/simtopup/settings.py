@@ -309,6 +309,18 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["ENGINE"] = "simtopup.core.db.postgresql"
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {})
+    # A database that does not answer (down, restarting, frozen, a dropped network path) is
+    # noticed in seconds, not after the operating system's TCP timeouts (minutes): a connect
+    # gives up after SIMTOPUP_DB_CONNECT_TIMEOUT seconds, and an idle connection whose server
+    # vanished is found dead by TCP keepalives. A URL's own parameters win.
+    for _name, _value in (
+        ("connect_timeout", envint("DB_CONNECT_TIMEOUT", 5)),
+        ("keepalives", 1),
+        ("keepalives_idle", 10),
+        ("keepalives_interval", 5),
+        ("keepalives_count", 3),
+    ):
+        _db["OPTIONS"].setdefault(_name, _value)
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
