@@ -166,3 +166,42 @@ def test_a_processing_refund_is_confirmed_by_its_notification(
     assert Payment.objects.get().status == PaymentStatus.REFUNDED
     assert Order.objects.get(pk=order["id"]).status == OrderStatus.REFUNDED
     assert_ledger_clean()
+
+
+# --- the payer's address, not the proxy's -------------------------------------------------
+
+
+def test_wechat_pay_is_given_the_app_payer_s_address_behind_a_trusted_proxy(
+    actors: Actors, settings: Any, gateway: FakeWechatGateway
+) -> None:
+    settings.CLIENT_IP_HEADER = "HTTP_X_FORWARDED_FOR"
+    token, _c = make_customer("+8613300000010")
+    response = post_json(
+        app(token),  # the test client's REMOTE_ADDR, 127.0.0.1, is the proxy
+        "/api/v1/orders",
+        {"device": actors.device.iccid, "plan": "day-1g", "payment_method": "wechat_pay"},
+        **{"X-Forwarded-For": "198.51.100.77"},
+    )
+    assert response.status_code == 201, response.content
+    [sent] = gateway.requests
+    assert sent["json"]["scene_info"] == {"payer_client_ip": "198.51.100.77"}
+
+
+def test_wechat_pay_is_given_the_website_payer_s_address_behind_a_trusted_proxy(
+    actors: Actors, settings: Any, gateway: FakeWechatGateway
+) -> None:
+    from tests.test_web_topup import confirmation
+    from tests.web_support import browser
+
+    settings.CLIENT_IP_HEADER = "HTTP_X_FORWARDED_FOR"
+    client = browser()
+    token = confirmation(client, actors.device.iccid)
+    paid = client.post(
+        "/topup/confirm",
+        {"confirmation": token, "payment_method": "wechat_pay"},
+        headers={"X-Forwarded-For": "203.0.113.200"},
+    )
+    assert paid.status_code == 302, paid.content
+    assert Payment.objects.get().provider == "wechatpay"
+    [sent] = gateway.requests
+    assert sent["json"]["scene_info"] == {"payer_client_ip": "203.0.113.200"}

@@ -439,6 +439,7 @@ def test_it_maps_refund_events(event_type: str, status: str, kind: str) -> None:
     assert (event.kind, event.reference, event.provider_ref) == (kind, REF, "pi_3Test")
     assert (event.amount, event.currency) == (3000, "CNY")
     assert event.refund_reference == "rf_7Hk2mQ9xLr"
+    assert event.provider_refund_ref == "re_1"
 
 
 def test_it_rejects_a_tampered_body() -> None:

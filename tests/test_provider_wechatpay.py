@@ -558,6 +558,7 @@ def test_it_maps_events(
     [event] = WechatPayProvider().parse_notification(headers, body)
     assert (event.kind, event.amount, event.reference) == (kind, amount, REF)
     assert event.refund_reference == resource.get("out_refund_no")
+    assert event.provider_refund_ref == resource.get("refund_id")
 
 
 def test_it_answers_as_wechat_pay_expects(gateway: FakeWechatGateway) -> None:

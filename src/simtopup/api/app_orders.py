@@ -10,6 +10,7 @@ from ninja import Query, Router, Schema
 from pydantic import Field, StrictInt
 
 from simtopup.accounts.models import Customer
+from simtopup.api.app_auth import client_ip
 from simtopup.api.auth import AppBearer
 from simtopup.api.idempotency import run_once
 from simtopup.api.pagination import page
@@ -174,7 +175,7 @@ def create_quote(request: HttpRequest, payload: QuoteIn) -> HttpResponse:
 )
 def create_order(request: HttpRequest, payload: OrderIn) -> HttpResponse:
     customer = _customer(request)
-    client_ip = request.META.get("REMOTE_ADDR")
+    payer_ip = client_ip(request)
     prepared: list[PreparedPayment | None] = []
 
     def prepare() -> None:
@@ -186,7 +187,7 @@ def create_order(request: HttpRequest, payload: OrderIn) -> HttpResponse:
                 payload.plan,
                 payload.payment_method,
                 quote_id=payload.quote,
-                client_ip=client_ip,
+                client_ip=payer_ip,
             )
         )
 
@@ -197,7 +198,7 @@ def create_order(request: HttpRequest, payload: OrderIn) -> HttpResponse:
             payload.plan,
             payload.payment_method,
             quote_id=payload.quote,
-            client_ip=client_ip,
+            client_ip=payer_ip,
             prepared=prepared[-1] if prepared else None,
         )
         return 201, order_body(orders.get_customer_order(customer, order.pk))

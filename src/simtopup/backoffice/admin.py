@@ -11,6 +11,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import revoke_token
@@ -287,11 +288,50 @@ class PaymentAdmin(ReadOnlyAdmin):
         return f"{to_decimal_string(payment.amount, payment.currency)} {payment.currency}"
 
 
+class NeedsReviewFilter(admin.SimpleListFilter):
+    """Notifications that did not match what we expected, flagged for an operator."""
+
+    title = "review"
+    parameter_name = "review"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("needed", "needing review"), ("done", "reviewed"), ("flagged", "all flagged")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        flagged = queryset.filter(flagged_at__isnull=False)
+        if self.value() == "needed":
+            return flagged.filter(reviewed_at__isnull=True)
+        if self.value() == "done":
+            return flagged.filter(reviewed_at__isnull=False)
+        if self.value() == "flagged":
+            return flagged
+        return queryset
+
+
 @admin.register(PaymentEvent)
 class PaymentEventAdmin(ReadOnlyAdmin):
-    list_display = ["received_at", "provider", "event_id", "kind", "outcome", "payment", "detail"]
-    list_filter = ["provider", "kind", "outcome"]
+    list_display = [
+        "received_at",
+        "provider",
+        "event_id",
+        "kind",
+        "outcome",
+        "payment",
+        "detail",
+        "flagged_at",
+        "reviewed_at",
+    ]
+    list_filter = [NeedsReviewFilter, "provider", "kind", "outcome"]
     search_fields = ["event_id", "payment__reference"]
+    actions = ["mark_reviewed"]
+
+    @admin.action(description="Mark the selected flagged notifications as reviewed")
+    def mark_reviewed(self, request: HttpRequest, queryset: QuerySet[PaymentEvent]) -> None:
+        # Only the review is recorded: a flagged notification never moves money or orders.
+        done = queryset.filter(flagged_at__isnull=False, reviewed_at__isnull=True).update(
+            reviewed_at=timezone.now(), reviewed_by=request.user.get_username()[:150]
+        )
+        self.message_user(request, f"{done} notification(s) marked reviewed", messages.SUCCESS)
 
 
 @admin.register(Refund)

@@ -15,6 +15,7 @@ and the provider is then asked (with retries) to return it to the payer.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Iterable
@@ -54,6 +55,7 @@ from simtopup.payments.providers.base import (
     ProviderError,
     ProviderEvent,
 )
+from simtopup.payments.providers.base import PaymentStatus as ProviderPaymentStatus
 from simtopup.payments.registry import get_provider
 
 logger = logging.getLogger(__name__)
@@ -189,22 +191,39 @@ def _next_check(created_at: datetime, now: datetime) -> datetime | None:
 # --- applying a provider's verdict --------------------------------------------------------
 
 
-def _mismatch(
-    payment: Payment,
+def mismatch(
     provider: Provider,
+    expected: Payment | Refund,
     amount: int | None,
     currency: str | None,
     merchant: str | None,
+    *,
+    refund_reference: str | None = None,
+    provider_refund_ref: str | None = None,
+    stated_only: bool = False,
 ) -> str:
-    """Why the provider's report does not match our payment ("" if it does)."""
+    """Why a provider's report (a notification or a query answer) does not match the payment
+    or refund it claims to be about ("" if it does): the same amount and currency, our
+    merchant where the provider reports one, and for a refund our refund reference (or the
+    provider's refund id we stored). ``stated_only``: a missing amount or currency passes
+    (a failure report moves no money); otherwise the report must state both."""
     problems = []
-    if amount != payment.amount:
-        problems.append(f"amount {amount} != {payment.amount}")
-    if (currency or "").upper() != payment.currency:
-        problems.append(f"currency {currency} != {payment.currency}")
-    expected = provider.merchant
-    if expected is not None and merchant is not None and merchant != expected:
-        problems.append(f"merchant {merchant} != {expected}")
+    if isinstance(expected, Refund):
+        ours = refund_reference == expected.reference or bool(
+            provider_refund_ref
+            and expected.provider_refund_ref
+            and provider_refund_ref == expected.provider_refund_ref
+        )
+        if not ours:
+            named = refund_reference or provider_refund_ref or "no refund reference"
+            problems.append(f"refund {named} != {expected.reference}")
+    if amount != expected.amount and not (stated_only and amount is None):
+        problems.append(f"amount {amount} != {expected.amount}")
+    if (currency or "").upper() != expected.currency and not (stated_only and not currency):
+        problems.append(f"currency {currency} != {expected.currency}")
+    ours_at_provider = provider.merchant
+    if ours_at_provider is not None and merchant is not None and merchant != ours_at_provider:
+        problems.append(f"merchant {merchant} != {ours_at_provider}")
     return "; ".join(problems)
 
 
@@ -230,7 +249,12 @@ def _record_event(provider: Provider, event: ProviderEvent) -> str:
         logger.info("payment event %s/%s is a duplicate", provider.name, event.event_id)
         return "duplicate"
     outcome, detail = _apply(provider, payment, event)
-    PaymentEvent.objects.filter(pk=stored.pk).update(outcome=outcome, detail=detail[:300])
+    flagged = outcome == EventOutcome.MISMATCH or (
+        outcome == EventOutcome.UNKNOWN_PAYMENT and event.kind != FAILED
+    )
+    PaymentEvent.objects.filter(pk=stored.pk).update(
+        outcome=outcome, detail=detail[:300], flagged_at=timezone.now() if flagged else None
+    )
     return str(outcome)
 
 
@@ -274,29 +298,51 @@ def _apply(
             payment, provider, event.amount, event.currency, event.merchant, event.provider_ref
         )
     if event.kind == FAILED:
-        if event.merchant and provider.merchant and event.merchant != provider.merchant:
-            return _log_mismatch(payment, provider, f"merchant {event.merchant}")
+        why = mismatch(
+            provider, payment, event.amount, event.currency, event.merchant, stated_only=True
+        )
+        if why:
+            return _log_mismatch(payment, provider, why)
         return apply_failure(payment, event.failure_code or "payment_failed")
+    return _apply_refund_event(provider, payment, event)
+
+
+def _apply_refund_event(
+    provider: Provider, payment: Payment, event: ProviderEvent
+) -> tuple[EventOutcome, str]:
+    """A refund's notification: it must name our refund of this payment, with its amount and
+    currency, before it confirms anything."""
     refund = Refund.objects.filter(payment=payment).first()
     if refund is None:
-        logger.error(
-            "%s reports a refund of payment %s that was not made here",
-            provider.name,
-            payment.reference,
-        )
-        return EventOutcome.IGNORED, "refund not initiated here"
+        # Money going back that we never sent back (a refund made at the provider's
+        # dashboard?): the ledger does not know of it, a person must look.
+        named = event.refund_reference or event.provider_refund_ref or "unnamed"
+        return _log_mismatch(payment, provider, f"refund {named} was not made here")
+    why = mismatch(
+        provider,
+        refund,
+        event.amount,
+        event.currency,
+        event.merchant,
+        refund_reference=event.refund_reference,
+        provider_refund_ref=event.provider_refund_ref,
+    )
+    if why:
+        return _log_mismatch(payment, provider, why)
     if event.kind == REFUNDED:
-        return (
-            EventOutcome.APPLIED if _confirm_refund(refund, None) else EventOutcome.ALREADY_APPLIED
-        ), ""
+        confirmed = _confirm_refund(refund, event.provider_refund_ref)
+        return (EventOutcome.APPLIED if confirmed else EventOutcome.ALREADY_APPLIED), ""
     logger.error("provider %s: refund %s failed", provider.name, refund.reference)
     Refund.objects.filter(pk=refund.pk).update(last_error=(event.failure_code or "refund failed"))
     return EventOutcome.APPLIED, "refund failed at the provider"
 
 
 def _log_mismatch(payment: Payment, provider: Provider, why: str) -> tuple[EventOutcome, str]:
+    """A report that does not match changes nothing: one ERROR, and the report is flagged for
+    an operator (by :func:`record_event`, or :func:`_flag_answer` for a query's answer)."""
     logger.error(
-        "payment %s via %s: provider report does not match (%s); nothing credited",
+        "payment %s via %s: provider report does not match (%s); nothing changed, flagged "
+        "for review",
         payment.reference,
         provider.name,
         why,
@@ -314,7 +360,7 @@ def apply_success(
 ) -> tuple[EventOutcome, str]:
     """The provider captured the money: credit the order once (or refund it, if the order
     was closed meanwhile). Runs in the caller's transaction."""
-    why = _mismatch(payment, provider, amount, currency, merchant)
+    why = mismatch(provider, payment, amount, currency, merchant)
     if why:
         return _log_mismatch(payment, provider, why)
     now = timezone.now()
@@ -605,7 +651,7 @@ def _query_and_apply(payment: Payment) -> str:
         return "error"
     if status.status == "succeeded":
         with transaction.atomic(durable=True):
-            outcome, _detail = apply_success(
+            outcome, detail = apply_success(
                 payment,
                 provider,
                 status.amount,
@@ -613,12 +659,41 @@ def _query_and_apply(payment: Payment) -> str:
                 status.merchant,
                 status.provider_ref,
             )
+            if outcome == EventOutcome.MISMATCH:
+                _flag_answer(payment, provider, status, detail)
         return str(outcome)
     if status.status == "failed":
         with transaction.atomic(durable=True):
             outcome, _detail = apply_failure(payment, status.failure_code or "payment_failed")
         return f"failed:{outcome}"
     return status.status
+
+
+def _flag_answer(
+    payment: Payment, provider: Provider, status: ProviderPaymentStatus, why: str
+) -> None:
+    """A query's answer that does not match is flagged like a notification: stored once per
+    distinct answer (the janitor asks again on its schedule), for an operator to review."""
+    answer = {
+        "status": status.status,
+        "provider_ref": status.provider_ref,
+        "amount": status.amount,
+        "currency": status.currency,
+        "merchant": status.merchant,
+    }
+    digest = hashlib.sha256(repr(sorted(answer.items())).encode()).hexdigest()[:16]
+    PaymentEvent.objects.get_or_create(
+        provider=provider.name,
+        event_id=f"query:{payment.reference}:{digest}",
+        defaults={
+            "payment": payment,
+            "kind": SUCCEEDED,
+            "payload": {"query": answer},
+            "outcome": EventOutcome.MISMATCH,
+            "detail": why[:300],
+            "flagged_at": timezone.now(),
+        },
+    )
 
 
 def expire_order(order_id: int) -> str:

@@ -88,11 +88,24 @@ class PaymentEvent(models.Model):
     )
     detail = models.CharField(max_length=300, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
+    # Flagged for an operator: an authentic notification that does not match what we expect
+    # (amount, currency, merchant, a refund not ours, money for a payment we do not know).
+    # It changed nothing; it waits in the console until an operator marks it reviewed.
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["provider", "event_id"], name="payments_event_once_per_provider"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["flagged_at"],
+                condition=Q(flagged_at__isnull=False, reviewed_at__isnull=True),
+                name="payments_event_needs_review",
             )
         ]
 

@@ -14,6 +14,7 @@ from django.db.models import Count, Sum
 
 from simtopup.ledger.models import LedgerAudit
 from simtopup.orders.models import Order
+from simtopup.payments.models import PaymentEvent
 from simtopup.resellers.models import DeliveryStatus, WebhookDelivery
 from simtopup.usage.models import UsageRecord
 
@@ -53,6 +54,13 @@ def render_metrics() -> str:
         "# HELP simtopup_overage_bytes_total Bytes used beyond bundles and credit.",
         "# TYPE simtopup_overage_bytes_total counter",
         f"simtopup_overage_bytes_total {usage['o'] or 0}",
+    ]
+    flagged = PaymentEvent.objects.filter(flagged_at__isnull=False, reviewed_at__isnull=True)
+    lines += [
+        "# HELP simtopup_payment_events_flagged Provider notifications that did not match"
+        " (amount, currency, merchant, refund), awaiting an operator's review.",
+        "# TYPE simtopup_payment_events_flagged gauge",
+        f"simtopup_payment_events_flagged {flagged.count()}",
     ]
     lines += _ledger_audit()
     return "\n".join(lines) + "\n"

@@ -101,8 +101,10 @@ class ProviderEvent:
     occurred_at: datetime | None = None
     failure_code: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
-    # For refund.* kinds: our refund reference, when the provider echoes it.
+    # For refund.* kinds: our refund reference, when the provider echoes it, and the
+    # provider's own id of the refund.
     refund_reference: str | None = None
+    provider_refund_ref: str | None = None
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,8 @@ class SandboxProvider(Provider):
                 merchant=data.get("merchant"),
                 failure_code=data.get("failure_code"),
                 raw=event,
+                refund_reference=data.get("refund_reference"),
+                provider_refund_ref=data.get("refund"),
             )
         ]
 

@@ -366,6 +366,7 @@ class StripeProvider(Provider):
                 amount=from_stripe_amount(obj.get("amount"), currency),
                 failure_code=obj.get("failure_reason") if kind == REFUND_FAILED else None,
                 refund_reference=metadata.get("refund_reference"),
+                provider_refund_ref=obj.get("id"),
                 **base,
             )
         # charge.refunded and the rest: stored, not acted upon (refund.* carry each refund's

@@ -380,6 +380,7 @@ class WechatPayProvider(Provider):
             failure_code=failure,
             raw=result,
             refund_reference=resource.get("out_refund_no"),
+            provider_refund_ref=resource.get("refund_id"),
         )
 
     def ack(self, accepted: bool) -> Ack:

@@ -32,6 +32,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from simtopup.accounts.models import Customer
+from simtopup.api.app_auth import client_ip
 from simtopup.api.models import IdempotencyRecord
 from simtopup.catalog.display import format_data, format_validity
 from simtopup.catalog.models import Plan
@@ -260,7 +261,7 @@ def _place(
     if device is None:
         raise Http404
     text = identifier_of(device)
-    client_ip = request.META.get("REMOTE_ADDR")
+    payer_ip = client_ip(request)
     if customer is None:
         plan = get_plan(data["p"])
         if (plan.price, plan.currency) != (data["a"], data["c"]):
@@ -270,7 +271,7 @@ def _place(
                 409,
             )
     prepared: PreparedPayment | None = orders.prepare_order(
-        customer, text, data["p"], method, quote_id=data["q"], client_ip=client_ip
+        customer, text, data["p"], method, quote_id=data["q"], client_ip=payer_ip
     )
     with transaction.atomic(durable=True):
         order = orders.place_order(
@@ -280,7 +281,7 @@ def _place(
             method,
             quote_id=data["q"],
             channel=Channel.WEB,
-            client_ip=client_ip,
+            client_ip=payer_ip,
             prepared=prepared,
         )
         IdempotencyRecord.objects.filter(scope=IDEMPOTENCY_SCOPE, key=data["k"]).update(
