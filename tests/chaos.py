@@ -69,6 +69,7 @@ import json
 import os
 import random
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -654,14 +655,16 @@ class Chaos:
         self.shape = shape or Shape()
         self.log = log or (lambda message: None)
         self.run_id = "c" + uuid.uuid4().hex[:8]
-        self.network_secret = "chaos-network-" + uuid.uuid4().hex
+        self.network_secret = "chaos-network-" + secrets.token_hex(24)
         port = free_port()
         self.env = app_env(
             database.url,
             workdir / "var",
+            SECRET_KEY="chaos-" + secrets.token_urlsafe(40),
             NETWORK_SECRET=self.network_secret,
             SITE_URL=f"http://127.0.0.1:{port}",
             PAYMENT_PROVIDER="sandbox",
+            SANDBOX_ALLOWED="1",  # a test installation: the sandbox may take payments
             SANDBOX_WEBHOOK_DELIVERY="http",
             # Quick retries and take-overs, so that a minute's faults settle in seconds.
             SANDBOX_WEBHOOK_BACKOFF="1,2,4,8",
@@ -1074,12 +1077,14 @@ class Chaos:
         """Let the clients finish (bounded), wait for paid orders to be fulfilled, run the
         final check-ledger, read the database, stop serve, reconcile."""
         self.stopping.set()
-        deadline = time.monotonic() + self.shape.retry_seconds + 30
+        began = time.monotonic()
+        deadline = began + self.shape.retry_seconds + 30
         for thread in self.threads:
             thread.join(max(0.1, deadline - time.monotonic()))
             if thread.is_alive():
                 self.journal.note(f"client {thread.name} still running after the load")
         self.watch_serve()
+        self.log(f"clients done in {time.monotonic() - began:.1f} s")
         self.settle_orders()
         self.final_ledger = self.check_ledger()
         self.report = self.python(
@@ -1090,7 +1095,13 @@ class Chaos:
         )
         self.read_floats()
         self.watch_serve()
+        stopping = time.monotonic()
         self.serve_exit = self.serve.stop()
+        self.log(
+            f"final check-ledger {self.final_ledger.outcome}, database read; serve stopped in "
+            f"{time.monotonic() - stopping:.1f} s (exit {self.serve_exit}); "
+            f"{time.monotonic() - began:.1f} s after the load"
+        )
         self.problems = self.reconcile()
 
     def settle_orders(self) -> None:
