@@ -91,11 +91,12 @@ def test_it_refuses_a_wrong_password_without_saying_which_part_is_wrong(actors: 
 
 
 def test_it_rate_limits_failed_logins_per_user_name(actors: Actors, settings: Any) -> None:
-    settings.AGENT_LOGIN_USER_LIMITS = ["3/900"]
+    settings.AGENT_LOGIN_USER_LIMITS = ["3/900"]  # from all addresses together
     make_staff(actors.alice, "owner@alice.example")
+    for n in range(3):
+        guess = log_in(Client(REMOTE_ADDR=f"192.0.2.{n}"), "owner@alice.example", "guess")
+        assert guess.status_code == 400
     client = Client()
-    for _ in range(3):
-        assert log_in(client, "owner@alice.example", "guess").status_code == 400
     blocked = log_in(client, "owner@alice.example")  # even the right password now waits
     assert blocked.status_code == 429
     assert "Too many failed attempts" in blocked.content.decode()
@@ -103,6 +104,17 @@ def test_it_rate_limits_failed_logins_per_user_name(actors: Actors, settings: An
     # Another user name from the same address is not blocked by this limit.
     make_staff(actors.alice, "clerk@alice.example", "clerk")
     assert log_in(client, "clerk@alice.example").status_code == 302
+
+
+def test_it_rate_limits_failed_logins_per_user_name_from_one_address(
+    actors: Actors, settings: Any
+) -> None:
+    make_staff(actors.alice, "owner@alice.example")
+    stranger = Client(REMOTE_ADDR="203.0.113.9")
+    for _ in range(5):  # SIMTOPUP_AGENT_LOGIN_USER_IP_LIMITS: 5 a quarter-hour
+        assert log_in(stranger, "owner@alice.example", "guess").status_code == 400
+    assert log_in(stranger, "owner@alice.example").status_code == 429
+    assert log_in(Client(REMOTE_ADDR="203.0.113.10"), "owner@alice.example").status_code == 302
 
 
 def test_it_rate_limits_failed_logins_per_ip(actors: Actors, settings: Any) -> None:

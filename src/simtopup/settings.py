@@ -203,9 +203,15 @@ OPERATOR_NAME = env("OPERATOR_NAME", "simtopup")
 RECEIPT_FONT = env("RECEIPT_FONT", "")
 
 # --- reseller portal (web/agent.py) -----------------------------------------------------------
-# Failed staff logins allowed, "<count>/<seconds>" each, per user name and per client IP.
-AGENT_LOGIN_USER_LIMITS = envlist("AGENT_LOGIN_USER_LIMITS", "5/900,20/86400")
-AGENT_LOGIN_IP_LIMITS = envlist("AGENT_LOGIN_IP_LIMITS", "30/900")
+# Failed staff logins allowed, "<count>/<seconds>" each (fixed windows; an attempt is counted
+# before its password is checked, and given back when it was right). Per user name from one
+# client address, in longer steps (5 a quarter-hour, 10 an hour, 20 a day; a success clears
+# it): a stranger's guesses stop the stranger, not the clerk at another address. Per user name
+# from all addresses: a far larger cap against guessing from many addresses. Per client
+# address (IPv6 per /64) across user names: against trying many names.
+AGENT_LOGIN_USER_IP_LIMITS = envlist("AGENT_LOGIN_USER_IP_LIMITS", "5/900,10/3600,20/86400")
+AGENT_LOGIN_USER_LIMITS = envlist("AGENT_LOGIN_USER_LIMITS", "100/3600,300/86400")
+AGENT_LOGIN_IP_LIMITS = envlist("AGENT_LOGIN_IP_LIMITS", "30/900,300/86400")
 
 # --- customer service: the help page's contact form (support/, web/help.py) ---------------
 # Where new support tickets are emailed (through the email sender); empty: stored and logged only.

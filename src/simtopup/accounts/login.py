@@ -6,7 +6,9 @@ email (the first successful login creates the account), and every failure to exc
 
 A code is 6 random digits, kept only as an HMAC (keyed with ``SECRET_KEY``), valid
 ``LOGIN_CODE_TTL_SECONDS``; ``LOGIN_CODE_MAX_ATTEMPTS`` wrong tries burn it, and asking for a
-new code burns the previous ones. It is spent by compare-and-swap, so two concurrent
+new code burns the previous ones. Every try is claimed by one conditional ``UPDATE`` before the
+code is compared, so at most ``LOGIN_CODE_MAX_ATTEMPTS`` comparisons are ever made per code,
+however many tries arrive at once. It is spent by compare-and-swap, so two concurrent
 exchanges of one code give one token.
 """
 
@@ -17,15 +19,14 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -204,22 +205,17 @@ def spend_code(identity: Identity, code: str, *, language: str = "zh-hans") -> C
         .order_by("-created_at", "-pk")
         .first()
     )
-    if row is None:
+    # Claimed outside any transaction that the error would roll back.
+    attempt = _claim_attempt(row.pk, max_attempts, now) if row is not None else None
+    if row is None or attempt is None:
         raise _invalid_code()
     if not code or not hmac.compare_digest(row.code_hash, hash_code(identity, code)):
-        # Counted outside any transaction that the error would roll back.
-        LoginCode.objects.filter(pk=row.pk, used_at=None).update(attempts=F("attempts") + 1)
-        LoginCode.objects.filter(
-            pk=row.pk, attempts__gte=max_attempts, burned_at=None, used_at=None
-        ).update(burned_at=now)
+        if attempt >= max_attempts:
+            LoginCode.objects.filter(pk=row.pk, burned_at=None, used_at=None).update(burned_at=now)
         raise _invalid_code()
     with transaction.atomic(durable=True):
         won = LoginCode.objects.filter(
-            pk=row.pk,
-            used_at=None,
-            burned_at=None,
-            expires_at__gt=now,
-            attempts__lt=max_attempts,
+            pk=row.pk, used_at=None, burned_at=None, expires_at__gt=now
         ).update(used_at=now)
         if not won:
             raise _invalid_code()
@@ -227,6 +223,31 @@ def spend_code(identity: Identity, code: str, *, language: str = "zh-hans") -> C
         Customer.objects.filter(pk=customer.pk).update(last_login_at=now)
         customer.last_login_at = now
     return customer
+
+
+def _claim_attempt(code_id: int, max_attempts: int, now: datetime) -> int | None:
+    """Count one try at a live code before it is compared: the try's number (1 to
+    ``max_attempts``), or None when the code is used up, burned or expired. One conditional
+    ``UPDATE … RETURNING`` (PostgreSQL, SQLite 3.35+): concurrent tries each get their own
+    number, and no more than ``max_attempts`` ever get one."""
+    meta = LoginCode._meta
+    quote = connection.ops.quote_name
+    columns = {field.name: field.column for field in meta.concrete_fields if field.column}
+
+    def column(name: str) -> str:
+        return quote(columns[name])
+
+    attempts = column("attempts")
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {attempts} = {attempts} + 1"
+        f" WHERE {column('id')} = %s AND {attempts} < %s"
+        f" AND {column('used_at')} IS NULL AND {column('burned_at')} IS NULL"
+        f" AND {column('expires_at')} > %s RETURNING {attempts}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [code_id, max_attempts, connection.ops.adapt_datetimefield_value(now)])
+        claimed = cursor.fetchone()
+    return None if claimed is None else int(claimed[0])
 
 
 def _customer_for(identity: Identity, language: str) -> Customer:

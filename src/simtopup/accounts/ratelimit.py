@@ -1,9 +1,15 @@
 """Rate limits counted in the database, so they hold across web processes.
 
 Fixed windows: ``hit(key, limits)`` adds one to the counter of each limit's current window
-by compare-and-swap (``UPDATE … SET count = count + 1 WHERE count < limit``); the row count
-says whether the call fits. Call it inside the caller's transaction: when one limit refuses,
-raising rolls the other increments back.
+by compare-and-swap (``UPDATE … SET count = count + 1 WHERE count < limit``): counted and
+checked in one statement, so parallel requests can never all see room that only one has (the
+database locks the row; PostgreSQL re-checks the condition after waiting for it); the row count
+says whether the call fits. A window's first event inserts its row; concurrent first events
+meet on the unique constraint and fall back to the same ``UPDATE``. Call it inside the
+caller's transaction: when one limit refuses, raising rolls the other increments back.
+
+To limit how many attempts are *evaluated* (not only how many failed), count the attempt with
+``hit`` before evaluating it and ``release`` it (same ``now``) when it turns out not to count.
 """
 
 from __future__ import annotations
@@ -98,6 +104,24 @@ def hit(key: str, limits: list[Limit], now: datetime | None = None) -> None:
             waits.append(max(1, math.ceil((end - now).total_seconds())))
     if waits:
         raise RateLimited(max(waits))
+
+
+def release(key: str, limits: list[Limit], now: datetime) -> None:
+    """Give back one event that ``hit(key, limits, now)`` counted (the same ``now``, so the
+    same windows), e.g. an attempt reserved before it was checked that was not a failure.
+    A counter never goes below zero."""
+    for limit in limits:
+        RateCounter.objects.filter(
+            key=key,
+            window_seconds=limit.seconds,
+            window_start=_window_start(now, limit.seconds),
+            count__gt=0,
+        ).update(count=F("count") - 1)
+
+
+def reset(key: str) -> None:
+    """Forget every window of ``key`` (e.g. failures from an address once its user is in)."""
+    RateCounter.objects.filter(key=key).delete()
 
 
 def prune(older_than: timedelta = timedelta(days=2)) -> int:

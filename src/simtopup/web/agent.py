@@ -39,8 +39,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from simtopup.accounts.models import RateCounter
-from simtopup.accounts.ratelimit import Limit, RateLimited, hit, ip_bucket
+from simtopup.accounts.ratelimit import Limit, RateLimited, hit, ip_bucket, release, reset
 from simtopup.api.app_auth import client_ip
 from simtopup.catalog.display import plan_detail
 from simtopup.catalog.models import Plan
@@ -168,40 +167,57 @@ def _limits(texts: list[str]) -> list[Limit]:
     return [Limit.parse(t) for t in texts]
 
 
-def _login_keys(request: HttpRequest, username: str) -> list[tuple[str, list[Limit]]]:
+Keys = list[tuple[str, list[Limit]]]
+
+
+def _login_keys(request: HttpRequest, username: str) -> tuple[Keys, str]:
+    """The limits a portal login attempt counts against, and the key of its (user name,
+    address) pair. Per pair (with longer steps: a stranger's failures stop the stranger, not
+    the clerk elsewhere), per user name from every address (a far larger cap against guessing
+    from many addresses) and per address across user names (spraying)."""
     name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-    keys = [(f"agent-login:user:{name}", _limits(settings.AGENT_LOGIN_USER_LIMITS))]
     ip = client_ip(request)
+    bucket = ip_bucket(ip) if ip else "-"
+    pair = f"agent-login:user-ip:{name}:{bucket}"
+    keys = [
+        (pair, _limits(settings.AGENT_LOGIN_USER_IP_LIMITS)),
+        (f"agent-login:user:{name}", _limits(settings.AGENT_LOGIN_USER_LIMITS)),
+    ]
     if ip:
-        keys.append((f"agent-login:ip:{ip_bucket(ip)}", _limits(settings.AGENT_LOGIN_IP_LIMITS)))
-    return keys
+        keys.append((f"agent-login:ip:{bucket}", _limits(settings.AGENT_LOGIN_IP_LIMITS)))
+    return keys, pair
 
 
-def _seconds_blocked(keys: list[tuple[str, list[Limit]]]) -> int:
-    """How long until another attempt is allowed (0: now). Only failures are counted, so this
-    only reads the counters that :func:`_count_failure` fills."""
-    now = timezone.now()
-    wait = 0
-    for key, limits in keys:
-        for limit in limits:
-            start_ts = math.floor(now.timestamp() / limit.seconds) * limit.seconds
-            start = datetime.fromtimestamp(start_ts, tz=now.tzinfo)
-            full = RateCounter.objects.filter(
-                key=key, window_seconds=limit.seconds, window_start=start, count__gte=limit.count
-            ).exists()
-            if full:
-                end = start + timedelta(seconds=limit.seconds)
-                wait = max(wait, max(1, math.ceil((end - now).total_seconds())))
-    return wait
+def _reserve_attempt(keys: Keys, now: datetime) -> int:
+    """Count this attempt as a failure *before* its password is checked (one transaction:
+    counted and checked per window in one statement), so parallel attempts can never be
+    checked beyond the limits. The seconds to wait when a limit is full (nothing counted),
+    else 0."""
+
+    def reserve() -> int:
+        waits = []
+        for key, limits in keys:
+            try:
+                hit(key, limits, now)
+            except RateLimited as exc:
+                waits.append(exc.retry_after)
+        if waits:
+            transaction.set_rollback(True)
+        return max(waits, default=0)
+
+    return durable(reserve)
 
 
-def _count_failure(keys: list[tuple[str, list[Limit]]]) -> None:
-    for key, limits in keys:
-        try:
-            with transaction.atomic():
-                hit(key, limits)
-        except RateLimited:
-            pass  # already full: the next attempt is refused by _seconds_blocked
+def _not_a_failure(keys: Keys, pair: str, now: datetime) -> None:
+    """The password was right: give the reserved attempt back, and forget the failures of
+    this user name from this address."""
+
+    def give_back() -> None:
+        for key, limits in keys:
+            release(key, limits, now)
+        reset(pair)
+
+    durable(give_back)
 
 
 def _too_many(seconds: int) -> str:
@@ -219,8 +235,9 @@ def login(request: HttpRequest) -> HttpResponse:
     status = 200
     if request.method == "POST" and form.is_valid():
         username = form.cleaned_data["username"].strip()
-        keys = _login_keys(request, username)
-        wait = _seconds_blocked(keys)
+        keys, pair = _login_keys(request, username)
+        now = timezone.now()
+        wait = _reserve_attempt(keys, now)
         if wait:
             form.add_error(None, _too_many(wait))
             status = 429
@@ -228,11 +245,12 @@ def login(request: HttpRequest) -> HttpResponse:
             user = authenticate(
                 request, username=username.lower(), password=form.cleaned_data["password"]
             )
+            if user is not None:
+                _not_a_failure(keys, pair, now)
             member = (
                 ResellerMember.objects.filter(user_id=user.pk).first() if user is not None else None
             )
-            if user is None:
-                _count_failure(keys)
+            if user is None:  # the reserved attempt stays counted as a failure
                 form.add_error(None, _("The email or password is not right."))
                 status = 400
             elif member is None:
