@@ -21,6 +21,9 @@ install: $(STAMP)
 
 # The Debian packages: receipts need a CJK font; the tests also read PDFs and drive a browser.
 # Only the missing ones are installed; a no-op when all are present (scripts/install-system-deps).
+# A demo installation: the sandbox gateway takes the payments (SIMTOPUP_SANDBOX_ALLOWED=1),
+# secrets are generated in the data directory; `demo` and `serve` say so in their output.
+run: export SIMTOPUP_SANDBOX_ALLOWED ?= 1
 run: install
 	@scripts/install-system-deps fonts-noto-cjk
 	$(BIN)/simtopup migrate --no-input

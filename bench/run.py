@@ -225,6 +225,7 @@ def django_env(database_url: str, data_dir: Path) -> dict[str, str]:
         "SIMTOPUP_DATA_DIR": str(data_dir),
         "SIMTOPUP_NETWORK_SECRET": NETWORK_SECRET,
         "SIMTOPUP_DEBUG": "0",
+        "SIMTOPUP_SANDBOX_ALLOWED": "1",  # a test installation: serve refuses the sandbox else
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,11 @@ import pytest
 from django.test import Client
 
 from tests.support import Actors, reseller_client
+
+# The suite runs the sandbox gateway with DEBUG off, as a test installation: so do the
+# simtopup processes tests start (serve, worker), which inherit the environment.
+# tests/test_deploy_checks.py tests the refusal itself.
+os.environ.setdefault("SIMTOPUP_SANDBOX_ALLOWED", "1")
 
 
 @pytest.fixture
@@ -31,3 +37,8 @@ def _run_on_commit(django_capture_on_commit_callbacks: Any) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _test_installation(settings: Any) -> None:
+    settings.SANDBOX_ALLOWED = True  # see SIMTOPUP_SANDBOX_ALLOWED above

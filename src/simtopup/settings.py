@@ -13,6 +13,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from simtopup.core.keyfile import KeyFileError, read_or_create
+
 BASE_DIR = Path(__file__).resolve().parent
 
 
@@ -46,12 +48,34 @@ def envlist(name: str, default: str) -> list[str]:
 
 DATA_DIR = Path(env("DATA_DIR", str(Path.cwd() / "var"))).resolve()
 DEBUG = envbool("DEBUG", False)
-SECRET_KEY = env("SECRET_KEY", "")
-if not SECRET_KEY:
-    # A development default, derived per data directory so it is stable across restarts.
-    # Production deployments set SIMTOPUP_SECRET_KEY (checked by `simtopup check --deploy`).
-    SECRET_KEY = "insecure-dev-key-" + str(DATA_DIR)
-NETWORK_SECRET = env("NETWORK_SECRET", "dev-network-secret")
+# Secrets that were not set and come from files generated in DATA_DIR: {name: file}. The
+# system checks (core/checks.py) and `serve`'s start-up notes read it.
+GENERATED_SECRETS: dict[str, str] = {}
+
+
+def generated_secret(name: str, filename: str, nbytes: int) -> str:
+    """A random secret made once per installation and kept in DATA_DIR/<filename> (mode
+    0600), for SIMTOPUP_<name> when it is not set (core/keyfile.py)."""
+    path = DATA_DIR / filename
+    try:
+        value = read_or_create(path, nbytes)
+    except (OSError, KeyFileError) as exc:
+        raise ImproperlyConfigured(
+            f"SIMTOPUP_{name} is not set and {path} cannot be used ({exc}): set"
+            f" SIMTOPUP_{name}, or let simtopup write to SIMTOPUP_DATA_DIR"
+        ) from None
+    GENERATED_SECRETS[name] = str(path)
+    return value
+
+
+# Django's signing key (sessions, CSRF, signed links, one-time code hashes; the sandbox's
+# webhook secret and the demo's logins are derived from it). Unset: generated per
+# installation. Several hosts serving one installation must all set the same value.
+SECRET_KEY = env("SECRET_KEY", "") or generated_secret("SECRET_KEY", "secret_key", 48)
+# HMAC secret the network signs its usage reports with (X-Simtopup-Signature).
+NETWORK_SECRET = env("NETWORK_SECRET", "") or generated_secret(
+    "NETWORK_SECRET", "network_secret", 32
+)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000")
@@ -128,6 +152,9 @@ SMS_HTTP_TIMEOUT_SECONDS = envint("SMS_HTTP_TIMEOUT_SECONDS", 10)
 # and per-method overrides, e.g. "card=stripe,alipay=alipay,wechat_pay=wechatpay".
 PAYMENT_PROVIDER = env("PAYMENT_PROVIDER", "sandbox")
 PAYMENT_ROUTES = dict(item.split("=", 1) for item in envlist("PAYMENT_ROUTES", "") if "=" in item)
+# The sandbox pays any order for free from its hosted page: with DEBUG off, `serve`, `worker`
+# and `check --deploy` refuse it unless this says the installation is a test one.
+SANDBOX_ALLOWED = envbool("SANDBOX_ALLOWED", False)
 # An order not paid within this many seconds is cancelled (a later payment is refunded).
 PAYMENT_EXPIRY_SECONDS = envint("PAYMENT_EXPIRY_SECONDS", 1800)
 # When the janitor asks the provider about a payment still pending: seconds after creation
@@ -139,8 +166,9 @@ PAYMENT_QUERY_SCHEDULE = [
 PAYMENT_REFUND_BACKOFF = [int(s) for s in envlist("PAYMENT_REFUND_BACKOFF", "30,300,1800,7200")]
 # How long a quote (price confirmation) holds its price.
 QUOTE_TTL_SECONDS = envint("QUOTE_TTL_SECONDS", 900)
-# Sandbox gateway: its webhook signing secret (derived from SECRET_KEY when unset), the
-# merchant id it reports, and knobs to exercise real failure modes in demos and tests.
+# Sandbox gateway: its webhook signing secret (derived from SECRET_KEY when unset, so as
+# private as the key), the merchant id it reports, and knobs to exercise real failure modes
+# in demos and tests.
 SANDBOX_WEBHOOK_SECRET = env("SANDBOX_WEBHOOK_SECRET", "")
 SANDBOX_MERCHANT = env("SANDBOX_MERCHANT", "simtopup-sandbox")
 SANDBOX_DECLINE_ALL = envbool("SANDBOX_DECLINE_ALL", False)

@@ -15,6 +15,7 @@ from stdnum import luhn
 from stdnum.iso7064 import mod_97_10
 
 from simtopup.catalog.models import PaygTariff, Plan
+from simtopup.core.checks import installation_notes
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import open_account
@@ -190,3 +191,5 @@ class Command(BaseCommand):
             " code is printed in the server's output; payments go through the sandbox gateway"
             f" (API docs: {settings.SITE_URL}/api/docs)"
         )
+        for note in installation_notes():
+            self.stdout.write(f"  {note}")

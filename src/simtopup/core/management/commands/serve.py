@@ -33,6 +33,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection
 
+from simtopup.core.checks import installation_notes, refuse_unsafe_start
 from simtopup.core.management.commands.worker import (
     DB_LOST,
     describe,
@@ -207,6 +208,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        # With DEBUG off, an unsafe configuration (the sandbox gateway in production, a
+        # development secret, http with secure cookies) stops serve here (core/checks.py).
+        refuse_unsafe_start("serve")
         try:
             self.migrate()
         except KeyboardInterrupt:
@@ -264,6 +268,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"simtopup serving on http://{opts['host']}:{opts['port']}/ (Ctrl-C stops everything)"
         )
+        for note in installation_notes():
+            self.stdout.write(f"  {note}")
         self.stdout.flush()
         try:
             while not self.stops:

@@ -56,6 +56,7 @@ from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
+from simtopup.core.checks import refuse_unsafe_start
 from simtopup.core.janitor import run_janitor
 
 logger = logging.getLogger("simtopup.worker")
@@ -189,6 +190,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, once: bool = False, poll: float = 0.2, **options: Any) -> None:
+        refuse_unsafe_start("worker", django_security=False)  # e.g. the sandbox in production
         self.running = True
         worker = SupervisedWorker(
             queue_names=["*"],
