@@ -27,13 +27,13 @@ from django.db.models import Q
 from simtopup.api import auth as api_auth
 from simtopup.core.money import to_decimal_string
 from simtopup.core.transactions import durable, is_conflict
+from simtopup.devices.inventory import create_device
 from simtopup.devices.models import DeviceStatus
 from simtopup.ledger.audit import audit
 from simtopup.ledger.models import Transfer
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.resellers.actions import create_reseller, credit_float
 from simtopup.resellers.models import Reseller
-from simtopup.devices.inventory import create_device
 from tests.support import Actors, float_of, iccid, post_json, reseller_client
 from tests.test_concurrency import run_concurrently, topup_job
 

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ledger', '0005_hot_update_room'),
+        ("ledger", "0005_hot_update_room"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='transfer',
-            name='destination_balance',
+            model_name="transfer",
+            name="destination_balance",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='transfer',
-            name='source_balance',
+            model_name="transfer",
+            name="source_balance",
             field=models.BigIntegerField(blank=True, null=True),
         ),
     ]
