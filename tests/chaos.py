@@ -24,8 +24,14 @@ connection error is the server's doing, never a stale keep-alive):
   hosted checkout page, ``outcome=succeed``; the signed webhook reaches the site over HTTP
   through the background worker, which fulfils the order;
 * usage batches to ``POST /network/v1/usage`` on the same cards, signed;
-* an operator thread: ``simtopup check-ledger --json`` and ``simtopup reseller credit`` on
-  a schedule, during the load.
+* the operator, in two more threads: ``simtopup check-ledger --json`` every
+  ``Shape.ledger_every`` seconds and ``simtopup reseller credit`` to the small float every
+  ``Shape.credit_every`` seconds, during the load.
+
+serve runs as a test installation (sandbox allowed) with the retry, lease and reconcile
+intervals shortened (``Chaos.__init__``): a fulfilment left by a killed worker is taken over
+after 5 s instead of 120 s, a key held by a request that died frees after 10 s instead of 60 s,
+so that a minute's faults settle in seconds. What is checked does not depend on them.
 
 Faults (:class:`Fault`), on the caller's schedule, each leaving a *window* from its start to
 ``grace`` seconds after the system was whole again: ``web_worker`` (SIGKILL to one of
