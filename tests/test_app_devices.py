@@ -12,6 +12,7 @@ import segno
 from django.test import Client
 from django.utils import timezone
 
+from simtopup.devices.binding import hash_pin
 from simtopup.devices.esim import qr_code
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device
@@ -24,6 +25,16 @@ from tests.support import GB, MB, Actors, eid, iccid, imei, network_post
 from tests.test_app_auth import assert_problem
 
 LPA = "LPA:1$smdp.example.net$04386-AGYFT-A74Y8-3F815"
+PIN = "4821 0937"  # the binding PIN, as printed with the card
+
+
+@pytest.fixture
+def actors(actors: Actors) -> Actors:
+    """The shared actors, their cards printed with a binding PIN."""
+    for device in actors.devices:
+        Device.objects.filter(pk=device.pk).update(pin_hash=hash_pin(PIN))
+        device.refresh_from_db()
+    return actors
 
 
 @pytest.fixture
@@ -38,8 +49,8 @@ def bob_app(actors: Actors) -> Client:
     return app_client(token)
 
 
-def bind(client: Client, device: str, **extra: Any) -> Any:
-    return post_json(client, "/api/v1/devices", {"device": device, **extra})
+def bind(client: Client, device: str, proof: str = PIN, **extra: Any) -> Any:
+    return post_json(client, "/api/v1/devices", {"device": device, "proof": proof, **extra})
 
 
 def reseller_topup(alice: Client, device: Device, plan: str) -> None:
@@ -98,8 +109,8 @@ def test_binding_my_own_card_again_is_harmless(actors: Actors, alice_app: Client
 
 
 def test_it_binds_by_imei_eid_and_serial(actors: Actors, alice_app: Client) -> None:
-    hotspot = create_device(kind="hotspot", imei=imei(7), serial="HS-0007")
-    sim = create_device(kind="sim", iccid=iccid(77), serial="SIM 77")
+    hotspot = create_device(kind="hotspot", imei=imei(7), serial="HS-0007", pin=PIN)
+    sim = create_device(kind="sim", iccid=iccid(77), serial="SIM 77", pin=PIN)
     assert bind(alice_app, imei(7)).json()["id"] == hotspot.pk
     assert bind(alice_app, "SIM 77").json()["id"] == sim.pk
     assert bind(alice_app, actors.devices[2].eid).json()["id"] == actors.devices[2].pk
@@ -139,10 +150,15 @@ def test_it_refuses_what_is_not_one_of_our_cards(
     "body",
     [
         {},
-        {"device": ""},
-        {"device": 123},
-        {"device": "x", "nickname": "n" * 61},
-        {"device": "x", "owner": 1},
+        {"device": "", "proof": PIN},
+        {"device": 123, "proof": PIN},
+        {"device": "x", "proof": PIN, "nickname": "n" * 61},
+        {"device": "x", "proof": PIN, "owner": 1},
+        {"device": "x"},
+        {"device": "x", "proof": ""},
+        {"device": "x", "proof": "  "},
+        {"device": "x", "proof": 123456},
+        {"device": "x", "proof": "1" * 256},
     ],
 )
 def test_it_refuses_bad_bind_bodies(actors: Actors, alice_app: Client, body: Any) -> None:
@@ -278,7 +294,7 @@ def _dark_modules(d: str, border: int) -> set[tuple[int, int]]:
 
 
 def test_only_esims_have_an_activation_code(actors: Actors, alice_app: Client) -> None:
-    sim = create_device(kind="sim", iccid=iccid(50))
+    sim = create_device(kind="sim", iccid=iccid(50), pin=PIN)
     sim_id = bind(alice_app, sim.iccid).json()["id"]
     assert_problem(alice_app.get(f"/api/v1/devices/{sim_id}/esim"), 409, "not_an_esim")
     esim_id = bind(alice_app, actors.device.iccid).json()["id"]  # no code on file
@@ -425,7 +441,7 @@ def test_plans_are_public_and_named_in_my_language(actors: Actors) -> None:
 def test_two_customers_binding_one_card_at_once_one_wins() -> None:
     from tests.test_concurrency import run_concurrently
 
-    device = create_device(kind="esim", iccid=iccid(42))
+    device = create_device(kind="esim", iccid=iccid(42), pin=PIN)
     alice_token, alice = login_customer("+8613800138000")
     bob_token, bob = login_customer("+8613900139000")
     jobs = [

@@ -9,7 +9,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from simtopup.accounts.models import Customer
 from simtopup.devices import importer
+from simtopup.devices.binding import bind_device, pin_matches
 from simtopup.devices.identifiers import find_device
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device, DeviceStatus
@@ -311,22 +313,22 @@ def test_header_columns_may_come_in_any_order_and_case(db: None, tmp_path: Path)
     [
         (
             "kind,imei,iccid,eid,serial",
-            "line 1: the header must name the columns kind,imei,iccid,eid,serial,activation_code "
+            "line 1: the header must name the columns kind,imei,iccid,eid,serial,activation_code[,pin] "
             "(missing activation_code)",
         ),
         (
             "kind,imei,iccid,eid,serial,activation_code,colour",
-            "line 1: the header must name the columns kind,imei,iccid,eid,serial,activation_code "
+            "line 1: the header must name the columns kind,imei,iccid,eid,serial,activation_code[,pin] "
             "(unexpected colour)",
         ),
         (
             "kind,imei,iccid,iccid,serial,activation_code",
-            "line 1: the header must name the columns kind,imei,iccid,eid,serial,activation_code "
+            "line 1: the header must name the columns kind,imei,iccid,eid,serial,activation_code[,pin] "
             "(missing eid; repeated iccid)",
         ),
         (
             f"esim,,{iccid(101)},,,",
-            "line 1: the header must name the columns kind,imei,iccid,eid,serial,activation_code "
+            "line 1: the header must name the columns kind,imei,iccid,eid,serial,activation_code[,pin] "
             "(missing kind, imei, iccid, eid, serial, activation_code; unexpected esim, (empty), "
             f"{iccid(101)}, (empty), (empty), (empty))",
         ),
@@ -348,7 +350,7 @@ def test_an_empty_file_is_refused(db: None, tmp_path: Path, content: bytes) -> N
     path.write_bytes(content)
     assert rejected(path) == [
         f"{path} is empty; the first line must be the header "
-        "kind,imei,iccid,eid,serial,activation_code"
+        "kind,imei,iccid,eid,serial,activation_code[,pin]"
     ]
 
 
@@ -431,3 +433,97 @@ def test_it_draws_a_progress_bar_only_on_a_terminal(
     bar = capsys.readouterr().err
     assert "Creating devices" in bar
     assert "3/3" in bar
+
+
+# --- binding PINs (the optional pin column) ---------------------------------------------------
+
+PIN_HEADER = HEADER + ",pin"
+
+
+def test_it_imports_binding_pins_hashed(db: None, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        PIN_HEADER,
+        f"esim,,{iccid(101)},,,LPA:1$smdp.example$MATCH-101,4821 0937",
+        f"sim,,{iccid(102)},,,,ab-12-cd",
+        f"hotspot,{imei(103)},,,,,",  # no PIN: only an eSIM's activation code could prove it
+    )
+    assert run(path) == "3 created, 0 unchanged\n"
+    esim, sim, hotspot = (
+        Device.objects.get(pk=find_device(i).pk) for i in (iccid(101), iccid(102), imei(103))
+    )
+    assert esim.pin_hash.startswith("v1$")
+    assert "48210937" not in esim.pin_hash
+    assert pin_matches(esim.pin_hash, "48210937")
+    assert pin_matches(sim.pin_hash, "AB12CD")
+    assert hotspot.pin_hash == ""
+    # Re-importing the same file changes nothing (the salted hashes stay as they are).
+    hashes = dict(Device.objects.values_list("pk", "pin_hash"))
+    assert run(path) == "0 created, 3 unchanged\n"
+    assert dict(Device.objects.values_list("pk", "pin_hash")) == hashes
+
+
+def test_the_pin_column_is_optional_and_may_come_anywhere(db: None, tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "PIN,kind,imei,iccid,eid,serial,activation_code", f"654321,sim,,{iccid(101)},,,"
+    )
+    assert run(path) == "1 created, 0 unchanged\n"
+    assert pin_matches(Device.objects.get().pin_hash, "654321")
+
+
+def test_bad_pins_are_reported_with_their_lines(db: None, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        PIN_HEADER,
+        f"sim,,{iccid(101)},,,,12345",
+        f"sim,,{iccid(102)},,,,123456",
+        f"sim,,{iccid(103)},,,,1234567890123",
+        f"sim,,{iccid(104)},,,,12_34_56",
+        f"sim,,{iccid(105)},,,,１２３４５６",  # full-width digits are digits
+        f"sim,,{iccid(106)},,,,12/34/56",
+    )
+    assert rejected(path) == [
+        "line 2: pin: a PIN has 6 to 12 letters or digits, not 5",
+        "line 4: pin: a PIN has 6 to 12 letters or digits, not 13",
+        "line 5: pin: a PIN has only letters and digits (spaces and dashes are ignored)",
+        "line 7: pin: a PIN has only letters and digits (spaces and dashes are ignored)",
+    ]
+    assert Device.objects.count() == 0
+
+
+def test_a_file_with_pins_gives_existing_devices_without_one_their_pin(
+    actors: Actors, tmp_path: Path
+) -> None:
+    first, second = actors.devices[:2]
+    given = write(
+        tmp_path,
+        PIN_HEADER,
+        f"esim,,{first.iccid},{first.eid},,,111111",
+        f"esim,,{second.iccid},{second.eid},,,",
+        name="given.csv",
+    )
+    assert run(given) == "0 created, 1 unchanged, 1 existing device given its PIN\n"
+    assert pin_matches(Device.objects.get(pk=first.pk).pin_hash, "111111")
+    assert Device.objects.get(pk=second.pk).pin_hash == ""
+    assert run(given) == "0 created, 2 unchanged\n"  # the same PIN again: unchanged
+
+    changed = write(
+        tmp_path, PIN_HEADER, f"esim,,{first.iccid},{first.eid},,,222222", name="changed.csv"
+    )
+    assert rejected(changed) == [
+        f"line 2: device {first.pk} (ICCID {first.iccid}, EID {first.eid}) is already in "
+        "inventory with a different PIN; an import does not change existing devices"
+    ]
+    assert pin_matches(Device.objects.get(pk=first.pk).pin_hash, "111111")
+    # A file without the column leaves PINs alone.
+    assert run(write(tmp_path, HEADER, f"esim,,{first.iccid},{first.eid},,", name="none.csv")) == (
+        "0 created, 1 unchanged\n"
+    )
+
+
+def test_pins_from_an_import_bind_the_card(db: None, tmp_path: Path) -> None:
+    run(write(tmp_path, PIN_HEADER, f"sim,,{iccid(101)},,,,7788-9900"))
+    me = Customer.objects.create(phone="+8613800138000")
+    device, created = bind_device(me, iccid(101), proof="77889900")
+    assert created
+    assert device.owner_id == me.pk

@@ -9,6 +9,8 @@ import pytest
 from django.test import Client
 from django_tasks_db.models import DBTaskResult
 
+from simtopup.devices.binding import hash_pin
+from simtopup.devices.models import Device
 from simtopup.ledger.models import Transfer
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.payments.models import (
@@ -62,7 +64,10 @@ def test_it_tops_up_a_card_through_the_sandbox_from_login_to_credited(actors: Ac
     token, _customer = login_customer("+8613800138000")
     client = app(token)
     device = actors.device
-    bound = post_json(client, "/api/v1/devices", {"device": device.iccid, "nickname": "Mum"})
+    Device.objects.filter(pk=device.pk).update(pin_hash=hash_pin("482109"))  # printed with it
+    bound = post_json(
+        client, "/api/v1/devices", {"device": device.iccid, "proof": "482109", "nickname": "Mum"}
+    )
     assert bound.status_code in (200, 201), bound.content
 
     quote = post_json(client, "/api/v1/quotes", {"device": device.iccid, "plan": "day-1g"})

@@ -185,7 +185,7 @@ class Shop:
             simtopup("demo"), env=env, check=True, capture_output=True, text=True, timeout=120
         ).stdout
         key = re.search(r"demo reseller API key: (\S+)", out)
-        device = re.search(r"a demo device \(ICCID\): (\d+)", out)
+        device = re.search(r"ICCID (\d+)  PIN ", out)  # the first demo card
         assert key, out
         assert device, out
         self.key, self.iccid = key.group(1), device.group(1)

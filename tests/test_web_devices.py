@@ -8,12 +8,24 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
+from simtopup.devices.binding import hash_pin
 from simtopup.devices.models import Device
 from simtopup.orders.customer import place_balance_order
 from simtopup.usage.models import Bundle
 from tests.payments_support import bind, give_credit
 from tests.support import GB, Actors, iccid, imei
 from tests.web_support import LANGUAGES, browser, csrf_token, customer, field_errors, text
+
+PIN = "482109"  # the binding PIN printed with each of the actors' cards here
+
+
+@pytest.fixture
+def actors(actors: Actors) -> Actors:
+    """The shared actors, their cards printed with a binding PIN."""
+    for device in actors.devices:
+        Device.objects.filter(pk=device.pk).update(pin_hash=hash_pin(PIN))
+        device.refresh_from_db()
+    return actors
 
 
 @pytest.mark.parametrize(
@@ -60,15 +72,17 @@ def test_binding_by_the_printed_id_adds_the_card(actors: Actors) -> None:
     me = customer()
     client = browser(me)
     spaced = " ".join(actors.device.iccid[i : i + 4] for i in range(0, 20, 4))
-    response = client.post("/my/devices", {"device": spaced, "nickname": "Travel"})
+    response = client.post("/my/devices", {"device": spaced, "proof": PIN, "nickname": "Travel"})
     assert response.status_code == 302
     assert response["Location"] == f"/my/devices/{actors.device.pk}"
     actors.device.refresh_from_db()
     assert (actors.device.owner, actors.device.nickname) == (me, "Travel")
     page = client.get(response["Location"])
     assert "The card is now in your account." in text(page)
-    # Binding again is harmless.
-    again = client.post("/my/devices", {"device": actors.device.iccid, "nickname": ""})
+    # Binding again is harmless, and the proof is not checked again.
+    again = client.post(
+        "/my/devices", {"device": actors.device.iccid, "proof": "other", "nickname": ""}
+    )
     assert again.status_code == 302
     assert "already in your account" in text(client.get(again["Location"]))
 
@@ -87,7 +101,7 @@ def test_identifier_errors_are_shown_next_to_the_field(
     actors: Actors, typed: str, code_words: str
 ) -> None:
     me = customer()
-    response = browser(me).post("/my/devices", {"device": typed, "nickname": ""})
+    response = browser(me).post("/my/devices", {"device": typed, "proof": PIN, "nickname": ""})
     assert response.status_code == 422
     errors = field_errors(response, "device")
     assert len(errors) == 1, errors
@@ -98,9 +112,12 @@ def test_identifier_errors_are_shown_next_to_the_field(
 def test_the_check_digit_error_is_translated(actors: Actors) -> None:
     wrong = actors.device.iccid[:-1] + str((int(actors.device.iccid[-1]) + 1) % 10)
     me = customer()
-    english = field_errors(browser(me).post("/my/devices", {"device": wrong}), "device")
+    english = field_errors(
+        browser(me).post("/my/devices", {"device": wrong, "proof": PIN}), "device"
+    )
     chinese = field_errors(
-        browser(me, language="zh-hans").post("/my/devices", {"device": wrong}), "device"
+        browser(me, language="zh-hans").post("/my/devices", {"device": wrong, "proof": PIN}),
+        "device",
     )
     assert "re-read the label" in english[0]
     assert chinese
@@ -110,7 +127,9 @@ def test_the_check_digit_error_is_translated(actors: Actors) -> None:
 def test_a_card_in_another_account_cannot_be_bound(actors: Actors) -> None:
     other = customer("+8613800138001")
     bind(actors.device, other)
-    response = browser(customer()).post("/my/devices", {"device": actors.device.iccid})
+    response = browser(customer()).post(
+        "/my/devices", {"device": actors.device.iccid, "proof": PIN}
+    )
     assert response.status_code == 422
     assert "already in another account" in field_errors(response, "device")[0]
     actors.device.refresh_from_db()
@@ -234,14 +253,13 @@ def test_csrf_is_enforced(actors: Actors) -> None:
     bind(actors.device, me)
     client = browser(me, csrf=True)
     pk = actors.device.pk
-    assert client.post("/my/devices", {"device": actors.devices[1].iccid}).status_code == 403
+    bind_form = {"device": actors.devices[1].iccid, "proof": PIN}
+    assert client.post("/my/devices", bind_form).status_code == 403
     assert client.post(f"/my/devices/{pk}/name", {"nickname": "x"}).status_code == 403
     assert client.post(f"/my/devices/{pk}/remove").status_code == 403
     actors.device.refresh_from_db()
     assert actors.device.owner == me
     assert actors.device.nickname == ""
     token = csrf_token(client, "/my/devices")
-    ok = client.post(
-        "/my/devices", {"device": actors.devices[1].iccid, "csrfmiddlewaretoken": token}
-    )
+    ok = client.post("/my/devices", {**bind_form, "csrfmiddlewaretoken": token})
     assert ok.status_code == 302

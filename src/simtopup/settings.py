@@ -121,6 +121,11 @@ LOGIN_CODE_MAX_ATTEMPTS = envint("LOGIN_CODE_MAX_ATTEMPTS", 5)
 # hold across processes: per phone number / email, and per client IP.
 LOGIN_CODE_IDENTITY_LIMITS = envlist("LOGIN_CODE_IDENTITY_LIMITS", "1/60,5/3600")
 LOGIN_CODE_IP_LIMITS = envlist("LOGIN_CODE_IP_LIMITS", "20/3600")
+# Wrong proofs (PIN or eSIM activation code) when binding a card, per customer and per
+# client IP (devices/binding.py); past a limit every binding attempt is refused until the
+# window ends.
+BIND_PROOF_CUSTOMER_LIMITS = envlist("BIND_PROOF_CUSTOMER_LIMITS", "5/3600")
+BIND_PROOF_IP_LIMITS = envlist("BIND_PROOF_IP_LIMITS", "20/3600")
 # The request header (META name, e.g. HTTP_X_FORWARDED_FOR) that carries the client IP when
 # behind a trusted reverse proxy; its last entry is used. Empty: REMOTE_ADDR.
 CLIENT_IP_HEADER = env("CLIENT_IP_HEADER", "")

@@ -122,7 +122,8 @@ def my_pages(page: Any, site: str, language: str, name: str) -> None:
     the card's credit, the history."""
     me = Customer.objects.create(phone="+8613800138000", language=language)
     device = Device.objects.get(iccid=iccid(3))
-    Device.objects.filter(pk=device.pk).update(activation_code="LPA:1$smdp.example.net$E2E-3")
+    code = "LPA:1$smdp.example.net$E2E-3-MATCH"
+    Device.objects.filter(pk=device.pk).update(activation_code=code)
     with transaction.atomic():
         post(
             [
@@ -139,6 +140,8 @@ def my_pages(page: Any, site: str, language: str, name: str) -> None:
 
     page.goto(f"{site}/my/devices")
     page.fill("#id_device", iccid(3))
+    # The proof of holding the card: this eSIM's activation code (whole, or its matching ID).
+    page.fill("#id_proof", code if language == "en" else "e2e-3-match")
     page.fill("#id_nickname", "旅行" if language.startswith("zh") else "Travel")
     page.click("form.card button[type=submit]")
     page.wait_for_url(f"**/my/devices/{device.pk}")

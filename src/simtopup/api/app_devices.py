@@ -1,8 +1,9 @@
 """App API — /api/v1: my cards (bind, list, unbind, nickname), eSIM activation, balance,
 credit movements; and the public plan list.
 
-Binding a card that is already mine answers 200 with the card (201 when this call bound
-it). Another customer's card is 404 ``not_found`` on every endpoint here.
+Binding a card needs proof of holding it (its binding PIN, or an eSIM's activation code;
+devices/binding.py); binding a card that is already mine answers 200 with the card (201 when
+this call bound it). Another customer's card is 404 ``not_found`` on every endpoint here.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from django.utils.translation import gettext as _
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
-from simtopup.api.app_auth import ERRORS, me
+from simtopup.api.app_auth import ERRORS, client_ip, me
 from simtopup.api.auth import AppBearer
 from simtopup.api.pagination import page
-from simtopup.api.schemas import MoneyOut, PlanOut, Strict, Text
+from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict, Text
 from simtopup.api.serializers import plan_body, rfc3339
 from simtopup.catalog.models import Plan
 from simtopup.core.money import money
 from simtopup.devices.binding import (
+    PROOF_MAX_LENGTH,
     bind_device,
     my_device,
     my_devices,
@@ -70,6 +72,16 @@ def order_of(transfer: Transfer) -> int | None:
 
 class BindIn(Strict):
     device: str = Field(min_length=1, max_length=128, description="IMEI, ICCID, EID or serial")
+    proof: str = Field(
+        min_length=1,
+        max_length=PROOF_MAX_LENGTH,
+        description=(
+            "Proof of holding the card: the binding PIN printed with it, or for an eSIM its "
+            "activation code (the whole `LPA:1$…` string or just its matching ID). Case, "
+            "spaces and dashes do not matter. Not checked when the card is already mine."
+        ),
+        examples=["48210937"],
+    )
     nickname: str = Field("", max_length=60)
 
 
@@ -172,15 +184,27 @@ def plans(request: HttpRequest) -> list[dict[str, Any]]:
 
 @router.post(
     "/devices",
-    response={200: DeviceOut, 201: DeviceOut, **ERRORS},
+    response={200: DeviceOut, 201: DeviceOut, 429: Problem, **ERRORS},
     summary="Add a card to my account (bind)",
     description=(
-        "201 when bound now, 200 when it already was mine (nickname updated if given); "
-        "409 `device_bound_elsewhere` when it is in another account."
+        "201 when bound now, 200 when it already was mine (nickname updated if given; "
+        "`proof` is not checked). A card number alone never binds: `proof` must be the "
+        "card's binding PIN or, for an eSIM, its activation code. 422 `invalid_proof` when "
+        "it does not match (counted per customer and per client IP; past the limit, 429 "
+        "`too_many_requests` with `Retry-After`, whatever the proof); 409 "
+        "`proof_unavailable` when the card has neither (the seller or customer service "
+        "can help); 409 `device_bound_elsewhere` when, with the right proof, it is in "
+        "another account."
     ),
 )
 def bind(request: HttpRequest, payload: BindIn) -> Status[dict[str, Any]]:
-    device, created = bind_device(me(request), payload.device, payload.nickname)
+    device, created = bind_device(
+        me(request),
+        payload.device,
+        proof=payload.proof,
+        nickname=payload.nickname,
+        ip=client_ip(request),
+    )
     return Status(201 if created else 200, device_body(device))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -17,6 +18,7 @@ from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import revoke_token
 from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.money import to_decimal_string
+from simtopup.devices.binding import PIN_MAX_LENGTH, PIN_MIN_LENGTH, hash_pin, pin_problem
 from simtopup.devices.models import Device
 from simtopup.ledger.models import Account, LedgerAudit, Transfer
 from simtopup.orders.models import Order, Quote
@@ -78,12 +80,66 @@ class PaygTariffAdmin(admin.ModelAdmin):
         return False  # tariffs are history: add a new row with a later effective_from
 
 
+class DeviceForm(forms.ModelForm):
+    """The binding PIN can be set or replaced here (customer service, for a card sold without
+    one) but is never shown: only whether the card has one."""
+
+    new_pin = forms.CharField(
+        label="New binding PIN",
+        required=False,
+        strip=True,
+        max_length=40,
+        help_text=(
+            f"{PIN_MIN_LENGTH}–{PIN_MAX_LENGTH} letters or digits (spaces and dashes ignored). "
+            "Leave empty to keep the current PIN. Stored hashed: it cannot be shown again."
+        ),
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+
+    class Meta:
+        model = Device
+        fields = ["kind", "imei", "iccid", "eid", "serial", "activation_code", "status"]
+
+    def clean_new_pin(self) -> str:
+        pin: str = self.cleaned_data["new_pin"]
+        if pin and (problem := pin_problem(pin)):
+            raise forms.ValidationError(problem)
+        return pin
+
+    def save(self, commit: bool = True) -> Device:
+        device: Device = super().save(commit=False)
+        if self.cleaned_data.get("new_pin"):
+            device.pin_hash = hash_pin(self.cleaned_data["new_pin"])
+        if commit:
+            device.save()
+        return device
+
+
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "iccid", "eid", "imei", "serial", "status", "payg", "created_at"]
+    form = DeviceForm
+    list_display = [
+        "id",
+        "kind",
+        "iccid",
+        "eid",
+        "imei",
+        "serial",
+        "status",
+        "payg",
+        "has_pin",
+        "created_at",
+    ]
     list_filter = ["kind", "status", "payg"]
     search_fields = ["iccid", "eid", "imei", "serial"]
-    readonly_fields = ["credit_account", "overage_account", "payg", "created_at", "activated_at"]
+    readonly_fields = [
+        "has_pin",
+        "credit_account",
+        "overage_account",
+        "payg",
+        "created_at",
+        "activated_at",
+    ]
     fields = [
         "kind",
         "imei",
@@ -92,8 +148,13 @@ class DeviceAdmin(admin.ModelAdmin):
         "serial",
         "activation_code",
         "status",
+        "new_pin",
         *readonly_fields,
     ]
+
+    @admin.display(boolean=True, description="binding PIN")
+    def has_pin(self, device: Device) -> bool:
+        return device.has_pin
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # devices come in through `simtopup import-devices`

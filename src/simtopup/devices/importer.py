@@ -4,6 +4,12 @@ The file is all-or-nothing: every row is checked first, and if any row is bad no
 written and every problem is reported with its line number. Re-importing a file is
 idempotent: a device already in inventory with the same identifiers is left alone.
 
+An optional ``pin`` column gives each card its binding PIN (printed on its packaging; a
+customer needs it to add the card to an account, see :mod:`simtopup.devices.binding`). It is
+stored only as a keyed hash. A device already in inventory without a PIN gets the file's PIN
+(so existing stock can be given PINs by importing it again with the column); a device that
+has a different PIN is a conflict, like any other change.
+
 Identifiers share one namespace across columns: an identifier typed by a customer is looked
 up in every column (:func:`simtopup.devices.identifiers.find_device`), so a serial that equals
 another device's ICCID would make that lookup ambiguous and is refused like any duplicate.
@@ -24,11 +30,15 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from tqdm import tqdm
 
+from simtopup.devices.binding import hash_pin, normalise_pin, pin_matches, pin_problem
 from simtopup.devices.identifiers import IdentifierKind, normalise_digits, parse
 from simtopup.devices.inventory import DeviceSpec, create_devices
 from simtopup.devices.models import Device, DeviceKind
 
 COLUMNS = ("kind", "imei", "iccid", "eid", "serial", "activation_code")
+OPTIONAL_COLUMNS = ("pin",)
+# The header as the command's help and the problems show it (optional columns in brackets).
+HEADER = ",".join(COLUMNS) + "".join(f"[,{c}]" for c in OPTIONAL_COLUMNS)
 LABELS = {"imei": "IMEI", "iccid": "ICCID", "eid": "EID", "serial": "serial"}
 SHAPES = {
     "imei": (IdentifierKind.IMEI, gettext_lazy("15 digits")),
@@ -69,6 +79,7 @@ class ImportRejected(Exception):
 class ImportResult:
     created: int
     unchanged: int
+    pins_added: int = 0  # devices already in inventory that got their PIN from this file
 
 
 @dataclass
@@ -76,12 +87,18 @@ class Row:
     line: int
     kind: str = ""
     activation_code: str = ""
+    pin: str = ""  # normalised; empty: the file gives none
     # column → normalised value, only the identifiers the row gives
     identifiers: dict[str, str] = field(default_factory=dict)
     valid: bool = True
 
     def spec(self) -> DeviceSpec:
-        return DeviceSpec(kind=self.kind, activation_code=self.activation_code, **self.identifiers)  # type: ignore[typeddict-item]
+        return DeviceSpec(
+            kind=self.kind,
+            activation_code=self.activation_code,
+            pin=self.pin,
+            **self.identifiers,  # type: ignore[typeddict-item]
+        )
 
     def lookup_keys(self) -> list[tuple[str, str, str]]:
         """(column, value, lookup key) for every identifier of the row."""
@@ -96,6 +113,7 @@ class Existing(NamedTuple):
     eid: str | None
     serial: str | None
     activation_code: str
+    pin_hash: str
 
     @property
     def identifiers(self) -> dict[str, str]:
@@ -133,13 +151,15 @@ def import_devices(path: str | Path, *, progress: TextIO | None = None) -> Impor
     text = read_text(Path(path))
     rows, problems = parse_rows(text)
     lines = (0, 0)
+    pins_added = 0
     try:
         with transaction.atomic(durable=True):
             problems += check_duplicates(rows)
-            to_create, unchanged, conflicts = match_inventory(rows)
+            to_create, unchanged, pins, conflicts = match_inventory(rows)
             problems += conflicts
             if problems:
                 raise ImportRejected(sorted(problems, key=lambda p: p.line or 0))
+            pins_added = add_pins(pins)
             batch: list[Row] = []
             for row in _progress(to_create, progress):
                 batch.append(row)
@@ -162,7 +182,7 @@ def import_devices(path: str | Path, *, progress: TextIO | None = None) -> Impor
                 )
             ]
         ) from exc
-    return ImportResult(created=len(to_create), unchanged=unchanged)
+    return ImportResult(created=len(to_create), unchanged=unchanged, pins_added=pins_added)
 
 
 def read_text(path: Path) -> str:
@@ -200,7 +220,7 @@ def read_text(path: Path) -> str:
                 Problem(
                     None,
                     _("%(path)s is empty; the first line must be the header %(header)s")
-                    % {"path": path, "header": ",".join(COLUMNS)},
+                    % {"path": path, "header": HEADER},
                 )
             ]
         )
@@ -217,8 +237,9 @@ def parse_rows(text: str) -> tuple[list[Row], list[Problem]]:
         return rows, problems
     names = [name.strip().lower() for name in header]
     missing = [c for c in COLUMNS if c not in names]
-    unknown = [name or _("(empty)") for name in names if name not in COLUMNS]
-    repeated = sorted({name for name in names if name in COLUMNS and names.count(name) > 1})
+    known = COLUMNS + OPTIONAL_COLUMNS
+    unknown = [name or _("(empty)") for name in names if name not in known]
+    repeated = sorted({name for name in names if name in known and names.count(name) > 1})
     if missing or unknown or repeated:
         details = []
         if missing:
@@ -231,7 +252,7 @@ def parse_rows(text: str) -> tuple[list[Row], list[Problem]]:
             Problem(
                 header_line,
                 _("the header must name the columns %(header)s (%(details)s)")
-                % {"header": ",".join(COLUMNS), "details": "; ".join(details)},
+                % {"header": HEADER, "details": "; ".join(details)},
             )
         )
         return rows, problems
@@ -329,6 +350,13 @@ def parse_row(line: int, values: dict[str, str]) -> tuple[Row, list[Problem]]:
         )
     else:
         row.activation_code = code
+    pin = values.get("pin", "").strip()
+    if pin:
+        problem = pin_problem(pin)
+        if problem:
+            problems.append(_("pin: %(problem)s") % {"problem": problem})
+        else:
+            row.pin = normalise_pin(pin)
     row.valid = not problems
     return row, [Problem(line, message) for message in problems]
 
@@ -353,11 +381,13 @@ def check_duplicates(rows: Iterable[Row]) -> list[Problem]:
     return problems
 
 
-def match_inventory(rows: list[Row]) -> tuple[list[Row], int, list[Problem]]:
-    """Split valid rows into new devices and unchanged ones; refuse conflicts with inventory."""
+def match_inventory(rows: list[Row]) -> tuple[list[Row], int, list[tuple[int, str]], list[Problem]]:
+    """Split valid rows into new devices and unchanged ones, and list the PINs to add to
+    devices that have none ((device id, PIN)); refuse conflicts with inventory."""
     owners = _owners({key for row in rows if row.valid for _c, _v, key in row.lookup_keys()})
     to_create: list[Row] = []
     unchanged = 0
+    pins: list[tuple[int, str]] = []
     problems: list[Problem] = []
     for row in rows:
         if not row.valid:
@@ -397,6 +427,19 @@ def match_inventory(rows: list[Row]) -> tuple[list[Row], int, list[Problem]]:
                             % {"device": device.describe()},
                         )
                     )
+                elif row.pin and device.pin_hash and not pin_matches(device.pin_hash, row.pin):
+                    problems.append(
+                        Problem(
+                            row.line,
+                            _(
+                                "%(device)s is already in inventory with a different PIN; an "
+                                "import does not change existing devices"
+                            )
+                            % {"device": device.describe()},
+                        )
+                    )
+                elif row.pin and not device.pin_hash:
+                    pins.append((device.pk, row.pin))
                 else:
                     unchanged += 1
                 continue
@@ -416,7 +459,19 @@ def match_inventory(rows: list[Row]) -> tuple[list[Row], int, list[Problem]]:
                         % {"label": LABELS[column], "value": value, "device": device.describe()},
                     )
                 )
-    return to_create, unchanged, problems
+    return to_create, unchanged, pins, problems
+
+
+def add_pins(pins: list[tuple[int, str]]) -> int:
+    """Give devices without a PIN the file's PIN (only if they still have none)."""
+    added = 0
+    for start in range(0, len(pins), BATCH_SIZE):
+        batch = dict(pins[start : start + BATCH_SIZE])
+        devices = list(Device.objects.filter(pk__in=batch, pin_hash="").only("pk", "pin_hash"))
+        for device in devices:
+            device.pin_hash = hash_pin(batch[device.pk])
+        added += Device.objects.bulk_update(devices, ["pin_hash"], batch_size=BATCH_SIZE)
+    return added
 
 
 def _owners(keys: set[str]) -> dict[str, list[Existing]]:

@@ -8,6 +8,7 @@ from typing import TypedDict
 from django.conf import settings
 from django.db import transaction
 
+from simtopup.devices.binding import hash_pin
 from simtopup.devices.models import Device, DeviceKind
 from simtopup.ledger.models import BYTES, Account, AccountKind
 
@@ -19,6 +20,7 @@ class DeviceSpec(TypedDict, total=False):
     eid: str | None
     serial: str | None
     activation_code: str
+    pin: str  # the binding PIN as printed (hashed here); empty: none
 
 
 def create_devices(specs: Sequence[DeviceSpec], *, currency: str | None = None) -> list[Device]:
@@ -26,7 +28,8 @@ def create_devices(specs: Sequence[DeviceSpec], *, currency: str | None = None) 
 
     Identifiers must already be normalised (see :mod:`simtopup.devices.identifiers`); an
     identifier already in inventory raises IntegrityError (unique constraints) and the
-    caller's transaction rolls back.
+    caller's transaction rolls back. A bad PIN raises ValueError (see
+    :func:`simtopup.devices.binding.pin_problem`).
     """
     currency = currency or settings.CURRENCY
     accounts: list[Account] = []
@@ -59,6 +62,7 @@ def create_devices(specs: Sequence[DeviceSpec], *, currency: str | None = None) 
                 eid=spec.get("eid") or None,
                 serial=spec.get("serial") or None,
                 activation_code=spec.get("activation_code") or "",
+                pin_hash=hash_pin(pin) if (pin := spec.get("pin")) else "",
                 credit_account=accounts[2 * i],
                 overage_account=accounts[2 * i + 1],
             )
@@ -75,6 +79,7 @@ def create_device(
     eid: str | None = None,
     serial: str | None = None,
     activation_code: str = "",
+    pin: str = "",
     currency: str | None = None,
 ) -> Device:
     """Create one device with its ledger accounts."""
@@ -85,5 +90,6 @@ def create_device(
         "eid": eid,
         "serial": serial,
         "activation_code": activation_code,
+        "pin": pin,
     }
     return create_devices([spec], currency=currency)[0]

@@ -32,6 +32,9 @@ class Device(models.Model):
     eid = models.CharField(max_length=32, null=True, blank=True, unique=True)
     serial = models.CharField(max_length=64, null=True, blank=True, unique=True)
     activation_code = models.CharField(max_length=255, blank=True)
+    # The binding PIN printed with the card (proof of holding it, devices/binding.py), as a
+    # keyed hash: ``v1$<salt>$<HMAC>``. Empty: no PIN.
+    pin_hash = models.CharField(max_length=128, blank=True, default="")
     status = models.CharField(
         max_length=10, choices=DeviceStatus.choices, default=DeviceStatus.IN_STOCK
     )
@@ -75,6 +78,10 @@ class Device(models.Model):
     @property
     def masked(self) -> str:
         return mask(self.display_identifier)
+
+    @property
+    def has_pin(self) -> bool:
+        return bool(self.pin_hash)
 
     @property
     def rechargeable(self) -> bool:

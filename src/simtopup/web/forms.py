@@ -64,6 +64,24 @@ class BindForm(forms.Form):
             attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
         ),
     )
+    proof = forms.CharField(
+        label=_("Binding PIN or activation code"),
+        max_length=255,
+        help_text=_(
+            "The binding PIN is printed on the card's packaging, next to the device ID (under "
+            "the scratch-off panel if it has one). For an eSIM you may instead enter its "
+            "activation code (LPA:1$…) or the code's last part."
+        ),
+        error_messages={
+            "required": _(
+                "Enter the binding PIN printed with the card (for an eSIM, its activation "
+                "code also works)."
+            )
+        },
+        widget=forms.TextInput(
+            attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
+        ),
+    )
     nickname = forms.CharField(
         label=_("Nickname"),
         max_length=60,

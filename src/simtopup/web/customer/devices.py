@@ -16,6 +16,7 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from simtopup.api.app_auth import client_ip
 from simtopup.api.app_devices import (
     CREDIT_KINDS,
     EXPIRED_BUNDLES_SHOWN,
@@ -79,17 +80,23 @@ def _card(device: Device) -> dict[str, Any]:
 def device_list(request: HttpRequest) -> HttpResponse:
     customer = me(request)
     status = 200
+    retry_after = None
     if request.method == "POST":
         form = BindForm(request.POST)
         if form.is_valid():
             try:
-                with transaction.atomic(durable=True):
-                    device, created = bind_device(
-                        customer, form.cleaned_data["device"], form.cleaned_data["nickname"]
-                    )
+                # bind_device opens its own transactions (a wrong proof stays counted).
+                device, created = bind_device(
+                    customer,
+                    form.cleaned_data["device"],
+                    proof=form.cleaned_data["proof"],
+                    nickname=form.cleaned_data["nickname"],
+                    ip=client_ip(request),
+                )
             except DomainError as exc:
                 show_error(form, exc, default="device")
-                status = 422
+                status = 429 if exc.code == "too_many_requests" else 422
+                retry_after = exc.headers.get("Retry-After")
             else:
                 if created:
                     messages.success(request, _("The card is now in your account."))
@@ -101,12 +108,15 @@ def device_list(request: HttpRequest) -> HttpResponse:
     else:
         form = BindForm()
     devices = my_devices(customer).select_related("credit_account").order_by("pk")
-    return render(
+    response = render(
         request,
         "web/customer/devices.html",
         {"cards": [_card(d) for d in devices], "form": form},
         status=status,
     )
+    if retry_after:
+        response["Retry-After"] = retry_after
+    return response
 
 
 def _bundles(device: Device) -> list[dict[str, Any]]:

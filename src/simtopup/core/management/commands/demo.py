@@ -1,4 +1,8 @@
-"""`simtopup demo`: idempotent demo data — plans, tariff, devices, a reseller, an operator."""
+"""`simtopup demo`: idempotent demo data — plans, tariff, devices, a reseller, an operator.
+
+Each demo card gets a binding PIN (derived from the secret key, so running the command again
+prints the same PINs) and the command prints every card's device ID with the proof that adds
+it to an account: a card number alone never binds a card."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from stdnum.iso7064 import mod_97_10
 
 from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.checks import installation_notes
+from simtopup.devices.binding import hash_pin, pin_matches
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import open_account
@@ -97,6 +102,11 @@ def demo_eid(n: int) -> str:
     return body + mod_97_10.calc_check_digits(body)
 
 
+def demo_pin(n: int) -> str:
+    """The demo card's binding PIN: 8 digits, as if printed on its packaging."""
+    return f"{int(_derived(f'demo-pin-{n}', 16), 16) % 10**8:08d}"
+
+
 def demo_imei(n: int) -> str:
     body = f"35209900{n:06d}"
     return body + luhn.calc_check_digit(body)
@@ -132,20 +142,35 @@ class Command(BaseCommand):
                 price_per_mb=settings.DEFAULT_PAYG_TARIFF_PER_MB,
                 effective_from=datetime(2026, 1, 1, tzinfo=UTC),
             )
+        cards: list[tuple[Device, str]] = []
         for n in range(1, devices + 1):
             iccid = demo_iccid(n)
-            if Device.objects.filter(iccid=iccid).exists():
-                continue
-            if n % 4 == 0:
-                create_device(kind="hotspot", imei=demo_imei(n), iccid=iccid, serial=f"HS-{n:06d}")
-            else:
-                eid = demo_eid(n)
-                create_device(
-                    kind="esim",
-                    iccid=iccid,
-                    eid=eid,
-                    activation_code=f"LPA:1$smdp.example.net${_derived(f'match{n}', 16).upper()}",
-                )
+            pin = demo_pin(n)
+            device = Device.objects.filter(iccid=iccid).first()
+            if device is None:
+                if n % 4 == 0:
+                    device = create_device(
+                        kind="hotspot",
+                        imei=demo_imei(n),
+                        iccid=iccid,
+                        serial=f"HS-{n:06d}",
+                        pin=pin,
+                    )
+                else:
+                    device = create_device(
+                        kind="esim",
+                        iccid=iccid,
+                        eid=demo_eid(n),
+                        activation_code=(
+                            f"LPA:1$smdp.example.net${_derived(f'match{n}', 16).upper()}"
+                        ),
+                        pin=pin,
+                    )
+            elif not pin_matches(device.pin_hash, pin):
+                # Made before cards had PINs, or under another secret key.
+                device.pin_hash = hash_pin(pin)
+                device.save(update_fields=["pin_hash"])
+            cards.append((device, pin))
         reseller = Reseller.objects.filter(name="Demo Agent").first()
         if reseller is None:
             account = open_account(
@@ -174,22 +199,30 @@ class Command(BaseCommand):
         if created:
             user.set_password(password)
             user.save(update_fields=["password"])
-        sample = Device.objects.order_by("pk").first()
         self.stdout.write("Demo data ready.")
         note = "" if created else " (unless you changed it)"
         self.stdout.write(
             f"  operator console: {settings.SITE_URL}/admin/  user: operator  password: {password}{note}"
         )
         self.stdout.write(f"  demo reseller API key: {api_key}")
-        if sample:
-            self.stdout.write(f"  a demo device (ICCID): {sample.iccid}")
         self.stdout.write(
             f"  try: curl -H 'Authorization: Bearer {api_key}' {settings.SITE_URL}/reseller/v1/plans"
         )
         self.stdout.write(
-            "  customers: POST /api/v1/auth/code with any phone number or email; the one-time"
-            " code is printed in the server's output; payments go through the sandbox gateway"
-            f" (API docs: {settings.SITE_URL}/api/docs)"
+            "  customers: log in on the website or POST /api/v1/auth/code with any phone number"
+            " or email; the one-time code is printed in the server's output; payments go"
+            f" through the sandbox gateway (API docs: {settings.SITE_URL}/api/docs)"
         )
+        if cards:
+            self.stdout.write(
+                "  demo cards: add one to an account on the website (My devices) or with"
+                ' POST /api/v1/devices {"device": ICCID, "proof": PIN}; the PIN is what is'
+                " printed with a card (an eSIM's activation code works too)"
+            )
+        for device, pin in cards:
+            extra = (
+                f"  or activation code {device.activation_code}" if device.activation_code else ""
+            )
+            self.stdout.write(f"    {device.kind:<8} ICCID {device.iccid}  PIN {pin}{extra}")
         for note in installation_notes():
             self.stdout.write(f"  {note}")

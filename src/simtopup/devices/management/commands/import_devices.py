@@ -7,13 +7,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
-from simtopup.devices.importer import COLUMNS, ImportRejected, import_devices
+from simtopup.devices.importer import HEADER, ImportRejected, import_devices
 
 
 class Command(BaseCommand):
     help = (
-        f"Import devices from a UTF-8 CSV file with the header {','.join(COLUMNS)}. "
+        f"Import devices from a UTF-8 CSV file with the header {HEADER} (pin: the binding "
+        "PIN printed with the card, 6-12 letters or digits; it is stored hashed). "
         "All or nothing: if any row is bad, nothing is written and every problem is listed. "
         "Devices already in inventory with the same identifiers are left unchanged."
     )
@@ -32,7 +34,14 @@ class Command(BaseCommand):
                 _("%(count)d problem(s) found; nothing was imported.")
                 % {"count": len(rejected.problems)}
             ) from None
-        self.stdout.write(
-            _("%(created)d created, %(unchanged)d unchanged")
-            % {"created": result.created, "unchanged": result.unchanged}
-        )
+        summary = _("%(created)d created, %(unchanged)d unchanged") % {
+            "created": result.created,
+            "unchanged": result.unchanged,
+        }
+        if result.pins_added:
+            summary += ngettext(
+                ", %(count)d existing device given its PIN",
+                ", %(count)d existing devices given their PIN",
+                result.pins_added,
+            ) % {"count": result.pins_added}
+        self.stdout.write(summary)
