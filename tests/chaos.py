@@ -77,7 +77,6 @@ import random
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -92,6 +91,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from tests.processes import alive, children, cmdline, free_port, simtopup
+
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_PLAN = "day-1g"
 CREDIT_PLAN = "credit-20"
@@ -105,42 +106,6 @@ ACCESS_LOG = re.compile(r'"(?:GET|POST|PUT|DELETE|HEAD) [^"]*" \d{3} ')
 
 
 # --- processes ----------------------------------------------------------------------------
-
-
-def simtopup(*args: str) -> list[str]:
-    executable = Path(sys.executable).with_name("simtopup")
-    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "simtopup.cli"]
-    return [*command, *args]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task_dir in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found += [int(p) for p in (task_dir / "children").read_text().split()]
-    return sorted(p for p in found if alive(p))
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def app_env(database_url: str, data_dir: Path, **settings: str) -> dict[str, str]:

@@ -45,7 +45,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -57,6 +56,7 @@ from typing import Literal
 import pytest
 
 from tests import system_deps
+from tests.processes import free_port
 
 StopMode = Literal["smart", "fast", "immediate"]
 STOP_SIGNALS: dict[str, signal.Signals] = {
@@ -112,12 +112,6 @@ def find_bindir() -> Path | None:
         if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
             return bindir
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgCluster:

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from django.core.management.base import SystemCheckError
 
 from simtopup.core import keyfile
 from simtopup.core.checks import installation_notes
+from tests.processes import free_port, simtopup
 
 SAFE = {
     "DEBUG": False,
@@ -344,18 +344,6 @@ def test_secrets_set_explicitly_win_and_no_file_is_made(tmp_path: Path) -> None:
 
 
 # --- serve and worker at start-up ---------------------------------------------------------
-
-
-def simtopup(*args: str) -> list[str]:
-    executable = Path(sys.executable).with_name("simtopup")
-    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "simtopup.cli"]
-    return [*command, *args]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_serve_refuses_the_sandbox_in_production(tmp_path: Path) -> None:

@@ -14,9 +14,7 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -41,49 +39,12 @@ from simtopup.core.management.commands.worker import (
 )
 from tests.fake_upstream import FakeUpstream
 from tests.pgcluster import PgCluster, throwaway_cluster
+from tests.processes import alive, children, cmdline, free_port, simtopup
 
 RECOVERY_SECONDS = 10  # after the database is back, everything works again within this
 
 
 # --- processes ----------------------------------------------------------------------------
-
-
-def simtopup(*args: str) -> list[str]:
-    executable = Path(sys.executable).with_name("simtopup")
-    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "simtopup.cli"]
-    return [*command, *args]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task_dir in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(p) for p in (task_dir / "children").read_text().split()]
-        except OSError:
-            continue
-    return sorted(p for p in found if alive(p))
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, why: Callable[[], str]) -> float:
