@@ -5,15 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from simtopup.orders.models import Order
 from simtopup.resellers.actions import suspend
-from simtopup.resellers.models import ApiKey
+from simtopup.resellers.models import ApiKey, Reseller, WebhookDelivery
 from tests.agent_support import PASSWORD, hidden, log_in, make_staff
 from tests.support import Actors, float_of, iccid
 
@@ -434,6 +436,16 @@ def test_a_key_needs_a_name(owner: Client, actors: Actors) -> None:
     assert ApiKey.objects.filter(reseller=actors.alice).count() == 1
 
 
+@pytest.fixture
+def public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every host name resolves to a public address (tests have no DNS)."""
+    from ipaddress import ip_address
+
+    from simtopup.resellers import webhooks
+
+    monkeypatch.setattr(webhooks, "resolve", lambda host, port: [ip_address("93.184.215.14")])
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -442,9 +454,16 @@ def test_a_key_needs_a_name(owner: Client, actors: Actors) -> None:
         "not a url",
         "https://user:pw@example.com/h",
         "http://10.0.0.1/h",
+        "http://127.0.0.1:9000/h",
+        "https://10.0.0.5/h",
+        "https://127.0.0.1:5432/",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::ffff:127.0.0.1]/h",
     ],
 )
-def test_the_webhook_must_be_https_or_loopback(owner: Client, actors: Actors, url: str) -> None:
+def test_the_webhook_must_be_https_on_a_public_address(
+    owner: Client, actors: Actors, url: str
+) -> None:
     response = owner.post("/agent/webhook", {"webhook_url": url, "action": "save"})
     assert response.status_code == 422
     html = response.content.decode()
@@ -455,6 +474,7 @@ def test_the_webhook_must_be_https_or_loopback(owner: Client, actors: Actors, ur
     assert actors.alice.webhook_secret == ""
 
 
+@pytest.mark.usefixtures("public_dns")
 def test_the_webhook_secret_is_shown_once_and_can_be_rotated(owner: Client, actors: Actors) -> None:
     saved = owner.post(
         "/agent/webhook", {"webhook_url": "https://hooks.example/st", "action": "save"}
@@ -469,7 +489,7 @@ def test_the_webhook_secret_is_shown_once_and_can_be_rotated(owner: Client, acto
     assert secret[:10] in page
     # Changing the URL keeps the secret (and does not show it again).
     moved = owner.post(
-        "/agent/webhook", {"webhook_url": "http://127.0.0.1:9000/h", "action": "save"}
+        "/agent/webhook", {"webhook_url": "https://hooks2.example/st", "action": "save"}
     )
     assert moved.status_code == 302
     actors.alice.refresh_from_db()
@@ -479,6 +499,57 @@ def test_the_webhook_secret_is_shown_once_and_can_be_rotated(owner: Client, acto
     actors.alice.refresh_from_db()
     assert new != secret
     assert actors.alice.webhook_secret == new
+
+
+def test_the_webhook_page_shows_the_resellers_own_delivery_log(
+    owner: Client, actors: Actors
+) -> None:
+    now = timezone.now()
+
+    def delivery(reseller: Reseller, n: int, reference: str, **fields: Any) -> WebhookDelivery:
+        return WebhookDelivery.objects.create(
+            reseller=reseller,
+            event="topup.fulfilled",
+            dedupe_key=f"topup.fulfilled:order:{n}",
+            payload={"type": "topup.fulfilled", "data": {"id": n, "reference": reference}},
+            **{"next_attempt_at": now, **fields},
+        )
+
+    page = owner.get("/agent/webhook").content.decode()
+    assert 'id="no-deliveries"' in page
+    done = delivery(
+        actors.alice, 901, "SHOP-1", status="delivered", attempts=1, last_attempt_at=now
+    )
+    failing = delivery(
+        actors.alice,
+        902,
+        "SHOP-2",
+        attempts=2,
+        last_attempt_at=now,
+        next_attempt_at=now + timedelta(minutes=5),
+        last_error="refused: hooks.example.com resolves to 10.0.0.5, which is not a public address",
+    )
+    theirs = delivery(actors.bob, 903, "BOB-REF-9", attempts=3, last_error="bob's own error")
+    page = main_text(owner.get("/agent/webhook"))
+    assert 'id="no-deliveries"' not in page
+    mine = page[page.index(f'id="delivery-{failing.pk}"') :]
+    row = mine[: mine.index("</tr>")]
+    assert "topup.fulfilled" in row
+    assert "SHOP-2" in row
+    assert "/agent/topups/902" in row
+    assert "Retrying" in row
+    assert '<td data-label="Attempts">2</td>' in row
+    assert "which is not a public address" in row
+    assert "SHOP-1" in page
+    assert "Delivered" in page
+    assert page.index(f'id="delivery-{failing.pk}"') < page.index(f'id="delivery-{done.pk}"')
+    # Another reseller's deliveries are never shown.
+    assert f'id="delivery-{theirs.pk}"' not in page
+    assert "BOB-REF-9" not in page
+    assert "bob&#x27;s own error" not in page
+    zh = owner.get("/agent/webhook", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "最近的发送记录" in zh
+    assert "等待重试" in zh
 
 
 # --- isolation --------------------------------------------------------------------------------

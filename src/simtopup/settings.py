@@ -93,7 +93,13 @@ FULFILMENT_BACKOFF = [int(s) for s in envlist("FULFILMENT_BACKOFF", "5,30,120,60
 # How long a fulfilment may stay `fulfilling` before the reconciler takes it over.
 FULFILMENT_LEASE_SECONDS = envint("FULFILMENT_LEASE_SECONDS", 120)
 WEBHOOK_BACKOFF = [int(s) for s in envlist("WEBHOOK_BACKOFF", "10,60,300,1800,7200,21600")]
+# The whole of one webhook call (DNS lookup, connect, TLS, sending, the answer), in seconds.
 WEBHOOK_TIMEOUT_SECONDS = envint("WEBHOOK_TIMEOUT_SECONDS", 10)
+# Reseller webhooks go to https URLs on public addresses only (resellers/webhooks.py); 1, for
+# a test installation, also allows plain http and private or loopback addresses.
+WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", False)
+# Threads of the worker's webhook lane: deliveries run there, beside payments and fulfilment.
+WEBHOOK_WORKERS = envint("WEBHOOK_WORKERS", 4)
 RECONCILE_INTERVAL_SECONDS = envint("RECONCILE_INTERVAL_SECONDS", 15)
 # How often the worker audits the ledger (check-ledger's checks, one snapshot) and stores the
 # result for /metrics; checked on each reconciler pass. 0 turns the scheduled audit off.
@@ -366,7 +372,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TASKS = {
     "default": {
         "BACKEND": "django_tasks_db.DatabaseBackend",
-        "QUEUES": ["default"],
+        # "webhooks": reseller webhook deliveries, served by the worker's webhook lane.
+        "QUEUES": ["default", "webhooks"],
     }
 }
 

@@ -35,7 +35,15 @@ def _sell(page: Any, site: str, device: str, plan: str, name: str) -> str:
     return page.inner_text("#receipt-no").strip()
 
 
-def test_staff_sells_a_top_up_on_a_desktop_in_english(site: str, desktop: Any) -> None:
+def test_staff_sells_a_top_up_on_a_desktop_in_english(
+    site: str, desktop: Any, monkeypatch: Any
+) -> None:
+    from ipaddress import ip_address
+
+    from simtopup.resellers import webhooks
+
+    # The webhook URL's host must resolve to a public address; tests have no DNS.
+    monkeypatch.setattr(webhooks, "resolve", lambda host, port: [ip_address("93.184.215.14")])
     alice = Reseller.objects.get(name="Alice Mobile")
     make_staff(alice, "owner@alice.example", "owner")
     before = float_of(alice)

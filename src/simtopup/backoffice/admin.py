@@ -17,6 +17,7 @@ from django.utils import timezone
 from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import revoke_token
 from simtopup.catalog.models import PaygTariff, Plan
+from simtopup.core.errors import DomainError
 from simtopup.core.money import to_decimal_string
 from simtopup.devices.binding import PIN_MAX_LENGTH, PIN_MIN_LENGTH, hash_pin, pin_problem
 from simtopup.devices.models import Device
@@ -163,8 +164,23 @@ class DeviceAdmin(admin.ModelAdmin):
         return False  # cards have orders and usage (and the database keeps them): retire one
 
 
+class ResellerForm(forms.ModelForm):
+    """The webhook URL obeys the portal's rule: https, on public addresses only."""
+
+    class Meta:
+        model = Reseller
+        fields = ["name", "currency", "discount_bps", "webhook_url", "webhook_secret"]
+
+    def clean_webhook_url(self) -> str:
+        try:
+            return reseller_actions.validate_webhook_url(self.cleaned_data["webhook_url"] or "")
+        except DomainError as exc:
+            raise forms.ValidationError(str(exc.message)) from None
+
+
 @admin.register(Reseller)
 class ResellerAdmin(admin.ModelAdmin):
+    form = ResellerForm
     list_display = ["id", "name", "code", "status", "discount_bps", "float_display", "created_at"]
     list_filter = ["status"]
     search_fields = ["name", "code"]

@@ -1,5 +1,6 @@
-"""One reconciler pass: finish stuck orders, settle payments left pending, deliver due
-webhooks, prune old keys, and audit the ledger when its interval has passed."""
+"""One reconciler pass: finish stuck orders, settle payments left pending, prune old keys,
+and audit the ledger when its interval has passed. (Due webhooks are delivered by the
+worker's webhook lane, never here: a slow receiver must not hold up this pass.)"""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from simtopup.ledger.models import LedgerAudit
 from simtopup.orders.actions import reconcile
 from simtopup.orders.customer import prune_quotes
 from simtopup.payments.actions import sweep as sweep_payments
-from simtopup.resellers.webhooks import deliver_due
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +50,14 @@ def maybe_audit_ledger() -> LedgerAudit | None:
 def run_janitor() -> dict[str, object]:
     orders = reconcile()
     payments = sweep_payments()
-    delivered = deliver_due()
     pruned = prune()
     prune_quotes()
-    if orders or payments or delivered:
-        logger.info(
-            "reconciler: orders %s, payments %s, webhooks delivered %s",
-            orders,
-            payments,
-            delivered,
-        )
+    if orders or payments:
+        logger.info("reconciler: orders %s, payments %s", orders, payments)
     audited = maybe_audit_ledger()
     return {
         "orders": orders,
         "payments": payments,
-        "webhooks_delivered": delivered,
         "idempotency_pruned": pruned,
         "login_codes_pruned": prune_login_data(),
         # Violations the ledger audit found in this pass; None: no audit was due.

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -32,6 +30,7 @@ from simtopup.resellers.models import (
     ResellerPrice,
     ResellerStatus,
 )
+from simtopup.resellers.webhooks import UrlRefused, check_url
 
 if TYPE_CHECKING:
     from simtopup.orders.models import Order
@@ -283,17 +282,9 @@ def _webhook_error(message: object) -> DomainError:
     )
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def validate_webhook_url(url: str) -> str:
-    """An https URL, or plain http to this machine (a local test receiver). Returns it
+    """An https URL whose host resolves to public addresses only (resellers/webhooks.py has
+    the rule; ``WEBHOOK_ALLOW_PRIVATE`` relaxes it for test installations). Returns it
     stripped; empty means "no webhook"."""
     url = url.strip()
     if not url:
@@ -306,13 +297,10 @@ def validate_webhook_url(url: str) -> str:
         raise _webhook_error(
             _("Enter a complete address such as https://example.com/hooks.")
         ) from None
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        raise _webhook_error(_("The address must not contain a user name or password."))
-    if parts.scheme != "https" and not _loopback(parts.hostname or ""):
-        raise _webhook_error(
-            _("Use https:// — plain http is only allowed to this machine (localhost).")
-        )
+    try:
+        check_url(url)
+    except UrlRefused as exc:
+        raise _webhook_error(exc.message) from None
     return url
 
 

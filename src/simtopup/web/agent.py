@@ -67,7 +67,12 @@ from simtopup.resellers.actions import (
     statement,
     wholesale_price,
 )
-from simtopup.resellers.models import ResellerMember
+from simtopup.resellers.models import (
+    DeliveryStatus,
+    Reseller,
+    ResellerMember,
+    WebhookDelivery,
+)
 from simtopup.web.session import keeping_the_customer, safe_next
 
 PAGE_SIZE = 25
@@ -780,11 +785,52 @@ class WebhookForm(forms.Form):
         required=False,
         max_length=300,
         help_text=gettext_lazy(
-            "We send signed top-up events here. https:// only (http:// to localhost for tests). "
-            "Leave empty to stop sending."
+            "We send signed top-up events here: an https:// address on the public internet "
+            "(not a private or local network). Leave empty to stop sending."
         ),
         widget=forms.URLInput(attrs={"placeholder": "https://example.com/simtopup"}),
     )
+
+
+# The webhook page's delivery log: this many of the reseller's latest deliveries.
+DELIVERY_LOG_SIZE = 20
+
+
+def _delivery_log(reseller: Reseller) -> list[dict[str, Any]]:
+    """The reseller's own latest webhook deliveries, newest first, for the webhook page."""
+    rows = []
+    for delivery in WebhookDelivery.objects.filter(reseller=reseller).order_by(
+        "-created_at", "-pk"
+    )[:DELIVERY_LOG_SIZE]:
+        data = delivery.payload.get("data") if isinstance(delivery.payload, dict) else None
+        data = data if isinstance(data, dict) else {}
+        order_id = data.get("id")
+        if delivery.status == DeliveryStatus.DELIVERED:
+            status, label = "fulfilled", _("Delivered")
+        elif delivery.status == DeliveryStatus.FAILED:
+            status, label = "failed", _("Failed")
+        elif not delivery.attempts:
+            status, label = "pending", _("Queued")
+        elif not delivery.last_error:
+            status, label = "pending", _("Sending")  # its first attempt is under way
+        else:
+            status, label = "pending", _("Retrying")
+        error = delivery.last_error
+        rows.append(
+            {
+                "delivery": delivery,
+                "order_id": order_id if isinstance(order_id, int) else None,
+                "reference": str(data.get("reference") or ""),
+                "status": status,
+                "status_label": label,
+                "last_attempt": _when(delivery.last_attempt_at),
+                "next_attempt": _when(delivery.next_attempt_at)
+                if delivery.status == DeliveryStatus.PENDING
+                else "",
+                "error": error if len(error) <= 100 else error[:99] + "…",
+            }
+        )
+    return rows
 
 
 @portal(owner=True)
@@ -822,6 +868,7 @@ def webhook(request: HttpRequest, member: ResellerMember) -> HttpResponse:
             form=form,
             new_secret=new_secret,
             masked_secret=(secret[:10] + "…" + secret[-4:]) if secret else "",
+            deliveries=_delivery_log(reseller),
         ),
         status=status,
     )

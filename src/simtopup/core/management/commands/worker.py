@@ -32,7 +32,16 @@ automatic top-ups: the rule's row lock and the in-flight order check; the sandbo
 notifications are stored once by their event id). A second run finds the work done or
 claimed and returns. And the reconciler (``core/janitor.py``) re-finds what a lost task was
 doing from the domain rows themselves — orders paid but not fulfilled or past their lease,
-pending payments and refunds, due webhooks — so nothing depends on the queue row alone.
+pending payments and refunds — so nothing depends on the queue row alone.
+
+Reseller webhooks have a lane of their own: their tasks are on the ``webhooks`` queue, which
+the main loop leaves alone; ``SIMTOPUP_WEBHOOK_WORKERS`` threads (``WebhookLane``), each with
+its own database connection, serve that queue and, every reconcile interval, the deliveries
+whose retry is due (``deliver_due``: the webhooks' reconciler). A receiver that answers
+slowly — each delivery is cut off at its deadline, ``SIMTOPUP_WEBHOOK_TIMEOUT_SECONDS`` —
+keeps a lane thread busy, never payments or fulfilment. The lane threads ride out a lost
+database like the main loop (their own backoff; the delivery they were running goes back to
+the queue). ``--once`` runs the lane's work after the main queue's, in the same thread.
 """
 
 from __future__ import annotations
@@ -42,7 +51,9 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
 from typing import Any
@@ -58,6 +69,7 @@ from django_tasks_db.models import DBTaskResult
 
 from simtopup.core.checks import refuse_unsafe_start
 from simtopup.core.janitor import run_janitor
+from simtopup.resellers.webhooks import WEBHOOK_QUEUE, deliver_due
 
 logger = logging.getLogger("simtopup.worker")
 
@@ -71,6 +83,8 @@ DB_RETRIES = 5
 # A task RUNNING longer than this has lost its worker: back to READY. Far above what a task
 # takes (upstream, provider and webhook calls time out in seconds); a second run is harmless.
 TASK_LEASE_SECONDS = 15 * 60
+# How often an idle webhook lane thread looks at its queue (at least).
+LANE_POLL_SECONDS = 1.0
 
 
 def retry_delay(failures: int) -> float:
@@ -176,6 +190,129 @@ class SupervisedWorker(Worker):
             )
 
 
+def await_database(
+    worker: SupervisedWorker,
+    failures: int,
+    running: Callable[[], bool],
+    sleep: Callable[[float], Any],
+) -> tuple[int, bool]:
+    """Wait with backoff until the database answers again, then put the task ``worker`` was
+    running back in the queue. Returns the backoff position and whether the database is back
+    (False: asked to stop first)."""
+    while running():
+        drop_connections()
+        sleep(retry_delay(failures))
+        failures += 1
+        if not running():
+            break
+        try:
+            if not database_answers():
+                continue
+            worker.requeue_interrupted()
+        except DB_LOST as again:
+            logger.debug("worker: database still unavailable: %s", again)
+            continue
+        return failures, True
+    return failures, False
+
+
+def queue_worker(worker_id: str, *, webhooks: bool) -> SupervisedWorker:
+    """A worker for the main queues (everything but webhooks) or for the webhook queue."""
+    return SupervisedWorker(
+        queue_names=[WEBHOOK_QUEUE] if webhooks else ["*"],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id=worker_id[:64],
+        excluded_queue_names=[] if webhooks else [WEBHOOK_QUEUE],
+    )
+
+
+def sweep_webhooks() -> int:
+    """The webhooks' reconciler: deliveries whose retry is due. A lost database propagates;
+    any other error is logged."""
+    try:
+        return deliver_due()
+    except DB_LOST:
+        raise
+    except Exception:
+        logger.exception("webhook lane: delivering due webhooks failed; will retry")
+        return 0
+
+
+class WebhookLane:
+    """Threads serving the webhook queue beside the main loop, each with its own database
+    connection: webhook deliveries (slow receivers included) never wait for, nor hold up,
+    payments and fulfilment."""
+
+    def __init__(self, threads: int, poll: float, worker_id: str) -> None:
+        # Idle, each thread looks at the queue at most once a second: a webhook may wait that
+        # long, and the lane's threads add little load (on SQLite, each look is a write lock).
+        self.poll = max(poll, LANE_POLL_SECONDS)
+        self.stopping = threading.Event()
+        self.workers = [
+            queue_worker(f"{worker_id[:56]}-wh{n}", webhooks=True) for n in range(threads)
+        ]
+        self.threads = [
+            threading.Thread(target=self.run, args=(w,), name=f"webhooks-{n}", daemon=True)
+            for n, w in enumerate(self.workers)
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Let each thread finish the delivery it is making (within ``timeout``)."""
+        self.stopping.set()
+        for worker in self.workers:
+            worker.running = False
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def running(self) -> bool:
+        return not self.stopping.is_set()
+
+    def run(self, worker: SupervisedWorker) -> None:
+        next_sweep = 0.0
+        failures = 0
+        try:
+            while self.running():
+                try:
+                    close_old_connections()
+                    if time.monotonic() >= next_sweep:
+                        sweep_webhooks()
+                        next_sweep = time.monotonic() + settings.RECONCILE_INTERVAL_SECONDS
+                    worker.running = self.running()
+                    before = worker._run_tasks
+                    worker.run()
+                except DB_LOST as exc:
+                    began = time.monotonic()
+                    # The main loop warns about the outage (once); the lane only notes it.
+                    logger.info("webhook lane: no database (%s); waiting", describe(exc))
+                    failures, back = await_database(
+                        worker, failures, self.running, self.stopping.wait
+                    )
+                    if back:
+                        logger.info(
+                            "webhook lane: database back after %.1f s", time.monotonic() - began
+                        )
+                    next_sweep = 0.0
+                    continue
+                except Exception:  # the lane must not die of one bad delivery
+                    logger.exception("webhook lane: unexpected error; going on")
+                    self.stopping.wait(1)
+                    continue
+                failures = 0
+                if worker._run_tasks == before:
+                    self.stopping.wait(self.poll)
+        finally:
+            drop_connections()
+
+
 class Command(BaseCommand):
     help = "Run the background worker: queued tasks (fulfilment, webhooks) and the periodic reconciler."
 
@@ -192,25 +329,20 @@ class Command(BaseCommand):
     def handle(self, *args: Any, once: bool = False, poll: float = 0.2, **options: Any) -> None:
         refuse_unsafe_start("worker", django_security=False)  # e.g. the sandbox in production
         self.running = True
-        worker = SupervisedWorker(
-            queue_names=["*"],
-            interval=0,
-            batch=True,
-            backend_name="default",
-            startup_delay=False,
-            max_tasks=None,
-            worker_id=f"{socket.gethostname()}-{os.getpid()}"[:64],
-            excluded_queue_names=[],
-        )
+        worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        worker = queue_worker(worker_id, webhooks=False)
 
         def stop(signum: int, frame: FrameType | None) -> None:
             logger.info("worker: %s received, finishing the current task", signal.strsignal(signum))
             self.running = False
             worker.running = False
 
+        lane = None
         if not once:
             signal.signal(signal.SIGINT, stop)
             signal.signal(signal.SIGTERM, stop)
+            lane = WebhookLane(max(1, settings.WEBHOOK_WORKERS), poll, worker_id)
+            lane.start()
             logger.info("worker started (pid %s)", os.getpid())
         next_janitor = 0.0
         failures = 0  # consecutive passes lost to the database: the backoff's position
@@ -231,9 +363,14 @@ class Command(BaseCommand):
                 continue
             failures = 0
             if once:
+                # The webhook lane's work, after everything else's.
+                sweep_webhooks()
+                queue_worker(worker_id, webhooks=True).run()
                 break
             if worker._run_tasks == before:
                 time.sleep(poll)
+        if lane is not None:
+            lane.stop(settings.WEBHOOK_TIMEOUT_SECONDS + 5)
         logger.info("worker stopped")
 
     def reconcile(self) -> None:
@@ -256,21 +393,9 @@ class Command(BaseCommand):
         again (or when the worker is asked to stop)."""
         began = time.monotonic()
         logger.warning("worker: database unavailable (%s); retrying with backoff", describe(exc))
-        while self.running:
-            drop_connections()
-            self.sleep(retry_delay(failures))
-            failures += 1
-            if not self.running:
-                break
-            try:
-                if not database_answers():
-                    continue
-                worker.requeue_interrupted()
-            except DB_LOST as again:
-                logger.debug("worker: database still unavailable: %s", again)
-                continue
+        failures, back = await_database(worker, failures, lambda: self.running, self.sleep)
+        if back:
             logger.info("worker: database reachable again after %.1f s", time.monotonic() - began)
-            break
         return failures
 
     def sleep(self, seconds: float) -> None:

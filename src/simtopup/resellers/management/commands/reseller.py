@@ -18,7 +18,9 @@ from simtopup.resellers.actions import (
     reinstate,
     reset_member_password,
     revoke_api_key,
+    set_webhook,
     suspend,
+    validate_webhook_url,
 )
 from simtopup.resellers.models import MemberRole, Reseller, ResellerMember
 
@@ -39,7 +41,12 @@ class Command(BaseCommand):
         create.add_argument(
             "--discount", default="0", help="discount off retail, e.g. 0.08 for 8 %%"
         )
-        create.add_argument("--webhook-url", default="")
+        create.add_argument(
+            "--webhook-url",
+            default="",
+            help="where top-up events are sent: https, on a public address"
+            " (SIMTOPUP_WEBHOOK_ALLOW_PRIVATE=1 also allows http and private addresses)",
+        )
         credit = sub.add_parser("credit", help="add float through the ledger")
         credit.add_argument("id", type=int)
         credit.add_argument("amount")
@@ -87,16 +94,13 @@ class Command(BaseCommand):
             raise CommandError("--discount must be a fraction such as 0.08") from None
         if not 0 <= fraction < 1:
             raise CommandError("--discount must be at least 0 and below 1")
+        # The webhook rule (https, public addresses) before anything is made.
+        webhook_url = validate_webhook_url(webhook_url)
         reseller, key = create_reseller(
             name, currency=currency, discount_bps=round(fraction * 10000), initial_float=initial
         )
         if webhook_url:
-            import secrets
-
-            Reseller.objects.filter(pk=reseller.pk).update(
-                webhook_url=webhook_url, webhook_secret=secrets.token_hex(24)
-            )
-            reseller.refresh_from_db()
+            set_webhook(reseller, webhook_url)
         out = {"id": reseller.pk, "code": reseller.code, "api_key": key}
         if reseller.webhook_secret:
             out["webhook_secret"] = reseller.webhook_secret
