@@ -389,10 +389,18 @@ def test_a_right_proof_among_parallel_wrong_ones_binds_once_and_is_not_counted(
         [lambda: attempt("000000")] * 4 + [lambda: attempt(PIN)] * 3, threads=7
     )
 
-    assert results.count("invalid_proof") == 4
-    assert results.count("bound") == 1
-    assert Counter(results) == {"invalid_proof": 4, "bound": 1, "mine": 2}
-    assert RateCounter.objects.get(key=f"bind-proof:customer:{me.pk}").count == 4
+    # One right proof binds; the other two find the card theirs already. A wrong proof
+    # tried before that commit is refused and counted; one tried after it finds the card
+    # already the customer's (re-binding one's own card needs no proof): which of the two
+    # depends on the interleaving, so the counts are checked against each other.
+    tally = Counter(results)
+    assert tally["bound"] == 1, tally
+    assert set(tally) <= {"bound", "mine", "invalid_proof"}, tally
+    assert tally["mine"] >= 2, tally
+    assert tally["invalid_proof"] + tally["mine"] == 6, tally
+    counter = RateCounter.objects.filter(key=f"bind-proof:customer:{me.pk}").first()
+    # Only the refused wrong proofs are counted: the right one gave its slot back.
+    assert (counter.count if counter else 0) == tally["invalid_proof"], tally
     assert Device.objects.get(pk=card.pk).owner_id == me.pk
 
 
