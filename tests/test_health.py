@@ -36,6 +36,35 @@ def test_openapi_describes_the_reseller_and_network_apis(db: None) -> None:
     assert Client().get("/api/docs").status_code == 200
 
 
+def test_api_docs_load_swagger_ui_from_our_static_files_with_the_nonce(db: None) -> None:
+    response = Client().get("/api/docs")
+    assert response.status_code == 200
+    policy = response.headers["Content-Security-Policy"]
+    nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
+    body = response.content.decode()
+    assert "cdn" not in body.lower()
+    assert "https://" not in body
+    assert f'src="/static/ninja/swagger-ui-bundle.js" nonce="{nonce}"' in body
+    assert f'src="/static/ninja/swagger-ui-init.js" nonce="{nonce}"' in body
+    assert Client().get("/static/ninja/swagger-ui-bundle.js").status_code == 200
+
+
+def test_every_idempotent_post_declares_the_idempotency_key_header(db: None) -> None:
+    spec = Client().get("/api/openapi.json").json()
+    declared = {
+        (path, method)
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "Idempotency-Key" and parameter["in"] == "header"
+    }
+    assert declared == {
+        ("/api/v1/quotes", "post"),
+        ("/api/v1/orders", "post"),
+        ("/reseller/v1/topups", "post"),
+    }
+
+
 def test_metrics_count_orders(actors: Actors, alice) -> None:
     post_json(
         alice,

@@ -268,6 +268,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_tasks_db",
+    "ninja",  # its static files: Swagger UI for /api/docs, served by us (CSP: no CDN)
     "simtopup.core",
     "simtopup.ledger",
     "simtopup.catalog",
