@@ -8,20 +8,19 @@ this call bound it). Another customer's card is 404 ``not_found`` on every endpo
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
+from simtopup.accounts.models import AppToken
 from simtopup.api.app_auth import ERRORS, client_ip, me
 from simtopup.api.auth import AppBearer
 from simtopup.api.pagination import page
-from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict, Text
+from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict, Text, one_of
 from simtopup.api.serializers import plan_body, rfc3339
 from simtopup.catalog.models import Plan
 from simtopup.core.money import money
@@ -30,18 +29,19 @@ from simtopup.devices.binding import (
     bind_device,
     my_device,
     my_devices,
+    not_found,
     rename_device,
     unbind_device,
 )
 from simtopup.devices.esim import activate
-from simtopup.devices.models import Device
+from simtopup.devices.models import Device, DeviceKind, DeviceStatus
 from simtopup.ledger.models import Transfer
 from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import Bundle
+from simtopup.usage.reads import EXPIRED_BUNDLES_SHOWN as EXPIRED_BUNDLES_SHOWN
+from simtopup.usage.reads import bundle_state, device_balance
 
 router = Router(auth=AppBearer(), tags=["app: devices"])
-# Expired bundles stay listed on the balance for this long.
-EXPIRED_BUNDLES_SHOWN = timedelta(days=30)
 # Ledger transfer kinds touching a card's credit → what the customer sees.
 CREDIT_KINDS = {
     "credit_topup": "topup",
@@ -91,14 +91,14 @@ class RenameIn(Strict):
 
 class DeviceOut(Schema):
     id: int
-    kind: str
+    kind: DeviceKind
     device: str = Field(description="masked identifier")
     iccid: str | None
     imei: str | None
     eid: str | None
     serial: str | None
     nickname: str
-    status: str
+    status: DeviceStatus
     payg: bool
     remaining_bytes: int
     credit: MoneyOut
@@ -136,7 +136,7 @@ class BalanceOut(Schema):
 
 class CreditItemOut(Schema):
     id: int
-    kind: str = Field(description="topup, payg_charge, bundle_purchase, refund or adjustment")
+    kind: str = Field(json_schema_extra=one_of((*CREDIT_KINDS.values(), "adjustment")))
     direction: str = Field(description="in (added to the credit) or out (taken from it)")
     amount: MoneyOut = Field(description="signed: negative when taken from the credit")
     created_at: str
@@ -260,13 +260,7 @@ def esim(request: HttpRequest, device_id: int) -> dict[str, Any]:
 
 
 def bundle_status(bundle: Bundle, now: Any) -> str:
-    if bundle.expires_at <= now:
-        return "expired"
-    if bundle.starts_at > now:
-        return "upcoming"
-    if bundle.account.balance <= 0:
-        return "used_up"
-    return "active"
+    return bundle_state(bundle.starts_at, bundle.expires_at, bundle.account.balance, now)
 
 
 @router.get(
@@ -276,33 +270,26 @@ def bundle_status(bundle: Bundle, now: Any) -> str:
     description="Bundles that are active, upcoming, used up, or expired in the last 30 days.",
 )
 def balance(request: HttpRequest, device_id: int) -> dict[str, Any]:
-    device = _mine(request, device_id)
-    now = timezone.now()
-    bundles = (
-        Bundle.objects.filter(device=device, expires_at__gt=now - EXPIRED_BUNDLES_SHOWN)
-        .select_related("account", "plan")
-        .order_by("expires_at", "pk")
-    )
-    items = []
-    for b in bundles:
-        status = bundle_status(b, now)
-        items.append(
+    token: AppToken = request.auth  # type: ignore[attr-defined]
+    read = device_balance(token.customer_id, device_id)
+    if read is None:
+        raise not_found()
+    return {
+        "device": read.device,
+        "remaining_bytes": read.remaining_bytes,
+        "bundles": [
             {
-                "plan": b.plan.code,
+                "plan": b.plan,
                 "granted_bytes": b.granted_bytes,
-                "remaining_bytes": max(b.account.balance, 0) if status != "expired" else 0,
+                "remaining_bytes": b.remaining_bytes,
                 "starts_at": rfc3339(b.starts_at),
                 "expires_at": rfc3339(b.expires_at),
-                "status": status,
+                "status": b.status,
             }
-        )
-    credit = device.credit_account
-    return {
-        "device": device.masked,
-        "remaining_bytes": remaining_bytes(device),
-        "bundles": items,
-        "credit": money(credit.balance, credit.unit),
-        "payg": device.payg,
+            for b in read.bundles
+        ],
+        "credit": money(read.credit, read.currency),
+        "payg": read.payg,
     }
 
 

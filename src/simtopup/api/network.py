@@ -10,8 +10,8 @@ from simtopup.api.auth import NetworkSignature
 from simtopup.api.schemas import AuthorizationOut, Problem, UsageBatchIn, UsageOut
 from simtopup.core.errors import DomainError
 from simtopup.devices.identifiers import normalise_digits
-from simtopup.devices.models import Device
-from simtopup.usage.rating import authorization, ingest
+from simtopup.usage.rating import ingest
+from simtopup.usage.reads import authorization_by_iccid
 
 router = Router(auth=NetworkSignature(), tags=["network"])
 ERRORS = {400: Problem, 401: Problem, 404: Problem, 413: Problem, 422: Problem}
@@ -49,7 +49,7 @@ def device_authorization(request: HttpRequest, iccid: str) -> dict[str, object]:
     """``allowed`` while bundle data valid now remains (reason ``bundle``) or a pay-per-use
     card's credit buys at least one MB (``payg_credit``); otherwise ``no_data``,
     ``insufficient_balance`` or ``device_not_rechargeable`` (suspended or retired)."""
-    device = Device.objects.filter(iccid=normalise_digits(iccid)).first()
-    if device is None:
+    answer = authorization_by_iccid(normalise_digits(iccid))
+    if answer is None:
         raise DomainError("unknown_device", _("There is no device with this ICCID."), 404)
-    return authorization(device)
+    return answer

@@ -20,7 +20,7 @@ from typing import Protocol
 from django.db import IntegrityError
 from django.utils import timezone
 
-from simtopup.catalog.pricing import tariff_per_mb, tariff_schedule
+from simtopup.catalog.pricing import tariff_schedule
 from simtopup.core.bulk import insert_rows
 from simtopup.core.transactions import durable
 from simtopup.devices.identifiers import normalise_digits
@@ -28,8 +28,8 @@ from simtopup.devices.models import RECHARGEABLE, Device
 from simtopup.ledger.actions import Leg, lock_balances, post_legs, system_account
 from simtopup.ledger.models import BYTES, Account
 from simtopup.usage.autotopup import schedule_after_usage
-from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import Bundle, UsageRecord
+from simtopup.usage.reads import authorization_of
 
 MB = 1024 * 1024
 
@@ -283,15 +283,7 @@ def _rate(records: Sequence[Usage], keys: list[str]) -> IngestResult:
 def authorization(device: Device) -> dict[str, object]:
     """What the policy server asks before letting a device use data: ``allowed`` with the
     remaining bundle bytes valid now, and why (``bundle``, ``payg_credit``, ``no_data``,
-    ``insufficient_balance`` or ``device_not_rechargeable``)."""
-    remaining = remaining_bytes(device)
-    if device.status not in RECHARGEABLE:
-        return {"allowed": False, "remaining_bytes": remaining, "reason": "device_not_rechargeable"}
-    if remaining > 0:
-        return {"allowed": True, "remaining_bytes": remaining, "reason": "bundle"}
-    if device.payg:
-        credit = Account.objects.values_list("balance", flat=True).get(pk=device.credit_account_id)
-        if credit >= tariff_per_mb():
-            return {"allowed": True, "remaining_bytes": 0, "reason": "payg_credit"}
-        return {"allowed": False, "remaining_bytes": 0, "reason": "insufficient_balance"}
-    return {"allowed": False, "remaining_bytes": 0, "reason": "no_data"}
+    ``insufficient_balance`` or ``device_not_rechargeable``). One statement: usage/reads.py."""
+    answer = authorization_of(device.pk)
+    assert answer is not None, f"device {device.pk} vanished"  # devices are never deleted
+    return answer
