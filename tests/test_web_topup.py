@@ -7,18 +7,23 @@ credit. One confirmation places one order however often "Pay" is pressed.
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core import signing
 from django.test import Client
+from django.utils import timezone
 
+from simtopup.api.models import IdempotencyRecord
 from simtopup.catalog.models import Plan
+from simtopup.orders import customer as orders_customer
 from simtopup.orders.models import Order, OrderStatus, Quote
 from simtopup.payments.models import Payment
 from simtopup.usage.bundles import remaining_bytes
 from simtopup.web.customer.common import order_token
-from simtopup.web.customer.topup import CONFIRMATION_SALT
+from simtopup.web.customer.topup import CONFIRMATION_SALT, IDEMPOTENCY_SCOPE
 from tests.payments_support import (
     assert_ledger_clean,
     bind,
@@ -334,3 +339,36 @@ def test_orders_without_a_customer_never_use_credit_or_quotes(actors: Actors) ->
         orders.prepare_order(None, actors.device.iccid, "day-1g", "card", quote_id=1)
     assert quoted.value.code == "unknown_quote"
     assert not Order.objects.exists()
+
+
+def test_a_press_that_outlived_its_lease_places_no_second_order(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two presses of one confirmation: the first stalls while asking the provider until its
+    lease runs out, a second press takes the key over and places the order. The first, going
+    on, must not place a second one: both end on the one order."""
+    token = confirmation(browser(), actors.device.iccid)
+    real_prepare = orders_customer.prepare_order
+    presses: list[str] = []
+    second: list[Any] = []
+
+    def stalled_past_the_lease(*args: Any, **kwargs: Any) -> Any:
+        prepared = real_prepare(*args, **kwargs)
+        presses.append("asked the provider")
+        if len(presses) == 1:
+            IdempotencyRecord.objects.filter(scope=IDEMPOTENCY_SCOPE).update(
+                locked_until=timezone.now() - timedelta(seconds=1)
+            )
+            second.append(pay(browser(), token, "card"))
+        return prepared
+
+    monkeypatch.setattr(orders_customer, "prepare_order", stalled_past_the_lease)
+    first = pay(browser(), token, "card")
+    order = Order.objects.get()
+    payment = Payment.objects.get(order=order)
+    assert len(presses) == 2  # the second press did take the key over
+    assert second[0].status_code == first.status_code == 302
+    assert first["Location"] == second[0]["Location"] == payment.checkout_url
+    record = IdempotencyRecord.objects.get(scope=IDEMPOTENCY_SCOPE)
+    assert record.response_status == 201
+    assert json.loads(record.response_body) == {"order": order.pk}

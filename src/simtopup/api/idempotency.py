@@ -4,7 +4,9 @@ another body → 422; while the first request still runs → 409 with ``Retry-Af
 The key is claimed in a short transaction of its own, so a concurrent duplicate sees it at
 once; the response is stored in the same transaction as the action's effects, so a crash can
 never leave an effect without its stored response. A claim whose request died is taken over
-once its lease has run out.
+once its lease has run out. The claim, lease, store and replay rule is
+:mod:`simtopup.core.idempotency`, shared with the website's "Pay" button; this module
+only turns its outcomes into HTTP answers.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from simtopup.api.models import IdempotencyRecord
 from simtopup.api.problems import CONTENT_TYPE, from_domain_error, problem
+from simtopup.core import idempotency
 from simtopup.core.errors import DomainError
 from simtopup.core.transactions import durable
 
@@ -81,48 +82,30 @@ def run_once(
             _("The Idempotency-Key header must be 1–255 characters."),
         )
     fingerprint = request_fingerprint(request)
-    now = timezone.now()
     lease = timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS)
-    try:
-        with transaction.atomic(durable=True):
-            record = IdempotencyRecord.objects.create(
-                scope=scope,
-                key=key,
-                method=request.method or "",
-                path=request.path[:255],
-                request_hash=fingerprint,
-                locked_until=now + lease,
-            )
-    except IntegrityError:
-        existing = IdempotencyRecord.objects.filter(scope=scope, key=key).first()
-        if existing is None:  # pruned between our insert and read: ask for a retry
-            return _in_progress()
-        if existing.request_hash != fingerprint:
-            return problem(
-                422,
-                "idempotency_key_reused",
-                _("This Idempotency-Key was already used with a different request."),
-            )
-        if existing.response_status is not None:
-            response = _json(existing.response_status, existing.response_body)
-            response["Idempotent-Replayed"] = "true"
-            return response
-        took_over = IdempotencyRecord.objects.filter(
-            pk=existing.pk,
-            response_status__isnull=True,
-            locked_until=existing.locked_until,
-            locked_until__lt=now,
-        ).update(locked_until=now + lease)
-        if not took_over:
-            return _in_progress()
-        record = existing
+    outcome = idempotency.claim(
+        scope, key, fingerprint, method=request.method or "", path=request.path, lease=lease
+    )
+    if isinstance(outcome, idempotency.Mismatch):
+        return problem(
+            422,
+            "idempotency_key_reused",
+            _("This Idempotency-Key was already used with a different request."),
+        )
+    if isinstance(outcome, idempotency.Replay):
+        response = _json(outcome.status, outcome.body)
+        response["Idempotent-Replayed"] = "true"
+        return response
+    if isinstance(outcome, idempotency.InProgress):
+        return _in_progress()
+    record = outcome.record
     try:
         if prepare is not None:
             prepare()
 
         def act_and_store() -> tuple[int, dict[str, Any]]:
             status, body = action()
-            _store(record, status, body)
+            idempotency.store(record, status, body)
             return status, body
 
         # The effect and its stored answer in one transaction, run again if chosen as a
@@ -133,36 +116,22 @@ def run_once(
         if exc.status >= 500:
             # A temporary failure (e.g. the payment provider is unreachable): nothing was done,
             # so the caller's retry with the same key must run again, not replay this answer.
-            IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True).delete()
+            idempotency.release(record)
             return response
         try:
             with transaction.atomic(durable=True):
-                _store(record, exc.status, response.content.decode())
-        except _LeaseLost:
+                idempotency.store(record, exc.status, response.content.decode())
+        except idempotency.LeaseLost:
             # Taken over meanwhile (e.g. our duplicate_reference is the other's success).
             return _in_progress()
         return response
-    except _LeaseLost:
+    except idempotency.LeaseLost:
         return _in_progress()
     except Exception:
         # Let a retry run the request again right away instead of waiting for the lease.
-        IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True).delete()
+        idempotency.release(record)
         raise
     return _json(status, body)
-
-
-class _LeaseLost(Exception):
-    pass
-
-
-def _store(record: IdempotencyRecord, status: int, body: dict[str, Any] | str) -> None:
-    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
-    stored = IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True).update(
-        response_status=status, response_body=text
-    )
-    if stored != 1:
-        # Another request took the key over after our lease ran out; undo our effects.
-        raise _LeaseLost
 
 
 def _in_progress() -> HttpResponse:
@@ -176,7 +145,4 @@ def _in_progress() -> HttpResponse:
 
 def prune(older_than_hours: int | None = None) -> int:
     hours = older_than_hours or settings.IDEMPOTENCY_RETENTION_HOURS
-    deleted, _rows = IdempotencyRecord.objects.filter(
-        created_at__lt=timezone.now() - timedelta(hours=hours)
-    ).delete()
-    return deleted
+    return idempotency.prune(timedelta(hours=hours))

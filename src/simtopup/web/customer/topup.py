@@ -9,12 +9,13 @@ one the visitor confirmed. Either way the confirmation travels signed, so nobody
 the device or the price in between.
 
 Pressing "Pay" twice places one order: the confirmation carries a one-time key, claimed
-like an API ``Idempotency-Key`` before anything is asked of the payment provider.
+by the same rule as an API ``Idempotency-Key`` (``core/idempotency.py``) before anything is
+asked of the payment provider; the order is stored as the key's answer in its own
+transaction, so a press that outlived its lease and was taken over places nothing.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -22,21 +23,20 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core import signing
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from simtopup.accounts.models import Customer
 from simtopup.api.app_auth import client_ip
-from simtopup.api.models import IdempotencyRecord
 from simtopup.catalog.display import format_data, format_validity
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
+from simtopup.core import idempotency
 from simtopup.core.errors import DomainError
 from simtopup.core.money import format_money
 from simtopup.devices.binding import my_devices
@@ -212,38 +212,24 @@ def _expired(request: HttpRequest, plan_code: str | None = None) -> HttpResponse
     return redirect("web:topup")
 
 
-def _claim(key: str) -> Order | bool | None:
-    """Claim the confirmation's one-time key: True if ours now; the order if an earlier press
-    placed it; None while an earlier press is still running."""
-    now = timezone.now()
-    try:
-        with transaction.atomic(durable=True):
-            IdempotencyRecord.objects.create(
-                scope=IDEMPOTENCY_SCOPE,
-                key=key,
-                method="POST",
-                path=reverse("web:topup-confirm"),
-                request_hash=key,
-                locked_until=now + CLAIM_LEASE,
-            )
-        return True
-    except IntegrityError:
-        record = IdempotencyRecord.objects.filter(scope=IDEMPOTENCY_SCOPE, key=key).first()
-        if record is not None and record.response_status is not None:
-            return Order.objects.filter(pk=json.loads(record.response_body)["order"]).first()
-        if record is not None and record.locked_until < now:
-            # The earlier press died half-way (nothing was placed): take over.
-            taken = IdempotencyRecord.objects.filter(
-                pk=record.pk, response_status__isnull=True, locked_until=record.locked_until
-            ).update(locked_until=now + CLAIM_LEASE)
-            return True if taken else None
+def _claim(key: str) -> idempotency.Outcome:
+    """Claim the confirmation's one-time key (the key is its own fingerprint: it is never
+    sent with another request)."""
+    return idempotency.claim(
+        IDEMPOTENCY_SCOPE,
+        key,
+        key,
+        method="POST",
+        path=reverse("web:topup-confirm"),
+        lease=CLAIM_LEASE,
+    )
+
+
+def _placed(replay: idempotency.Replay | None) -> Order | None:
+    """The order an earlier press placed with this confirmation."""
+    if replay is None:
         return None
-
-
-def _release(key: str) -> None:
-    IdempotencyRecord.objects.filter(
-        scope=IDEMPOTENCY_SCOPE, key=key, response_status__isnull=True
-    ).delete()
+    return Order.objects.filter(pk=replay.json()["order"]).first()
 
 
 def _next_step(order: Order) -> HttpResponse:
@@ -255,8 +241,14 @@ def _next_step(order: Order) -> HttpResponse:
 
 
 def _place(
-    request: HttpRequest, customer: Customer | None, data: dict[str, Any], method: str
+    request: HttpRequest,
+    customer: Customer | None,
+    data: dict[str, Any],
+    method: str,
+    claim: idempotency.Claimed,
 ) -> Order:
+    """Place the order and store it as the key's answer in one transaction; LeaseLost (and
+    no order) if another press took the key over meanwhile."""
     device = Device.objects.filter(pk=data["d"]).first()
     if device is None:
         raise Http404
@@ -284,9 +276,7 @@ def _place(
             client_ip=payer_ip,
             prepared=prepared,
         )
-        IdempotencyRecord.objects.filter(scope=IDEMPOTENCY_SCOPE, key=data["k"]).update(
-            response_status=201, response_body=json.dumps({"order": order.pk})
-        )
+        idempotency.store(claim.record, 201, {"order": order.pk})
     return order
 
 
@@ -308,16 +298,29 @@ def confirm(request: HttpRequest) -> HttpResponse:
         form = PayForm(request.POST, methods=methods)
         if form.is_valid():
             claim = _claim(data["k"])
-            if isinstance(claim, Order):
-                return _next_step(claim)
-            if claim is None:
+            earlier = _placed(claim) if isinstance(claim, idempotency.Replay) else None
+            if earlier is not None:
+                return _next_step(earlier)
+            if not isinstance(claim, idempotency.Claimed):
                 form.add_error(None, _("This order is already being placed. Please wait a moment."))
                 status = 409
             else:
                 try:
-                    order = _place(request, customer, data, form.cleaned_data["payment_method"])
+                    order = _place(
+                        request, customer, data, form.cleaned_data["payment_method"], claim
+                    )
+                except idempotency.LeaseLost:
+                    # This press outlived its lease and another took over: that one's order
+                    # stands, ours was rolled back.
+                    earlier = _placed(idempotency.answer(IDEMPOTENCY_SCOPE, data["k"]))
+                    if earlier is not None:
+                        return _next_step(earlier)
+                    form.add_error(
+                        None, _("This order is already being placed. Please wait a moment.")
+                    )
+                    status = 409
                 except DomainError as exc:
-                    _release(data["k"])
+                    idempotency.release(claim.record)
                     if exc.code in ("quote_expired", "unknown_quote", "quote_mismatch"):
                         messages.error(request, str(exc.message))
                         query = urlencode({"plan": plan.code})
@@ -330,7 +333,7 @@ def confirm(request: HttpRequest) -> HttpResponse:
                     )
                     status = 402 if exc.code == "insufficient_balance" else 422
                 except BaseException:
-                    _release(data["k"])
+                    idempotency.release(claim.record)
                     raise
                 else:
                     return _next_step(order)

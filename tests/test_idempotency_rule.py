@@ -1,0 +1,81 @@
+"""The one idempotency rule (core/idempotency.py) that the API and the website share: a
+claim, its lease, a take-over by compare-and-swap, the answer stored once, the replay."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from simtopup.api.models import IdempotencyRecord
+from simtopup.core import idempotency
+
+LEASE = timedelta(seconds=30)
+
+
+def claim(key: str = "k", fingerprint: str = "f", **kwargs: object) -> idempotency.Outcome:
+    return idempotency.claim(
+        "test", key, fingerprint, method="POST", path="/x", lease=LEASE, **kwargs
+    )
+
+
+def expire(key: str = "k") -> None:
+    IdempotencyRecord.objects.filter(key=key).update(
+        locked_until=timezone.now() - timedelta(seconds=1)
+    )
+
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_duplicate_within_the_lease_waits_and_another_request_is_refused() -> None:
+    first = claim()
+    assert isinstance(first, idempotency.Claimed)
+    assert isinstance(claim(), idempotency.InProgress)
+    assert isinstance(claim(fingerprint="other"), idempotency.Mismatch)
+
+
+def test_the_stored_answer_is_replayed_and_never_overwritten() -> None:
+    first = claim()
+    assert isinstance(first, idempotency.Claimed)
+    idempotency.store(first.record, 201, {"order": 7})
+    with pytest.raises(idempotency.LeaseLost):
+        idempotency.store(first.record, 201, {"order": 8})
+    replay = claim()
+    assert isinstance(replay, idempotency.Replay)
+    assert (replay.status, replay.json()) == (201, {"order": 7})
+    assert idempotency.answer("test", "k") == replay
+    # Even after the lease ran out an answered key is replayed, not taken over.
+    expire()
+    assert claim() == replay
+
+
+def test_a_lapsed_claim_is_taken_over_and_its_holder_can_no_longer_store() -> None:
+    first = claim()
+    assert isinstance(first, idempotency.Claimed)
+    expire()
+    second = claim()
+    assert isinstance(second, idempotency.Claimed)
+    # The first holder comes back: its answer (and, in its transaction, its effects) is
+    # refused, the key's new holder stores.
+    with pytest.raises(idempotency.LeaseLost), transaction.atomic():
+        idempotency.store(first.record, 201, {"order": 1})
+    idempotency.store(second.record, 201, {"order": 2})
+    assert idempotency.answer("test", "k") == idempotency.Replay(201, '{"order": 2}')
+
+
+def test_a_released_key_is_claimed_again_at_once_but_not_a_taken_over_one() -> None:
+    first = claim()
+    assert isinstance(first, idempotency.Claimed)
+    idempotency.release(first.record)
+    again = claim()
+    assert isinstance(again, idempotency.Claimed)
+    expire()
+    taker = claim()
+    assert isinstance(taker, idempotency.Claimed)
+    idempotency.release(again.record)  # the old holder gives back what is no longer its
+    assert isinstance(claim(), idempotency.InProgress)
+    idempotency.store(taker.record, 200, "{}")
+    assert isinstance(claim(), idempotency.Replay)
