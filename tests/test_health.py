@@ -4,6 +4,9 @@ from typing import Any
 
 from django.test import Client
 
+from simtopup.catalog.models import PlanKind
+from simtopup.devices.models import DeviceKind, DeviceStatus
+from simtopup.orders.models import OrderStatus
 from tests.support import Actors, post_json
 
 
@@ -47,6 +50,25 @@ def test_api_docs_load_swagger_ui_from_our_static_files_with_the_nonce(db: None)
     assert f'src="/static/ninja/swagger-ui-bundle.js" nonce="{nonce}"' in body
     assert f'src="/static/ninja/swagger-ui-init.js" nonce="{nonce}"' in body
     assert Client().get("/static/ninja/swagger-ui-bundle.js").status_code == 200
+
+
+def test_closed_vocabularies_are_enums_with_the_domains_values(db: None) -> None:
+    schemas = Client().get("/api/openapi.json").json()["components"]["schemas"]
+
+    def values(schema: str, field: str) -> list[str]:
+        prop = schemas[schema]["properties"][field]
+        if "$ref" in prop:
+            prop = schemas[prop["$ref"].rsplit("/", 1)[1]]
+        return list(prop["enum"])
+
+    assert values("OrderIn", "payment_method") == ["card", "alipay", "wechat_pay", "balance"]
+    assert values("PaymentOut", "method") == ["card", "alipay", "wechat_pay", "balance"]
+    assert values("OrderOut", "status") == list(OrderStatus.values)
+    assert values("PlanOut", "kind") == list(PlanKind.values)
+    assert values("DeviceOut", "kind") == list(DeviceKind.values)
+    assert values("DeviceCheckOut", "kind") == list(DeviceKind.values)
+    assert values("DeviceOut", "status") == list(DeviceStatus.values)
+    assert values("TopupOut", "status") == ["processing", "fulfilled", "failed"]
 
 
 def test_every_idempotent_post_declares_the_idempotency_key_header(db: None) -> None:

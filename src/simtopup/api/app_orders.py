@@ -14,12 +14,14 @@ from simtopup.api.app_auth import client_ip
 from simtopup.api.auth import AppBearer
 from simtopup.api.idempotency import run_once
 from simtopup.api.pagination import page
-from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict, Text
+from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict, Text, one_of
 from simtopup.api.serializers import plan_body, rfc3339
 from simtopup.core.money import money
 from simtopup.orders import customer as orders
-from simtopup.orders.models import Order, OrderStatus, Quote
+from simtopup.orders.models import Channel, Order, OrderStatus, Quote
 from simtopup.payments.actions import PreparedPayment
+from simtopup.payments.models import PaymentStatus
+from simtopup.payments.providers.base import METHODS
 
 router = Router(auth=AppBearer(), tags=["app: orders"])
 ERRORS = {
@@ -33,6 +35,12 @@ ERRORS = {
     422: Problem,
     503: Problem,
 }
+
+
+# What a customer may pay with: the providers' methods and the card's own credit.
+PAYMENT_METHODS = (*METHODS, orders.BALANCE)
+# A payment's status as shown: the provider payment's, or "none" before there is one.
+PAYMENT_STATUSES = (*PaymentStatus.values, "none")
 
 
 class QuoteIn(Strict):
@@ -51,8 +59,12 @@ class QuoteOut(Schema):
 class OrderIn(Strict):
     device: str = Field(min_length=1, max_length=128, description="IMEI, ICCID, EID or serial")
     plan: str = Field(min_length=1, max_length=40)
+    # Kept a string: a method we do not take is the domain's 422 payment_method_unavailable.
     payment_method: str = Field(
-        min_length=1, max_length=20, description="card, alipay, wechat_pay or balance"
+        min_length=1,
+        max_length=20,
+        description="balance: the card's own credit",
+        json_schema_extra=one_of(PAYMENT_METHODS),
     )
     quote: StrictInt | None = Field(
         None, ge=1, description="a quote id: the order pays the quoted price (while valid)"
@@ -61,18 +73,16 @@ class OrderIn(Strict):
 
 class PaymentOut(Schema):
     provider: str
-    method: str
-    status: str
+    method: str = Field(json_schema_extra=one_of(PAYMENT_METHODS))
+    status: str = Field(json_schema_extra=one_of(PAYMENT_STATUSES))
     checkout_url: str | None
     qr_data: str | None = Field(None, description="content of a QR code to scan, if any")
 
 
 class OrderOut(Schema):
     id: int
-    status: str = Field(
-        description="awaiting_payment, paid, fulfilling, fulfilled, failed, refunded, cancelled"
-    )
-    channel: str
+    status: OrderStatus
+    channel: Channel
     device: str = Field(description="masked device identifier")
     plan: str
     plan_name: str

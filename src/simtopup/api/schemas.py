@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from django.utils.translation import gettext as _
@@ -16,6 +17,10 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from simtopup.api.serializers import TOPUP_STATUS
+from simtopup.catalog.models import PlanKind
+from simtopup.devices.models import DeviceKind, DeviceStatus
 
 
 def no_nul(value: Any) -> Any:
@@ -39,6 +44,14 @@ def no_nul_text(value: str) -> str:
 Text = Annotated[str, AfterValidator(no_nul_text)]
 
 
+def one_of(values: Iterable[str]) -> dict[str, Any]:
+    """``json_schema_extra`` for a text field of a closed vocabulary derived from the domain's
+    own definitions (not a TextChoices of its own): the OpenAPI lists the values as ``enum``
+    while validation stays the domain's (its own problem code for a value it does not take).
+    """
+    return {"enum": list(dict.fromkeys(values))}
+
+
 class Strict(Schema):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -56,7 +69,7 @@ class MoneyOut(Schema):
 class PlanOut(Schema):
     code: str
     name: str
-    kind: str
+    kind: PlanKind
     data_bytes: int
     validity_hours: int
     price: MoneyOut
@@ -76,7 +89,7 @@ class TopupIn(Strict):
 
 class TopupOut(Schema):
     id: int
-    status: str = Field(description="fulfilled, processing or failed")
+    status: str = Field(json_schema_extra=one_of(TOPUP_STATUS.values()))
     reference: str | None
     device: str = Field(description="masked device identifier")
     plan: str
@@ -106,8 +119,8 @@ class FloatOut(Schema):
 
 class DeviceCheckOut(Schema):
     device: str = Field(description="masked identifier")
-    kind: str
-    status: str
+    kind: DeviceKind
+    status: DeviceStatus
     rechargeable: bool
     remaining_bytes: int
     payg: bool
