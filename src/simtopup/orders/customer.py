@@ -58,6 +58,30 @@ def create_quote(customer: Customer, device_text: str, plan_code: str) -> Quote:
     )
 
 
+def order_amount(
+    customer: Customer | None,
+    device: Device,
+    plan: Plan,
+    *,
+    quote_id: int | None = None,
+    confirmed: tuple[int, str] | None = None,
+) -> int:
+    """What the payer pays for ``plan`` on ``device`` — the one pricing rule of every door
+    (app API, website): a customer's quote locks its amount until it expires; without a
+    quote it is the plan's price now, and a price the payer confirmed elsewhere
+    (``confirmed``: amount and currency, the website visitor's signed confirmation) must
+    still be it."""
+    if quote_id is not None and customer is not None:
+        return _quoted_amount(customer, quote_id, device, plan)
+    if confirmed is not None and confirmed != (plan.price, plan.currency):
+        raise DomainError(
+            "quote_expired",
+            _("The price of this plan has changed. Please confirm the order again."),
+            409,
+        )
+    return plan.price
+
+
 def _quoted_amount(customer: Customer, quote_id: int, device: Device, plan: Plan) -> int:
     quote = Quote.objects.filter(pk=quote_id, customer=customer).first()
     if quote is None:
@@ -81,6 +105,7 @@ def _resolve(
     plan_code: str,
     payment_method: str,
     quote_id: int | None,
+    confirmed: tuple[int, str] | None = None,
 ) -> tuple[Device, Plan, int]:
     from simtopup.payments.providers.base import METHODS
 
@@ -99,9 +124,7 @@ def _resolve(
     device = rechargeable_device(device_text)
     plan = get_plan(plan_code)
     _check_currency(plan)
-    amount = plan.price
-    if quote_id is not None and customer is not None:
-        amount = _quoted_amount(customer, quote_id, device, plan)
+    amount = order_amount(customer, device, plan, quote_id=quote_id, confirmed=confirmed)
     return device, plan, amount
 
 
@@ -127,6 +150,7 @@ def prepare_order(
     payment_method: str,
     *,
     quote_id: int | None = None,
+    confirmed: tuple[int, str] | None = None,
     client_ip: str | None = None,
 ) -> PreparedPayment | None:
     """Before :func:`place_order`'s transaction, outside it: check the request and, for
@@ -135,7 +159,9 @@ def prepare_order(
     from simtopup.payments.actions import prepare_payment
     from simtopup.payments.registry import provider_for
 
-    device, plan, amount = _resolve(customer, device_text, plan_code, payment_method, quote_id)
+    device, plan, amount = _resolve(
+        customer, device_text, plan_code, payment_method, quote_id, confirmed
+    )
     if payment_method == BALANCE:
         return None
     return prepare_payment(
@@ -156,6 +182,7 @@ def place_order(
     payment_method: str,
     *,
     quote_id: int | None = None,
+    confirmed: tuple[int, str] | None = None,
     channel: str = Channel.APP,
     client_ip: str | None = None,
     prepared: PreparedPayment | None = None,
@@ -163,7 +190,9 @@ def place_order(
     """Place an order in the caller's transaction. ``balance`` settles at once; the other
     methods leave the order ``awaiting_payment`` with a payment whose next action (checkout
     URL or QR code) the payer follows — the one :func:`prepare_order` got, if given."""
-    device, plan, amount = _resolve(customer, device_text, plan_code, payment_method, quote_id)
+    device, plan, amount = _resolve(
+        customer, device_text, plan_code, payment_method, quote_id, confirmed
+    )
     if payment_method == BALANCE:
         assert customer is not None  # _resolve refuses credit without a customer
         return place_balance_order(customer, device, plan, channel=channel, amount=amount)

@@ -254,16 +254,16 @@ def _place(
         raise Http404
     text = identifier_of(device)
     payer_ip = client_ip(request)
-    if customer is None:
-        plan = get_plan(data["p"])
-        if (plan.price, plan.currency) != (data["a"], data["c"]):
-            raise DomainError(
-                "quote_expired",
-                _("The price of this plan has changed. Please confirm the order again."),
-                409,
-            )
+    # A visitor's confirmation is the signed price itself: the order refuses another one.
+    confirmed = (data["a"], data["c"]) if customer is None else None
     prepared: PreparedPayment | None = orders.prepare_order(
-        customer, text, data["p"], method, quote_id=data["q"], client_ip=payer_ip
+        customer,
+        text,
+        data["p"],
+        method,
+        quote_id=data["q"],
+        confirmed=confirmed,
+        client_ip=payer_ip,
     )
     with transaction.atomic(durable=True):
         order = orders.place_order(
@@ -272,6 +272,7 @@ def _place(
             data["p"],
             method,
             quote_id=data["q"],
+            confirmed=confirmed,
             channel=Channel.WEB,
             client_ip=payer_ip,
             prepared=prepared,
