@@ -15,6 +15,10 @@ from tests.support import Actors, reseller_client
 # simtopup processes tests start (serve, worker), which inherit the environment.
 # tests/test_deploy_checks.py tests the refusal itself.
 os.environ.setdefault("SIMTOPUP_SANDBOX_ALLOWED", "1")
+# The suite's tests read English: the site's default language (SIMTOPUP_LANGUAGE, zh-hans
+# unless set) is English for them and for the processes they start. tests/test_language.py
+# tests the default itself.
+os.environ.setdefault("SIMTOPUP_LANGUAGE", "en")
 
 
 @pytest.fixture
@@ -42,3 +46,8 @@ def _fast_password_hashing(settings: Any) -> None:
 @pytest.fixture(autouse=True)
 def _test_installation(settings: Any) -> None:
     settings.SANDBOX_ALLOWED = True  # see SIMTOPUP_SANDBOX_ALLOWED above
+
+
+@pytest.fixture(autouse=True)
+def _tests_read_english(settings: Any) -> None:
+    settings.LANGUAGE_CODE = "en"  # see SIMTOPUP_LANGUAGE above

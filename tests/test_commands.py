@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,14 +13,18 @@ import time
 import urllib.request
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models import Q
+from django.test import Client
 
 from simtopup.catalog.models import Plan
+from simtopup.devices.binding import pin_matches
 from simtopup.devices.models import Device
 from simtopup.ledger.audit import audit
-from simtopup.resellers.models import Reseller, ResellerStatus
+from simtopup.resellers.models import Reseller, ResellerMember, ResellerStatus
 from tests.support import post_json, reseller_client
 
 
@@ -174,3 +179,57 @@ def test_serve_runs_web_and_worker_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+DEMO_LINE = {
+    "website": re.compile(r"^  website: +(\S+)/$", re.M),
+    "operator": re.compile(r"^  operator console: (\S+)  user: (\S+)  password: (\S+)", re.M),
+    "portal": re.compile(r"^  reseller portal: +(\S+)  user: (\S+)  password: (\S+)", re.M),
+    "esim": re.compile(r"^ {4}esim +ICCID (\d+)  PIN (\d+)  or activation code (\S+)$", re.M),
+    "sim": re.compile(r"^ {4}sim +ICCID (\d+)  PIN (\d+)$", re.M),
+    "hotspot": re.compile(r"^ {4}hotspot +IMEI (\d{15})  PIN (\d+)  \(its serial (\S+) ", re.M),
+}
+
+
+def test_demo_prints_the_first_hours_logins_and_three_kinds_of_card(
+    db: None, settings: Any
+) -> None:
+    settings.SITE_URL = "http://127.0.0.1:8123"
+    output = run("demo")
+    lines = {name: pattern.search(output) for name, pattern in DEMO_LINE.items()}
+    assert all(lines.values()), output
+    assert lines["website"][1] == "http://127.0.0.1:8123"  # type: ignore[index]
+    assert len(output.splitlines()) < 20, output  # short: three cards, not twenty
+    assert "20 demo cards in all" in output
+
+    # The portal owner logs in with the printed password and sees the demo reseller's portal.
+    _url, owner, password = lines["portal"].groups()  # type: ignore[union-attr]
+    browser = Client(HTTP_ACCEPT_LANGUAGE="en")
+    login = browser.post("/agent/login", {"username": owner, "password": password})
+    assert login.status_code == 302, login.content
+    assert browser.get(login["Location"]).status_code == 200
+    member = ResellerMember.objects.get(user__username=owner)
+    assert (member.role, member.reseller.code) == ("owner", "AGDEMO0001")
+    # The operator logs in to the console with the printed password.
+    _url, user, operator_password = lines["operator"].groups()  # type: ignore[union-attr]
+    assert Client().login(username=user, password=operator_password)
+    # Each printed ID with its PIN names a card of its kind.
+    for kind in ("esim", "sim", "hotspot"):
+        number, pin = lines[kind].groups()[:2]  # type: ignore[union-attr]
+        device = Device.objects.get(Q(iccid=number) | Q(imei=number))
+        assert device.kind == kind
+        assert pin_matches(device.pin_hash, pin)
+    serial = lines["hotspot"][3]  # type: ignore[index]
+    assert Device.objects.get(serial=serial).imei == lines["hotspot"][1]  # type: ignore[index]
+
+    # Again: nothing new, the same logins (kept, not reset), still short.
+    again = run("demo")
+    assert ResellerMember.objects.count() == 1
+    portal_again = DEMO_LINE["portal"].search(again)
+    assert portal_again is not None
+    assert portal_again.groups() == lines["portal"].groups()  # type: ignore[union-attr]
+    assert f"password: {password} (unless you changed it)" in again
+    assert browser.post("/agent/logout").status_code in (200, 302)
+    assert (
+        Client().post("/agent/login", {"username": owner, "password": password}).status_code == 302
+    )

@@ -386,8 +386,14 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # --- i18n -----------------------------------------------------------------------------
-LANGUAGE_CODE = "en"
 LANGUAGES = [("zh-hans", "简体中文"), ("zh-hant", "繁體中文"), ("en", "English")]
+# The site's language when the visitor has chosen none (language cookie) and the browser's
+# Accept-Language names none we have: this operator's customers read Chinese.
+LANGUAGE_CODE = env("LANGUAGE", "zh-hans").strip().lower()
+if LANGUAGE_CODE not in dict(LANGUAGES):
+    raise ImproperlyConfigured(
+        f"SIMTOPUP_LANGUAGE must be one of {', '.join(dict(LANGUAGES))}, not {LANGUAGE_CODE!r}"
+    )
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
 USE_TZ = True

@@ -1,8 +1,11 @@
-"""`simtopup demo`: idempotent demo data — plans, tariff, devices, a reseller, an operator.
+"""`simtopup demo`: idempotent demo data — plans, tariff, devices, a reseller with its API key
+and a portal owner, an operator.
 
-Each demo card gets a binding PIN (derived from the secret key, so running the command again
-prints the same PINs) and the command prints every card's device ID with the proof that adds
-it to an account: a card number alone never binds a card."""
+It prints what a newcomer needs in the first hour: the website, the operator login, the
+reseller API key and portal login, and three demo cards of different kinds with the proof that
+adds each to an account (a card number alone never binds a card); `-v 2` lists every card.
+Passwords and PINs are derived from the secret key, so running it again prints the same ones;
+a login that exists already keeps its password ("unless you changed it")."""
 
 from __future__ import annotations
 
@@ -25,10 +28,11 @@ from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import open_account
 from simtopup.ledger.models import AccountKind
-from simtopup.resellers.actions import credit_float, hash_key
-from simtopup.resellers.models import ApiKey, Reseller
+from simtopup.resellers.actions import add_member, credit_float, hash_key
+from simtopup.resellers.models import ApiKey, MemberRole, Reseller
 
 GB = 1024**3
+PORTAL_OWNER = "owner@demo-agent.example"
 PLANS = [
     # code, kind, en, zh-Hans, zh-Hant, bytes, hours, price (fen)
     ("day-1g", "daily", "Daily pass 1 GB", "日租卡 1GB", "日租方案 1GB", 1 * GB, 24, 500),
@@ -148,7 +152,10 @@ class Command(BaseCommand):
             pin = demo_pin(n)
             device = Device.objects.filter(iccid=iccid).first()
             if device is None:
-                if n % 4 == 0:
+                # Every fourth card a hotspot, every fourth a physical SIM, the rest eSIMs.
+                if n % 4 == 2:
+                    device = create_device(kind="sim", iccid=iccid, pin=pin)
+                elif n % 4 == 0:
                     device = create_device(
                         kind="hotspot",
                         imei=demo_imei(n),
@@ -191,38 +198,104 @@ class Command(BaseCommand):
             key_hash=hash_key(api_key),
             defaults={"reseller": reseller, "name": "demo", "prefix": api_key[:10]},
         )
-        User = get_user_model()
-        password = _derived("operator-password", 16)
-        user, created = User.objects.get_or_create(
-            username="operator", defaults={"is_staff": True, "is_superuser": True}
+        operator_password, operator_created = _login(
+            "operator", "operator-password", is_staff=True, is_superuser=True
         )
-        if created:
-            user.set_password(password)
-            user.save(update_fields=["password"])
+        owner_password, owner_created = _portal_owner(reseller)
+        self._report(api_key, operator_password, operator_created, owner_password, owner_created)
+        self._report_cards(cards, all_cards=int(options.get("verbosity", 1)) >= 2)
+        for note in installation_notes():
+            self.stdout.write(f"  {note}")
+
+    def _report(
+        self,
+        api_key: str,
+        operator_password: str,
+        operator_created: bool,
+        owner_password: str,
+        owner_created: bool,
+    ) -> None:
+        site = settings.SITE_URL
         self.stdout.write("Demo data ready.")
-        note = "" if created else " (unless you changed it)"
+        self.stdout.write(f"  website:          {site}/")
         self.stdout.write(
-            f"  operator console: {settings.SITE_URL}/admin/  user: operator  password: {password}{note}"
+            f"  operator console: {site}/admin/  user: operator"
+            f"  password: {operator_password}{_unless_changed(operator_created)}"
         )
         self.stdout.write(f"  demo reseller API key: {api_key}")
         self.stdout.write(
-            f"  try: curl -H 'Authorization: Bearer {api_key}' {settings.SITE_URL}/reseller/v1/plans"
+            f"    try: curl -H 'Authorization: Bearer {api_key}' {site}/reseller/v1/plans"
         )
         self.stdout.write(
-            "  customers: log in on the website or POST /api/v1/auth/code with any phone number"
-            " or email; the one-time code is printed in the server's output; payments go"
-            f" through the sandbox gateway (API docs: {settings.SITE_URL}/api/docs)"
+            f"  reseller portal:  {site}/agent/login  user: {PORTAL_OWNER}"
+            f"  password: {owner_password}{_unless_changed(owner_created)}"
         )
-        if cards:
-            self.stdout.write(
-                "  demo cards: add one to an account on the website (My devices) or with"
-                ' POST /api/v1/devices {"device": ICCID, "proof": PIN}; the PIN is what is'
-                " printed with a card (an eSIM's activation code works too)"
-            )
-        for device, pin in cards:
-            extra = (
-                f"  or activation code {device.activation_code}" if device.activation_code else ""
-            )
-            self.stdout.write(f"    {device.kind:<8} ICCID {device.iccid}  PIN {pin}{extra}")
-        for note in installation_notes():
-            self.stdout.write(f"  {note}")
+        self.stdout.write(
+            "  customers: log in on the website with any phone number or email (the one-time"
+            " code is printed in the server's output); payments go through the sandbox"
+            f" gateway; API docs: {site}/api/docs"
+        )
+
+    def _report_cards(self, cards: list[tuple[Device, str]], *, all_cards: bool) -> None:
+        if not cards:
+            return
+        self.stdout.write(
+            "  demo cards: add one on the website (My devices) or with POST /api/v1/devices"
+            ' {"device": ID, "proof": PIN}; an eSIM\'s activation code is a proof too'
+        )
+        if all_cards:
+            for device, pin in cards:
+                extra = (
+                    f"  or activation code {device.activation_code}"
+                    if device.activation_code
+                    else ""
+                )
+                self.stdout.write(f"    {device.kind:<8} ICCID {device.iccid}  PIN {pin}{extra}")
+            return
+        for kind in ("esim", "sim", "hotspot"):
+            found = next(((d, pin) for d, pin in cards if d.kind == kind), None)
+            if found is None:
+                continue
+            device, pin = found
+            if device.kind == "hotspot" and device.imei:
+                self.stdout.write(
+                    f"    {device.kind:<8} IMEI {device.imei}  PIN {pin}"
+                    f"  (its serial {device.serial} works as the ID too)"
+                )
+            elif device.activation_code:
+                self.stdout.write(
+                    f"    {device.kind:<8} ICCID {device.iccid}  PIN {pin}"
+                    f"  or activation code {device.activation_code}"
+                )
+            else:
+                self.stdout.write(f"    {device.kind:<8} ICCID {device.iccid}  PIN {pin}")
+        self.stdout.write(f"    ({len(cards)} demo cards in all: `simtopup demo -v 2` lists them)")
+
+
+def _unless_changed(created: bool) -> str:
+    return "" if created else " (unless you changed it)"
+
+
+def _login(username: str, purpose: str, **flags: bool) -> tuple[str, bool]:
+    """A login with a password derived from the secret key, set only when it is created."""
+    password = _derived(purpose, 16)
+    user, created = get_user_model().objects.get_or_create(username=username, defaults=flags)
+    if created:
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    return password, created
+
+
+def _portal_owner(reseller: Reseller) -> tuple[str, bool]:
+    """The demo reseller's portal owner, made once through the portal's own way of adding a
+    member; its password is then the derived demo one, kept (no forced change) so that the
+    printed password goes on working."""
+    password = _derived("reseller-owner-password", 16)
+    if get_user_model().objects.filter(username__iexact=PORTAL_OWNER).exists():
+        return password, False
+    member, _temporary = add_member(reseller, PORTAL_OWNER, MemberRole.OWNER)
+    member.user.set_password(password)
+    member.user.save(update_fields=["password"])
+    member.must_change_password = False
+    member.save(update_fields=["must_change_password"])
+    return password, True
