@@ -110,10 +110,6 @@ def hash_code(identity: Identity, code: str) -> str:
     return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
 
 
-def _limits(texts: list[str]) -> list[ratelimit.Limit]:
-    return [ratelimit.Limit.parse(t) for t in texts]
-
-
 def request_code(identity: Identity, ip: str | None, language: str) -> LoginCode:
     """Create a code and send it once the row is committed. Raises ``RateLimited``."""
     now = timezone.now()
@@ -121,12 +117,14 @@ def request_code(identity: Identity, ip: str | None, language: str) -> LoginCode
     with transaction.atomic(durable=True):
         ratelimit.hit(
             f"code:{identity.kind}:{identity.value}",
-            _limits(settings.LOGIN_CODE_IDENTITY_LIMITS),
+            ratelimit.limits(settings.LOGIN_CODE_IDENTITY_LIMITS),
             now,
         )
         if ip:
             ratelimit.hit(
-                f"code-ip:{ratelimit.ip_bucket(ip)}", _limits(settings.LOGIN_CODE_IP_LIMITS), now
+                f"code-ip:{ratelimit.ip_bucket(ip)}",
+                ratelimit.limits(settings.LOGIN_CODE_IP_LIMITS),
+                now,
             )
         LoginCode.objects.filter(
             kind=identity.kind, identity=identity.value, used_at=None, burned_at=None

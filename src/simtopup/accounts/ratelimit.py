@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,6 +42,11 @@ class Limit:
         if limit.count < 1 or limit.seconds < 1:
             raise ValueError(f"bad rate limit {text!r}")
         return limit
+
+
+def limits(texts: Iterable[str]) -> list[Limit]:
+    """A setting's list of ``"count/seconds"`` texts → its limits."""
+    return [Limit.parse(text) for text in texts]
 
 
 class RateLimited(DomainError):
@@ -102,6 +108,24 @@ def hit(key: str, limits: list[Limit], now: datetime | None = None) -> None:
         if not won:
             end = start + timedelta(seconds=limit.seconds)
             waits.append(max(1, math.ceil((end - now).total_seconds())))
+    if waits:
+        raise RateLimited(max(waits))
+
+
+type Keys = list[tuple[str, list[Limit]]]
+
+
+def hit_all(keys: Keys, now: datetime | None = None) -> None:
+    """Count one event for every key against its limits, or raise :class:`RateLimited` with
+    the longest wait over all of them (raise inside the caller's transaction: it rolls back
+    what the keys with room counted)."""
+    now = now or timezone.now()
+    waits = []
+    for key, key_limits in keys:
+        try:
+            hit(key, key_limits, now)
+        except RateLimited as exc:
+            waits.append(exc.retry_after)
     if waits:
         raise RateLimited(max(waits))
 

@@ -262,7 +262,7 @@ def check_proof(customer: Customer, device: Device, proof: str, ip: str | None) 
             try:
                 with transaction.atomic():
                     for key, limits in proof_limit_keys(customer, ip):
-                        ratelimit.hit(key, [ratelimit.Limit.parse(t) for t in limits], now)
+                        ratelimit.hit(key, ratelimit.limits(limits), now)
                     if proof_matches(device, proof):
                         raise _ProofAccepted
             except _ProofAccepted:

@@ -53,7 +53,7 @@ def create_ticket(
         raise ValueError(f"unknown reply channel {reply_channel!r}")
     with transaction.atomic(durable=True):
         if ip:
-            limits = [ratelimit.Limit.parse(text) for text in settings.SUPPORT_IP_LIMITS]
+            limits = ratelimit.limits(settings.SUPPORT_IP_LIMITS)
             ratelimit.hit(f"support-ip:{ratelimit.ip_bucket(ip)}", limits)
         ticket = SupportTicket.objects.create(
             customer=customer,

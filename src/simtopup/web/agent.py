@@ -28,7 +28,6 @@ from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
 from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -39,7 +38,15 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from simtopup.accounts.ratelimit import Limit, RateLimited, hit, ip_bucket, release, reset
+from simtopup.accounts.ratelimit import (
+    Keys,
+    RateLimited,
+    hit_all,
+    ip_bucket,
+    limits,
+    release,
+    reset,
+)
 from simtopup.api.app_auth import client_ip
 from simtopup.catalog.display import plan_detail
 from simtopup.catalog.models import Plan
@@ -168,13 +175,6 @@ class LoginForm(forms.Form):
     )
 
 
-def _limits(texts: list[str]) -> list[Limit]:
-    return [Limit.parse(t) for t in texts]
-
-
-Keys = list[tuple[str, list[Limit]]]
-
-
 def _login_keys(request: HttpRequest, username: str) -> tuple[Keys, str]:
     """The limits a portal login attempt counts against, and the key of its (user name,
     address) pair. Per pair (with longer steps: a stranger's failures stop the stranger, not
@@ -185,11 +185,11 @@ def _login_keys(request: HttpRequest, username: str) -> tuple[Keys, str]:
     bucket = ip_bucket(ip) if ip else "-"
     pair = f"agent-login:user-ip:{name}:{bucket}"
     keys = [
-        (pair, _limits(settings.AGENT_LOGIN_USER_IP_LIMITS)),
-        (f"agent-login:user:{name}", _limits(settings.AGENT_LOGIN_USER_LIMITS)),
+        (pair, limits(settings.AGENT_LOGIN_USER_IP_LIMITS)),
+        (f"agent-login:user:{name}", limits(settings.AGENT_LOGIN_USER_LIMITS)),
     ]
     if ip:
-        keys.append((f"agent-login:ip:{bucket}", _limits(settings.AGENT_LOGIN_IP_LIMITS)))
+        keys.append((f"agent-login:ip:{bucket}", limits(settings.AGENT_LOGIN_IP_LIMITS)))
     return keys, pair
 
 
@@ -199,18 +199,11 @@ def _reserve_attempt(keys: Keys, now: datetime) -> int:
     checked beyond the limits. The seconds to wait when a limit is full (nothing counted),
     else 0."""
 
-    def reserve() -> int:
-        waits = []
-        for key, limits in keys:
-            try:
-                hit(key, limits, now)
-            except RateLimited as exc:
-                waits.append(exc.retry_after)
-        if waits:
-            transaction.set_rollback(True)
-        return max(waits, default=0)
-
-    return durable(reserve)
+    try:
+        durable(lambda: hit_all(keys, now))  # a full limit rolls every count back
+    except RateLimited as exc:
+        return exc.retry_after
+    return 0
 
 
 def _not_a_failure(keys: Keys, pair: str, now: datetime) -> None:
@@ -218,8 +211,8 @@ def _not_a_failure(keys: Keys, pair: str, now: datetime) -> None:
     this user name from this address."""
 
     def give_back() -> None:
-        for key, limits in keys:
-            release(key, limits, now)
+        for key, key_limits in keys:
+            release(key, key_limits, now)
         reset(pair)
 
     durable(give_back)

@@ -44,7 +44,7 @@ def _count_lookup(request: HttpRequest) -> None:
     """Receipt numbers and agent codes are not secrets, but walking through them (a bot
     trying every number) is refused: lookups are limited per client IP."""
     ip = client_ip(request) or "unknown"
-    limits = [ratelimit.Limit.parse(text) for text in settings.VERIFY_IP_LIMITS]
+    limits = ratelimit.limits(settings.VERIFY_IP_LIMITS)
     ratelimit.hit(f"verify-ip:{ratelimit.ip_bucket(ip)}", limits)
 
 
