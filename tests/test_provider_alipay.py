@@ -248,7 +248,7 @@ def test_it_queries_a_trade(gateway: FakeAlipayGateway) -> None:
     gateway.answers["alipay.trade.query"] = trade("TRADE_SUCCESS")
     status = AlipayProvider().query(REF, "2026112622001446880501234567")
 
-    assert status == base.PaymentStatus(
+    assert status == base.ProviderPaymentStatus(
         "succeeded", "2026112622001446880501234567", 3000, "CNY", APP_ID, None
     )
     assert gateway.requests[0]["biz_content"] == {

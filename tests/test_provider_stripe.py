@@ -512,7 +512,7 @@ def test_it_rejects_events_for_another_connected_account(settings: Any) -> None:
 def test_it_queries_a_payment_intent_by_id() -> None:
     fake = FakeStripe({("GET", "/v1/payment_intents/pi_3Test"): (200, intent("succeeded"))})
     status = StripeProvider(http_client=fake).query(REF, "pi_3Test")
-    assert status == base.PaymentStatus("succeeded", "pi_3Test", 3000, "CNY", None, None)
+    assert status == base.ProviderPaymentStatus("succeeded", "pi_3Test", 3000, "CNY", None, None)
 
 
 def test_it_queries_a_checkout_session_with_its_intent() -> None:

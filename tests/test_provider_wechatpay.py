@@ -596,7 +596,7 @@ def test_it_queries_an_order(
     gateway.routes[("GET", f"/v3/pay/transactions/out-trade-no/{REF}")] = (200, order(state))
     result = WechatPayProvider().query(REF, None)
 
-    assert result == base.PaymentStatus(
+    assert result == base.ProviderPaymentStatus(
         status, "4200002026112612345678901234", 3000, "CNY", MCHID, failure
     )
     assert gateway.requests[0]["path"] == f"/v3/pay/transactions/out-trade-no/{REF}?mchid={MCHID}"

@@ -54,8 +54,8 @@ from simtopup.payments.providers.base import (
     Provider,
     ProviderError,
     ProviderEvent,
+    ProviderPaymentStatus,
 )
-from simtopup.payments.providers.base import PaymentStatus as ProviderPaymentStatus
 from simtopup.payments.registry import get_provider
 
 logger = logging.getLogger(__name__)

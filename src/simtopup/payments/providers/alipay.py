@@ -68,10 +68,10 @@ from simtopup.payments.providers.base import (
     InvalidNotification,
     NextAction,
     PaymentRequest,
-    PaymentStatus,
     Provider,
     ProviderError,
     ProviderEvent,
+    ProviderPaymentStatus,
     RefundResult,
 )
 
@@ -363,7 +363,7 @@ class AlipayProvider(Provider):
 
     # --- queries and refunds --------------------------------------------------------------
 
-    def query(self, reference: str, provider_ref: str | None) -> PaymentStatus:
+    def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
         _check_reference(reference)
         biz = {"out_trade_no": reference}
         if provider_ref:
@@ -372,7 +372,7 @@ class AlipayProvider(Provider):
         if not _succeeded(answer):
             if answer.get("sub_code") == "ACQ.TRADE_NOT_EXIST":
                 # The trade exists at Alipay only once the payer opened the cashier page.
-                return PaymentStatus("pending", None, None, CURRENCY, self._app_id)
+                return ProviderPaymentStatus("pending", None, None, CURRENCY, self._app_id)
             raise _refusal(answer)
         if answer.get("out_trade_no") not in (None, reference):
             raise ProviderError(
@@ -389,7 +389,7 @@ class AlipayProvider(Provider):
             amount = to_minor(str(answer["total_amount"]), CURRENCY)
         except (KeyError, DomainError):
             amount = None
-        return PaymentStatus(
+        return ProviderPaymentStatus(
             status,  # type: ignore[arg-type]
             answer.get("trade_no"),
             amount,

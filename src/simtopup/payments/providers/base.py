@@ -108,8 +108,9 @@ class ProviderEvent:
 
 
 @dataclass(frozen=True)
-class PaymentStatus:
-    """Answer of :meth:`Provider.query`."""
+class ProviderPaymentStatus:
+    """Answer of :meth:`Provider.query`: what the provider says of a payment (not to be
+    confused with our Payment row's status, ``payments.models.PaymentStatus``)."""
 
     status: Literal["pending", "succeeded", "failed", "unknown"]
     provider_ref: str | None = None
@@ -164,7 +165,7 @@ class Provider(abc.ABC):
         return Ack(200 if accepted else 400)
 
     @abc.abstractmethod
-    def query(self, reference: str, provider_ref: str | None) -> PaymentStatus:
+    def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
         """Ask the provider where the payment stands (the janitor does this)."""
 
     @abc.abstractmethod

@@ -46,10 +46,10 @@ from simtopup.payments.providers.base import (
     InvalidNotification,
     NextAction,
     PaymentRequest,
-    PaymentStatus,
     Provider,
     ProviderError,
     ProviderEvent,
+    ProviderPaymentStatus,
     RefundResult,
 )
 
@@ -139,17 +139,17 @@ class SandboxProvider(Provider):
             )
         ]
 
-    def query(self, reference: str, provider_ref: str | None) -> PaymentStatus:
+    def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
         charge = SandboxCharge.objects.filter(reference=reference).first()
         if charge is None:
-            return PaymentStatus("unknown")
+            return ProviderPaymentStatus("unknown")
         status = {
             SandboxChargeStatus.REQUIRES_ACTION: "pending",
             SandboxChargeStatus.SUCCEEDED: "succeeded",
             SandboxChargeStatus.REFUNDED: "succeeded",  # it was captured
             SandboxChargeStatus.DECLINED: "failed",
         }[SandboxChargeStatus(charge.status)]
-        return PaymentStatus(
+        return ProviderPaymentStatus(
             status,  # type: ignore[arg-type]
             provider_ref=charge.public_id,
             amount=charge.amount,

@@ -55,10 +55,10 @@ from simtopup.payments.providers.base import (
     InvalidNotification,
     NextAction,
     PaymentRequest,
-    PaymentStatus,
     Provider,
     ProviderError,
     ProviderEvent,
+    ProviderPaymentStatus,
     RefundResult,
 )
 
@@ -375,7 +375,7 @@ class StripeProvider(Provider):
 
     # --- queries and refunds --------------------------------------------------------------
 
-    def query(self, reference: str, provider_ref: str | None) -> PaymentStatus:
+    def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
         try:
             if provider_ref and provider_ref.startswith("cs_"):
                 return self._query_session(reference, provider_ref)
@@ -383,10 +383,10 @@ class StripeProvider(Provider):
         except stripe.StripeError as exc:
             raise _error(exc) from exc
         if intent is None:
-            return PaymentStatus("unknown")
+            return ProviderPaymentStatus("unknown")
         return self._intent_status(intent)
 
-    def _query_session(self, reference: str, session_id: str) -> PaymentStatus:
+    def _query_session(self, reference: str, session_id: str) -> ProviderPaymentStatus:
         session = self._client.v1.checkout.sessions.retrieve(
             session_id, params={"expand": ["payment_intent"]}
         ).to_dict()
@@ -395,7 +395,7 @@ class StripeProvider(Provider):
         if isinstance(intent, dict):
             status = self._intent_status(intent)
             if status.status != "succeeded" and session.get("status") == "expired":
-                return PaymentStatus(
+                return ProviderPaymentStatus(
                     "failed",
                     intent.get("id"),
                     status.amount,
@@ -407,10 +407,10 @@ class StripeProvider(Provider):
         currency = (session.get("currency") or "").upper() or None
         amount = from_stripe_amount(session.get("amount_total"), currency)
         if session.get("status") == "expired":
-            return PaymentStatus("failed", None, amount, currency, self.merchant, "expired")
+            return ProviderPaymentStatus("failed", None, amount, currency, self.merchant, "expired")
         if session.get("payment_status") == "paid":
-            return PaymentStatus("succeeded", None, amount, currency, self.merchant)
-        return PaymentStatus("pending", None, amount, currency, self.merchant)
+            return ProviderPaymentStatus("succeeded", None, amount, currency, self.merchant)
+        return ProviderPaymentStatus("pending", None, amount, currency, self.merchant)
 
     def _find_intent(self, reference: str, provider_ref: str | None) -> dict[str, Any] | None:
         if provider_ref and provider_ref.startswith("pi_"):
@@ -439,7 +439,7 @@ class StripeProvider(Provider):
         succeeded = [i for i in intents if i.get("status") == "succeeded"]
         return (succeeded or sorted(intents, key=lambda i: i.get("created") or 0))[-1]
 
-    def _intent_status(self, intent: dict[str, Any]) -> PaymentStatus:
+    def _intent_status(self, intent: dict[str, Any]) -> ProviderPaymentStatus:
         status = _PI_STATUS.get(str(intent.get("status")), "unknown")
         currency = (intent.get("currency") or "").upper() or None
         amount = intent.get("amount_received") if status == "succeeded" else intent.get("amount")
@@ -449,7 +449,7 @@ class StripeProvider(Provider):
             failure = intent.get("cancellation_reason") or "canceled"
         elif error:
             failure = error.get("decline_code") or error.get("code")
-        return PaymentStatus(
+        return ProviderPaymentStatus(
             cast(Any, status),
             intent.get("id"),
             from_stripe_amount(amount, currency),

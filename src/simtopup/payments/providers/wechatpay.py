@@ -65,10 +65,10 @@ from simtopup.payments.providers.base import (
     InvalidNotification,
     NextAction,
     PaymentRequest,
-    PaymentStatus,
     Provider,
     ProviderError,
     ProviderEvent,
+    ProviderPaymentStatus,
     RefundResult,
 )
 
@@ -394,12 +394,12 @@ class WechatPayProvider(Provider):
 
     # --- queries and refunds --------------------------------------------------------------
 
-    def query(self, reference: str, provider_ref: str | None) -> PaymentStatus:
+    def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
         _check(_TRADE_NO, reference)
         status, answer = self._call(self._client().query, out_trade_no=reference)
         if status == 404 or answer.get("code") == "ORDER_NOT_EXIST":
             # Native orders exist from create_payment on: no order, nothing the payer can pay.
-            return PaymentStatus(
+            return ProviderPaymentStatus(
                 "failed", None, None, CURRENCY, self._config.mchid, "order_not_exist"
             )
         if not 200 <= status < 300:
@@ -416,7 +416,7 @@ class WechatPayProvider(Provider):
         outcome = _TRADE_STATES.get(state, "unknown")
         amount_info = answer.get("amount") or {}
         total = amount_info.get("total")
-        return PaymentStatus(
+        return ProviderPaymentStatus(
             outcome,  # type: ignore[arg-type]
             answer.get("transaction_id"),
             total if isinstance(total, int) else None,
