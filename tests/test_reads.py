@@ -19,7 +19,8 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simtopup.accounts.models import Customer
+from simtopup.accounts.models import AppToken, Customer
+from simtopup.accounts.tokens import authenticate_token, hash_token, issue_token, revoke_token
 from simtopup.api.serializers import rfc3339
 from simtopup.catalog.models import PaygTariff
 from simtopup.devices.inventory import create_device
@@ -236,6 +237,9 @@ def test_each_read_is_one_statement(actors: Actors) -> None:
         alice,
         timezone.now(),
     )
+    # The first use on a connection also prepares the statement (PostgreSQL).
+    device_balance(alice.pk, device.pk)
+    authorization_by_iccid(device.iccid or "")
     with CaptureQueriesContext(connection) as balance_queries:
         read = device_balance(alice.pk, device.pk)
     assert read is not None
@@ -264,8 +268,27 @@ def test_the_balance_endpoint_is_the_token_check_and_one_read(actors: Actors, pa
     assert len(queries) == 2, [q["sql"] for q in queries]
 
 
+def test_the_token_check_reads_what_the_orm_reads(actors: Actors) -> None:
+    raw, customer = login_customer("+8613800138000")
+    issue_token(customer, "second")
+    token = authenticate_token(raw)
+    assert token is not None
+    stored = AppToken.objects.select_related("customer").get(token_hash=hash_token(raw))
+    for field in AppToken._meta.concrete_fields:
+        assert getattr(token, field.attname) == getattr(stored, field.attname), field.name
+    for field in Customer._meta.concrete_fields:
+        assert getattr(token.customer, field.attname) == getattr(stored.customer, field.attname)
+    assert token.last_used_at is not None
+    assert token.customer.created_at.tzinfo is not None
+    assert not token._state.adding
+    assert authenticate_token(raw + "x") is None
+    revoke_token(stored)
+    assert authenticate_token(raw) is None
+
+
 def test_the_authorization_endpoint_is_one_statement(actors: Actors) -> None:
     url = f"/network/v1/devices/{actors.device.iccid}/authorization"
+    assert network_get(Client(), url).status_code == 200  # prepared on first use
     with CaptureQueriesContext(connection) as queries:
         response = network_get(Client(), url)
     assert response.status_code == 200, response.content

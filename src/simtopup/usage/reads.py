@@ -12,48 +12,20 @@ computation they replace on varied data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from simtopup.catalog.models import PaygTariff, Plan
+from simtopup.core.prepared import aware, column, fetch, moment, table
 from simtopup.devices.models import RECHARGEABLE, Device, mask
 from simtopup.ledger.models import Account
 from simtopup.usage.models import Bundle
 
 # Expired bundles stay listed on the balance for this long.
 EXPIRED_BUNDLES_SHOWN = timedelta(days=30)
-
-
-def _table(model: type) -> str:
-    return connection.ops.quote_name(model._meta.db_table)  # type: ignore[attr-defined]
-
-
-def _col(model: type, field: str) -> str:
-    column = model._meta.get_field(field).column  # type: ignore[attr-defined]
-    return connection.ops.quote_name(column)
-
-
-def _param(moment: datetime) -> Any:
-    """A time as the ORM would pass it (naive UTC text on SQLite, aware on PostgreSQL)."""
-    return connection.ops.adapt_datetimefield_value(moment)
-
-
-def _moment(value: object) -> datetime:
-    """A selected time column as an aware UTC datetime, whichever backend read it."""
-    if isinstance(value, str):
-        parsed = parse_datetime(value)
-        assert parsed is not None, value
-        value = parsed
-    assert isinstance(value, datetime), value
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,23 +63,23 @@ def bundle_state(starts_at: datetime, expires_at: datetime, balance: int, now: d
 def _balance_sql() -> str:
     d, c, b, a, p = "d", "c", "b", "a", "p"
     return (
-        f"SELECT {d}.{_col(Device, 'id')}, {d}.{_col(Device, 'iccid')}, "
-        f"{d}.{_col(Device, 'eid')}, {d}.{_col(Device, 'imei')}, "
-        f"{d}.{_col(Device, 'serial')}, {d}.{_col(Device, 'payg')}, "
-        f"{c}.{_col(Account, 'balance')}, {c}.{_col(Account, 'unit')}, "
-        f"{b}.{_col(Bundle, 'id')}, {p}.{_col(Plan, 'code')}, "
-        f"{b}.{_col(Bundle, 'granted_bytes')}, {b}.{_col(Bundle, 'starts_at')}, "
-        f"{b}.{_col(Bundle, 'expires_at')}, {a}.{_col(Account, 'balance')} "
-        f"FROM {_table(Device)} {d} "
-        f"JOIN {_table(Account)} {c} ON {c}.{_col(Account, 'id')} = "
-        f"{d}.{_col(Device, 'credit_account')} "
-        f"LEFT JOIN {_table(Bundle)} {b} ON {b}.{_col(Bundle, 'device')} = {d}.{_col(Device, 'id')}"
-        f" AND {b}.{_col(Bundle, 'expires_at')} > %s "
-        f"LEFT JOIN {_table(Account)} {a} ON {a}.{_col(Account, 'id')} = "
-        f"{b}.{_col(Bundle, 'account')} "
-        f"LEFT JOIN {_table(Plan)} {p} ON {p}.{_col(Plan, 'id')} = {b}.{_col(Bundle, 'plan')} "
-        f"WHERE {d}.{_col(Device, 'id')} = %s AND {d}.{_col(Device, 'owner')} = %s "
-        f"ORDER BY {b}.{_col(Bundle, 'expires_at')}, {b}.{_col(Bundle, 'id')}"
+        f"SELECT {d}.{column(Device, 'id')}, {d}.{column(Device, 'iccid')}, "
+        f"{d}.{column(Device, 'eid')}, {d}.{column(Device, 'imei')}, "
+        f"{d}.{column(Device, 'serial')}, {d}.{column(Device, 'payg')}, "
+        f"{c}.{column(Account, 'balance')}, {c}.{column(Account, 'unit')}, "
+        f"{b}.{column(Bundle, 'id')}, {p}.{column(Plan, 'code')}, "
+        f"{b}.{column(Bundle, 'granted_bytes')}, {b}.{column(Bundle, 'starts_at')}, "
+        f"{b}.{column(Bundle, 'expires_at')}, {a}.{column(Account, 'balance')} "
+        f"FROM {table(Device)} {d} "
+        f"JOIN {table(Account)} {c} ON {c}.{column(Account, 'id')} = "
+        f"{d}.{column(Device, 'credit_account')} "
+        f"LEFT JOIN {table(Bundle)} {b} ON {b}.{column(Bundle, 'device')} = {d}.{column(Device, 'id')}"
+        f" AND {b}.{column(Bundle, 'expires_at')} > %s "
+        f"LEFT JOIN {table(Account)} {a} ON {a}.{column(Account, 'id')} = "
+        f"{b}.{column(Bundle, 'account')} "
+        f"LEFT JOIN {table(Plan)} {p} ON {p}.{column(Plan, 'id')} = {b}.{column(Bundle, 'plan')} "
+        f"WHERE {d}.{column(Device, 'id')} = %s AND {d}.{column(Device, 'owner')} = %s "
+        f"ORDER BY {b}.{column(Bundle, 'expires_at')}, {b}.{column(Bundle, 'id')}"
     )
 
 
@@ -118,9 +90,11 @@ def device_balance(
     valid now, the bundles active, upcoming, used up or expired in the last 30 days (soonest
     expiring first) and the credit, from one statement."""
     now = now or timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(_balance_sql(), [_param(now - EXPIRED_BUNDLES_SHOWN), device_id, owner_id])
-        rows = cursor.fetchall()
+    rows = fetch(
+        "simtopup_device_balance",
+        _balance_sql(),
+        [moment(now - EXPIRED_BUNDLES_SHOWN), device_id, owner_id],
+    )
     if not rows:
         return None
     pk, iccid, eid, imei, serial, payg, credit, currency = rows[0][:8]
@@ -130,7 +104,7 @@ def device_balance(
     for *_device, bundle_id, plan, granted, starts, expires, balance in rows:
         if bundle_id is None:
             continue  # the LEFT JOIN's row of a card without bundles
-        starts_at, expires_at = _moment(starts), _moment(expires)
+        starts_at, expires_at = aware(starts), aware(expires)
         state = bundle_state(starts_at, expires_at, balance, now)
         left = max(balance, 0) if state != "expired" else 0
         if state == "active":
@@ -143,21 +117,21 @@ def device_balance(
 def _authorization_sql(key: str) -> str:
     d, c, b, a, t = "d", "c", "b", "a", "t"
     return (
-        f"SELECT {d}.{_col(Device, 'status')}, {d}.{_col(Device, 'payg')}, "
-        f"{c}.{_col(Account, 'balance')}, "
-        f"(SELECT SUM({a}.{_col(Account, 'balance')}) FROM {_table(Bundle)} {b} "
-        f"JOIN {_table(Account)} {a} ON {a}.{_col(Account, 'id')} = {b}.{_col(Bundle, 'account')}"
-        f" WHERE {b}.{_col(Bundle, 'device')} = {d}.{_col(Device, 'id')}"
-        f" AND {b}.{_col(Bundle, 'starts_at')} <= %s AND {b}.{_col(Bundle, 'expires_at')} > %s"
-        f" AND {a}.{_col(Account, 'balance')} > 0), "
-        f"(SELECT {t}.{_col(PaygTariff, 'price_per_mb')} FROM {_table(PaygTariff)} {t}"
-        f" WHERE {t}.{_col(PaygTariff, 'effective_from')} <= %s"
-        f" ORDER BY {t}.{_col(PaygTariff, 'effective_from')} DESC, {t}.{_col(PaygTariff, 'id')}"
+        f"SELECT {d}.{column(Device, 'status')}, {d}.{column(Device, 'payg')}, "
+        f"{c}.{column(Account, 'balance')}, "
+        f"(SELECT SUM({a}.{column(Account, 'balance')}) FROM {table(Bundle)} {b} "
+        f"JOIN {table(Account)} {a} ON {a}.{column(Account, 'id')} = {b}.{column(Bundle, 'account')}"
+        f" WHERE {b}.{column(Bundle, 'device')} = {d}.{column(Device, 'id')}"
+        f" AND {b}.{column(Bundle, 'starts_at')} <= %s AND {b}.{column(Bundle, 'expires_at')} > %s"
+        f" AND {a}.{column(Account, 'balance')} > 0), "
+        f"(SELECT {t}.{column(PaygTariff, 'price_per_mb')} FROM {table(PaygTariff)} {t}"
+        f" WHERE {t}.{column(PaygTariff, 'effective_from')} <= %s"
+        f" ORDER BY {t}.{column(PaygTariff, 'effective_from')} DESC, {t}.{column(PaygTariff, 'id')}"
         " DESC LIMIT 1) "
-        f"FROM {_table(Device)} {d} "
-        f"JOIN {_table(Account)} {c} ON {c}.{_col(Account, 'id')} = "
-        f"{d}.{_col(Device, 'credit_account')} "
-        f"WHERE {d}.{_col(Device, key)} = %s"
+        f"FROM {table(Device)} {d} "
+        f"JOIN {table(Account)} {c} ON {c}.{column(Account, 'id')} = "
+        f"{d}.{column(Device, 'credit_account')} "
+        f"WHERE {d}.{column(Device, key)} = %s"
     )
 
 
@@ -178,13 +152,11 @@ def _authorization(key: str, value: int | str, now: datetime | None) -> dict[str
     force), ``no_data``, ``insufficient_balance`` or ``device_not_rechargeable`` (suspended
     or retired). One statement: the device, its credit, its bundle data and the tariff."""
     now = now or timezone.now()
-    at = _param(now)
-    with connection.cursor() as cursor:
-        cursor.execute(_authorization_sql(key), [at, at, at, value])
-        row = cursor.fetchone()
-    if row is None:
+    at = moment(now)
+    rows = fetch(f"simtopup_authorization_by_{key}", _authorization_sql(key), [at, at, at, value])
+    if not rows:
         return None
-    status, payg, credit, bundle_bytes, tariff = row
+    status, payg, credit, bundle_bytes, tariff = rows[0]
     remaining = int(bundle_bytes or 0)
     if status not in RECHARGEABLE:
         return {"allowed": False, "remaining_bytes": remaining, "reason": "device_not_rechargeable"}
