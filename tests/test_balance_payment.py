@@ -118,6 +118,7 @@ def test_the_same_key_pays_once(actors: Actors) -> None:
     first = pay_with_credit(token, actors.device.iccid, **{"Idempotency-Key": "once"})
     second = pay_with_credit(token, actors.device.iccid, **{"Idempotency-Key": "once"})
     assert first.status_code == second.status_code == 201
+    assert second.headers["Idempotent-Replayed"] == "true"
     assert first.json() == second.json()
     assert Order.objects.count() == 1
     assert credit_of(actors.device) == 4500

@@ -117,6 +117,7 @@ def test_one_idempotency_key_sent_fifty_times_at_once_charges_once(
     # The retry a client makes after a 409 gets the original answer.
     replay = post_json(reseller_client(actors.alice_key), "/reseller/v1/topups", body, **headers)
     assert replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json() == original
     assert Order.objects.count() == 1
     assert Transfer.objects.filter(kind="order_payment").count() == 1

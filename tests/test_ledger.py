@@ -28,12 +28,16 @@ from hypothesis.stateful import (
 )
 
 from simtopup.ledger.actions import (
+    ONE_STATEMENT_FROM,
     InsufficientFunds,
+    Leg,
     Posting,
     balance,
     lock_accounts,
+    lock_balances,
     open_account,
     post,
+    post_legs,
     system_account,
     transfer,
 )
@@ -594,3 +598,105 @@ def test_the_database_refuses_non_positive_and_self_transfers(
                 idempotency_key="raw",
             )
     assert not Transfer.objects.exists()
+
+
+# --- the batch path (post_legs): the same rules as post -------------------------------------
+
+
+def legs_posted(legs: list[Leg], hot: list[Account]) -> int:
+    """post_legs as usage rating calls it: bounded accounts locked first, one transaction."""
+    with transaction.atomic():
+        held = lock_balances([leg.source for leg in legs] + [leg.destination for leg in legs])
+        return post_legs(legs, held, hot)
+
+
+def test_post_legs_moves_value_and_records_each_leg(card: Account) -> None:
+    fund(card, 500)
+    other = open_account("test:card2:CNY", AccountKind.DEVICE_CREDIT, CNY)
+    sink = system_account("revenue", CNY)
+    legs = [
+        Leg(card.pk, other.pk, 200, CNY, "test", "l1"),
+        Leg(card.pk, sink.pk, 300, CNY, "t", "l2"),
+    ]
+    assert legs_posted(legs, [sink]) == 2
+    assert (balance(card), balance(other), balance(sink)) == (0, 200, 300)
+    assert Transfer.objects.get(idempotency_key="l2").source_balance == 0  # balance after it
+    assert audit() == []
+
+
+@pytest.mark.parametrize("amount", [0, -1])
+def test_post_legs_refuses_a_non_positive_amount(card: Account, amount: int) -> None:
+    fund(card, 500)
+    sink = system_account("revenue", CNY)
+    with pytest.raises(ValueError, match="positive"):
+        legs_posted([Leg(card.pk, sink.pk, amount, CNY, "test", "k")], [sink])
+    assert balance(card) == 500
+    assert not Transfer.objects.filter(idempotency_key="k").exists()
+
+
+def test_post_legs_needs_two_accounts(card: Account) -> None:
+    fund(card, 500)
+    with pytest.raises(ValueError, match="two different accounts"):
+        legs_posted([Leg(card.pk, card.pk, 100, CNY, "test", "k")], [])
+    assert balance(card) == 500
+
+
+@pytest.mark.parametrize(
+    "case", ["sink not named hot", "bounded account named hot", "leg in another unit", "two units"]
+)
+def test_post_legs_refuses_accounts_neither_locked_nor_hot_nor_in_the_unit(
+    card: Account, case: str
+) -> None:
+    fund(card, 500)
+    sink = system_account("revenue", CNY)
+    other = open_account("test:card2:CNY", AccountKind.DEVICE_CREDIT, CNY)
+    bundle = open_account("test:bundle", AccountKind.BUNDLE, BYTES)
+    leg, locked, hot = {
+        "sink not named hot": (Leg(card.pk, sink.pk, 100, CNY, "t", "k"), [card], []),
+        # Not hot, so it had to be locked: naming it hot does not make it so.
+        "bounded account named hot": (Leg(card.pk, other.pk, 100, CNY, "t", "k"), [card], [other]),
+        "leg in another unit": (Leg(card.pk, sink.pk, 100, BYTES, "t", "k"), [card], [sink]),
+        "two units": (Leg(card.pk, bundle.pk, 100, CNY, "t", "k"), [card, bundle], []),
+    }[case]
+    with transaction.atomic():
+        held = lock_balances(account.pk for account in locked)
+        with pytest.raises(ValueError, match="not locked, hot or in"):
+            post_legs([leg], held, hot)
+    assert (balance(card), balance(other), balance(bundle), balance(sink)) == (500, 0, 0, 0)
+    assert not Transfer.objects.filter(idempotency_key="k").exists()
+
+
+def test_post_legs_refuses_to_run_outside_a_transaction(transactional_db: None) -> None:
+    card = open_account("test:card:CNY", AccountKind.DEVICE_CREDIT, CNY)
+    sink = system_account("revenue", CNY)
+    with pytest.raises(RuntimeError, match=r"inside transaction\.atomic"):
+        post_legs([Leg(sink.pk, card.pk, 100, CNY, "t", "k")], {}, [sink])
+    assert not Transfer.objects.exists()
+
+
+@pytest.mark.parametrize("accounts", [ONE_STATEMENT_FROM, ONE_STATEMENT_FROM + 2])
+def test_post_legs_floor_refuses_the_whole_batch_and_exactly_enough_passes(
+    db: None, accounts: int
+) -> None:
+    """Both ways of moving balances: one UPDATE per account (few), one statement (many, the
+    floor then being the database's CHECK)."""
+    sink = system_account("revenue", CNY)
+    cards = [
+        open_account(f"test:many:{n}", AccountKind.DEVICE_CREDIT, CNY) for n in range(accounts)
+    ]
+    for n, account in enumerate(cards):
+        fund(account, 100, key=f"fund-{n}")
+    poor = cards[accounts // 2]
+    legs = [Leg(account.pk, sink.pk, 100, CNY, "t", f"k-{n}") for n, account in enumerate(cards)]
+    legs.append(Leg(poor.pk, sink.pk, 1, CNY, "t", "one-too-many"))
+    with pytest.raises(InsufficientFunds) as refused:
+        legs_posted(legs, [sink])
+    assert refused.value.account.id == poor.pk
+    assert refused.value.code == "insufficient_balance"
+    assert [balance(account) for account in cards] == [100] * accounts
+    assert not Transfer.objects.filter(kind="t").exists()
+    # Exactly the balance, to zero, is allowed (the floor is balance >= 0, not > 0).
+    assert legs_posted(legs[:-1], [sink]) == accounts
+    assert [balance(account) for account in cards] == [0] * accounts
+    assert balance(sink) == 100 * accounts
+    assert audit() == []

@@ -3,8 +3,11 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from simtopup.catalog.models import Plan
 from simtopup.ledger.audit import audit
 from simtopup.orders.models import Order, OrderStatus
+from simtopup.resellers.actions import create_reseller, credit_float, wholesale_price
+from simtopup.resellers.models import Reseller
 from simtopup.usage.models import Bundle
 from tests.support import GB, Actors, float_of, iccid, post_json, reseller_client
 
@@ -106,3 +109,88 @@ def test_a_reseller_cannot_see_another_resellers_topup(actors: Actors, alice) ->
     bob = reseller_client(actors.bob_key)
     assert bob.get(f"/reseller/v1/topups/{order_id}").status_code == 404
     assert alice.get(f"/reseller/v1/topups/{order_id}").json()["status"] == OrderStatus.FULFILLED
+
+
+# --- pricing on discounts that do not divide evenly ----------------------------------------
+# A discount rarely gives a whole number of fen: the wholesale price is rounded half up, once.
+# Each case names the roundings it tells apart, so that floor, ceiling, half-down or
+# half-even rounding (or none) fails at least one.
+
+
+@pytest.mark.parametrize(
+    ("retail", "discount_bps", "wholesale"),
+    [
+        (500, 1250, 438),  # 437.5: half up (floor and half-down give 437)
+        (300, 1250, 263),  # 262.5: half up (half-even gives 262)
+        (1003, 1000, 903),  # 902.7: up (floor gives 902)
+        (1006, 1000, 905),  # 905.4: down (ceiling gives 906)
+        (999, 333, 966),  # 965.7333…: up
+        (5900, 1250, 5163),  # 5162.5: half up
+        (1, 9999, 1),  # 0.0001: never free, at least one minor unit
+        (1, 5000, 1),  # 0.5: half up to 1
+        (999, 0, 999),  # no discount: retail
+    ],
+)
+def test_the_wholesale_price_is_retail_less_the_discount_rounded_half_up(
+    retail: int, discount_bps: int, wholesale: int
+) -> None:
+    plan = Plan(price=retail)
+    plan.pk = 1
+    reseller = Reseller(discount_bps=discount_bps)
+    assert wholesale_price(reseller, plan, explicit={}) == wholesale
+
+
+@pytest.mark.parametrize(
+    ("plan", "discount_bps", "charged"),
+    [("day-1g", 1250, 438), ("month-20g", 1250, 5163), ("day-1g", 333, 483)],
+)
+def test_a_sale_charges_the_rounded_wholesale_price(
+    actors: Actors, plan: str, discount_bps: int, charged: int
+) -> None:
+    """Through the API, on both the general path and (PostgreSQL) the one-statement path."""
+    reseller, key = create_reseller("Uneven", discount_bps=discount_bps, initial_float=100000)
+    response = topup(reseller_client(key), actors.device.iccid, plan=plan)
+    assert response.status_code == 201, response.content
+    amount = f"{charged // 100}.{charged % 100:02d}"
+    assert response.json()["charged"] == {"amount": amount, "currency": "CNY"}
+    assert float_of(reseller) == 100000 - charged
+    assert Order.objects.get(pk=response.json()["id"]).amount == charged
+    assert audit() == []
+
+
+# --- a replay is the stored answer, not the request run again -------------------------------
+
+
+def test_a_replayed_sale_is_marked_and_charges_nothing_more(actors: Actors, alice) -> None:
+    first = topup(alice, actors.device.iccid, **{"Idempotency-Key": "k-replay"})
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first.headers
+    after_first = float_of(actors.alice)
+    again = topup(alice, actors.device.iccid, **{"Idempotency-Key": "k-replay"})
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert float_of(actors.alice) == after_first == 100000 - 460
+
+
+def test_a_replayed_refusal_is_the_stored_refusal_even_once_the_float_would_do(
+    actors: Actors,
+) -> None:
+    """Bob's float is too low; then it is topped up. The same key must still answer the
+    stored 402 (a request run again would now succeed and charge)."""
+    bob = reseller_client(actors.bob_key)
+    body = {"device": actors.device.iccid, "plan": "month-20g", "reference": "r-402"}
+    first = post_json(bob, "/reseller/v1/topups", body, **{"Idempotency-Key": "once-402"})
+    assert first.status_code == 402
+    assert "Idempotent-Replayed" not in first.headers
+    credit_float(actors.bob, 100000, "the bank transfer arrived")
+    again = post_json(bob, "/reseller/v1/topups", body, **{"Idempotency-Key": "once-402"})
+    assert again.status_code == 402
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert float_of(actors.bob) == 5000 + 100000
+    assert Order.objects.count() == 0
+    # A new key is a new request: it runs, and now it sells.
+    fresh = post_json(bob, "/reseller/v1/topups", body, **{"Idempotency-Key": "twice-402"})
+    assert fresh.status_code == 201, fresh.content
+    assert float_of(actors.bob) == 5000 + 100000 - 5900

@@ -9,7 +9,7 @@ import pytest
 from simtopup.api.models import IdempotencyRecord
 from simtopup.ledger.models import Transfer
 from simtopup.orders.models import Order
-from tests.support import Actors, post_json, reseller_client
+from tests.support import Actors, float_of, post_json, reseller_client
 
 
 def assert_nothing_changed(actors: Actors) -> None:
@@ -156,7 +156,9 @@ def test_a_refused_request_replays_its_error(actors: Actors) -> None:
     second = post_json(bob, "/reseller/v1/topups", body, **{"Idempotency-Key": "once"})
     assert_problem(first, 402, "insufficient_float")
     assert second.status_code == 402
+    assert second.headers["Idempotent-Replayed"] == "true"
     assert second.json() == first.json()
+    assert float_of(actors.bob) == 5000
 
 
 def test_keys_are_scoped_to_the_caller(actors: Actors, alice) -> None:

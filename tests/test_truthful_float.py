@@ -79,7 +79,9 @@ def test_a_credit_committed_during_the_sale_is_in_the_float_it_reports(
     monkeypatch.setattr(api_auth, "authenticate", real)
     replay = _sell(actors.alice_key, actors.device.iccid, plan, "r1", **{"Idempotency-Key": "k1"})
     assert replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json() == body
+    assert float_of(actors.alice) == now
     client = reseller_client(actors.alice_key)
     assert client.get(f"/reseller/v1/topups/{order.pk}").json() == body
     assert client.get("/reseller/v1/topups").json()["items"] == [body]
