@@ -26,6 +26,7 @@ from simtopup.api.pagination import page
 from simtopup.api.schemas import Problem, Strict, Text
 from simtopup.api.serializers import rfc3339
 from simtopup.core.errors import DomainError
+from simtopup.core.http import client_ip
 
 router = Router(auth=AppBearer(), tags=["app: auth"])
 ERRORS = {400: Problem, 401: Problem, 404: Problem, 409: Problem, 413: Problem, 422: Problem}
@@ -83,16 +84,6 @@ class AppTokenList(Schema):
 def me(request: HttpRequest) -> Customer:
     token: AppToken = request.auth  # type: ignore[attr-defined]
     return token.customer
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    """REMOTE_ADDR, or the last hop of ``CLIENT_IP_HEADER`` set by a trusted proxy."""
-    if settings.CLIENT_IP_HEADER:
-        forwarded = request.META.get(settings.CLIENT_IP_HEADER, "")
-        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-        if hops:
-            return hops[-1][:45]
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def request_language(request: HttpRequest) -> str:

@@ -10,12 +10,12 @@ from ninja import Query, Router, Schema
 from pydantic import Field, StrictInt
 
 from simtopup.accounts.models import Customer
-from simtopup.api.app_auth import client_ip
 from simtopup.api.auth import AppBearer
 from simtopup.api.idempotency import run_once
 from simtopup.api.pagination import page
 from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict, Text, one_of
 from simtopup.api.serializers import plan_body, rfc3339
+from simtopup.core.http import client_ip
 from simtopup.core.money import money
 from simtopup.orders import customer as orders
 from simtopup.orders.models import Channel, Order, OrderStatus, Quote

@@ -32,6 +32,8 @@ from simtopup.orders.models import Channel, Order, OrderStatus, Quote
 if TYPE_CHECKING:
     from simtopup.payments.actions import PreparedPayment
 
+# The payment method "the card's credit" (beside the providers' METHODS): one name for
+# every door.
 BALANCE = "balance"
 
 

@@ -10,7 +10,7 @@ from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from simtopup.core.money import to_decimal_string
+from simtopup.core.money import format_money
 from simtopup.orders.models import Channel, OrderStatus
 from simtopup.payments.models import (
     OPEN,
@@ -26,13 +26,6 @@ from simtopup.payments.registry import PROVIDER_CLASSES, is_enabled
 from simtopup.payments.webhooks import receive
 
 STILL_OPEN = (*OPEN, PaymentStatus.REFUND_PENDING)
-SYMBOLS = {"CNY": "¥", "HKD": "HK$", "TWD": "NT$", "USD": "$", "EUR": "€"}
-
-
-def display_money(amount: int, currency: str) -> str:
-    symbol = SYMBOLS.get(currency)
-    text = to_decimal_string(amount, currency)
-    return f"{symbol}{text}" if symbol else f"{text} {currency}"
 
 
 @csrf_exempt
@@ -76,7 +69,7 @@ def sandbox_checkout(request: HttpRequest, payment_id: str) -> HttpResponse:
             "payments/sandbox_checkout.html",
             {
                 "charge": charge,
-                "amount": display_money(charge.amount, charge.currency),
+                "amount": format_money(charge.amount, charge.currency),
                 "open": charge.status == SandboxChargeStatus.REQUIRES_ACTION,
                 "declined_all": charge.status == SandboxChargeStatus.REQUIRES_ACTION
                 and settings.SANDBOX_DECLINE_ALL,
@@ -108,7 +101,7 @@ def payment_return(request: HttpRequest, reference: str) -> HttpResponse:
         {
             "order": order,
             "device": order.device.masked,
-            "amount": display_money(order.amount, order.currency),
+            "amount": format_money(order.amount, order.currency),
             "done": order.status == OrderStatus.FULFILLED,
             "waiting": order.status
             in (OrderStatus.AWAITING_PAYMENT, OrderStatus.PAID, OrderStatus.FULFILLING),

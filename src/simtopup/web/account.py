@@ -24,8 +24,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from simtopup.accounts.login import Identity, parse_identity, request_code, spend_code
 from simtopup.accounts.models import IdentityKind
-from simtopup.api.app_auth import client_ip
 from simtopup.core.errors import DomainError
+from simtopup.core.http import client_ip
 from simtopup.orders.receipts import normalise_language
 from simtopup.web.session import current_customer, log_in, log_out, safe_next
 

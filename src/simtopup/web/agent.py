@@ -47,11 +47,11 @@ from simtopup.accounts.ratelimit import (
     release,
     reset,
 )
-from simtopup.api.app_auth import client_ip
 from simtopup.catalog.display import plan_detail
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError
+from simtopup.core.http import client_ip
 from simtopup.core.money import format_money, to_decimal_string
 from simtopup.core.transactions import durable
 from simtopup.devices.identifiers import rechargeable_device

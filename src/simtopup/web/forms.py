@@ -13,9 +13,9 @@ from simtopup.catalog.models import Plan
 from simtopup.core.errors import DomainError
 from simtopup.devices.identifiers import MAX_IDENTIFIER_LENGTH
 from simtopup.devices.models import Device
+from simtopup.orders.customer import BALANCE
 from simtopup.payments.providers.base import ALIPAY, CARD, WECHAT_PAY
 
-BALANCE = "balance"
 GB = 1024**3
 MB = 1024**2
 

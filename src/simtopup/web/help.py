@@ -17,8 +17,8 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 
 from simtopup.accounts.login import parse_email, parse_phone
-from simtopup.api.app_auth import client_ip
 from simtopup.core.errors import DomainError
+from simtopup.core.http import client_ip
 from simtopup.support.actions import create_ticket
 from simtopup.support.models import ReplyChannel
 from simtopup.web.account import page_language, with_headers

@@ -25,8 +25,8 @@ from django.utils import timezone, translation
 from django.views.decorators.http import require_GET
 
 from simtopup.accounts import ratelimit
-from simtopup.api.app_auth import client_ip
 from simtopup.core.errors import DomainError
+from simtopup.core.http import client_ip
 from simtopup.orders.models import Order
 from simtopup.orders.receipts import (
     SUPPORTED_LANGUAGES,

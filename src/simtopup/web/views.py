@@ -13,10 +13,10 @@ from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from simtopup.api.app_auth import client_ip
 from simtopup.catalog.display import format_data, format_validity
 from simtopup.catalog.models import Plan, PlanKind
 from simtopup.catalog.pricing import tariff_per_mb
+from simtopup.core.http import client_ip
 from simtopup.core.money import format_money
 from simtopup.web.metrics import render_metrics
 

@@ -16,7 +16,6 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from simtopup.api.app_auth import client_ip
 from simtopup.api.app_devices import (
     CREDIT_KINDS,
     EXPIRED_BUNDLES_SHOWN,
@@ -27,6 +26,7 @@ from simtopup.api.app_devices import (
 from simtopup.catalog.display import format_data
 from simtopup.catalog.models import Plan
 from simtopup.core.errors import DomainError
+from simtopup.core.http import client_ip
 from simtopup.core.money import format_money
 from simtopup.devices.binding import bind_device, my_devices, rename_device, unbind_device
 from simtopup.devices.esim import activate, qr_code

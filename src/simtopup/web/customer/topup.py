@@ -32,23 +32,24 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from simtopup.accounts.models import Customer
-from simtopup.api.app_auth import client_ip
 from simtopup.catalog.display import format_data, format_validity
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
 from simtopup.core import idempotency
 from simtopup.core.errors import DomainError
+from simtopup.core.http import client_ip
 from simtopup.core.money import format_money
 from simtopup.devices.binding import my_devices
 from simtopup.devices.identifiers import find_device, rechargeable_device
 from simtopup.devices.models import Device
 from simtopup.orders import customer as orders
+from simtopup.orders.customer import BALANCE
 from simtopup.orders.models import Channel, Order
 from simtopup.payments.actions import PreparedPayment
 from simtopup.payments.providers.base import METHODS, WECHAT_PAY
 from simtopup.payments.registry import provider_for
 from simtopup.web.customer.common import status_url
-from simtopup.web.forms import BALANCE, DeviceChoiceForm, PayForm, show_error
+from simtopup.web.forms import DeviceChoiceForm, PayForm, show_error
 from simtopup.web.session import current_customer
 
 CONFIRMATION_SALT = "simtopup.web.topup-confirmation"
