@@ -40,6 +40,7 @@ from run import (  # noqa: E402  (bench/run.py: the server, the database, wrk)
     BIN,
     NETWORK_SECRET,
     BenchError,
+    CpuMeter,
     Postgres,
     Server,
     django_env,
@@ -148,7 +149,12 @@ def network_signature() -> tuple[str, str]:
 
 
 def measure(
-    wrk: str, server: Server, seeded: dict[str, Any], args: argparse.Namespace, workdir: Path
+    wrk: str,
+    server: Server,
+    meter: CpuMeter,
+    seeded: dict[str, Any],
+    args: argparse.Namespace,
+    workdir: Path,
 ) -> list[dict[str, Any]]:
     rounds = []
     for n in range(1, args.rounds + 1):
@@ -163,14 +169,20 @@ def measure(
                 paths = [f"/network/v1/devices/{i}/authorization" for i in seeded["iccids"]]
                 header = network_signature()
             wrk_run(wrk, server, paths, header, args.warmup, args, workdir)
+            meter.start()
             result = wrk_run(wrk, server, paths, header, args.duration, args, workdir)
+            cpu = meter.stop()
+            # CPU milliseconds per request: the server's processes, PostgreSQL's backends,
+            # wrk. Less sensitive to a busy neighbour than the rate.
+            result["cpu_ms"] = {k: 1000 * v / max(result["requests"], 1) for k, v in cpu.items()}
             if set(result["statuses"]) != {"200"} or any(result["socket_errors"].values()):
                 raise BenchError(f"{target}: not every answer was 200: {json.dumps(result)}")
             row[target] = result
             log(
                 f"round {n} {target}: {result['rps']:.0f} req/s, "
                 f"p50 {result['latency_us']['p50'] / 1000:.1f} ms, "
-                f"p99 {result['latency_us']['p99'] / 1000:.1f} ms"
+                f"p99 {result['latency_us']['p99'] / 1000:.1f} ms, CPU ms/request "
+                + ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_ms"].items())
             )
         row["loadavg_after"] = loadavg()
         rounds.append(row)
@@ -185,6 +197,8 @@ def judge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "ratio": statistics.median(r[target]["rps"] / r["healthz"]["rps"] for r in rounds),
             "p50_ms": statistics.median(r[target]["latency_us"]["p50"] / 1000 for r in rounds),
             "p99_ms": statistics.median(r[target]["latency_us"]["p99"] / 1000 for r in rounds),
+            "app_cpu_ms": statistics.median(r[target]["cpu_ms"]["app"] for r in rounds),
+            "db_cpu_ms": statistics.median(r[target]["cpu_ms"]["db"] for r in rounds),
         }
     goals = {}
     for target, ratio in GOALS.items():
@@ -198,9 +212,15 @@ def report(results: dict[str, Any]) -> None:
         f"\nreads at {results['connections']} connections, median of {results['rounds_run']} "
         f"rounds of {results['duration']} s (load average {results['loadavg']})"
     )
-    print(f"{'':15}{'req/s':>9}{'× healthz':>11}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"{'':15}{'req/s':>9}{'× healthz':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'app CPU ms':>12}{'db CPU ms':>11}"
+    )
     for target, s in results["summary"].items():
-        print(f"{target:15}{s['rps']:9.0f}{s['ratio']:11.2f}{s['p50_ms']:9.1f}{s['p99_ms']:9.1f}")
+        print(
+            f"{target:15}{s['rps']:9.0f}{s['ratio']:11.2f}{s['p50_ms']:9.1f}{s['p99_ms']:9.1f}"
+            f"{s['app_cpu_ms']:12.2f}{s['db_cpu_ms']:11.2f}"
+        )
     for n, r in enumerate(results["rounds"], 1):
         cells = ", ".join(f"{t} {r[t]['rps']:.0f}" for t in TARGETS)
         print(f"  round {n}: {cells} req/s (load {r['loadavg_before']} → {r['loadavg_after']})")
@@ -249,7 +269,9 @@ def main(argv: list[str]) -> int:
         server.start()
         started = time.monotonic()
         try:
-            rounds = measure(wrk, server, seeded, args, workdir)
+            rounds = measure(
+                wrk, server, CpuMeter(server, pg, args.database), seeded, args, workdir
+            )
         except Exception:
             print(f"--- server log (tail) ---\n{server.tail()}", file=sys.stderr)
             raise

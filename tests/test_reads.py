@@ -32,6 +32,7 @@ from simtopup.usage.reads import (
     authorization_by_iccid,
     authorization_of,
     device_balance,
+    remaining_by_device,
 )
 from tests.customer_support import app_client, login_customer
 from tests.support import GB, MB, Actors, iccid, imei, network_get
@@ -205,6 +206,11 @@ def test_the_lean_reads_answer_what_the_orm_answered(actors: Actors, spec: dict[
     expected = orm_balance(device, now) if spec["mine"] else None
     assert lean_balance(owner, device, now) == expected
     assert authorization_of(device.pk, now) == orm_authorization(device, now)
+    other = actors.device.pk  # no bundles
+    assert remaining_by_device([device.pk, other], now) == {
+        device.pk: orm_remaining(device, now),
+        other: 0,
+    }
     if device.iccid:
         assert authorization_by_iccid(device.iccid, now) == orm_authorization(device, now)
 
@@ -266,6 +272,33 @@ def test_the_balance_endpoint_is_the_token_check_and_one_read(actors: Actors, pa
     assert response.status_code == 200, response.content
     assert response.json()["device"] == actors.device.masked
     assert len(queries) == 2, [q["sql"] for q in queries]
+
+
+def test_the_card_list_reads_remaining_data_in_one_statement(actors: Actors) -> None:
+    """The list costs the same statements for one card as for five (no query per card)."""
+    token, customer = login_customer("+8613800138000")
+    app = app_client(token)
+    now = timezone.now()
+    spec = {
+        "identifier": "iccid",
+        "status": DeviceStatus.ACTIVE,
+        "payg": False,
+        "credit": 0,
+        "bundles": [(-HOUR, 24 * HOUR, 7 * MB, "day-1g"), (-HOUR, 2 * HOUR, 0, "day-1g")],
+        "tariffs": [],
+        "mine": True,
+    }
+    counts = []
+    for cards in (1, 5):
+        Device.objects.filter(owner=customer).update(owner=None)
+        made = [make_card(spec, actors.plans, customer, now) for _ in range(cards)]
+        assert app.get("/api/v1/devices").status_code == 200
+        with CaptureQueriesContext(connection) as queries:
+            items = app.get("/api/v1/devices").json()["items"]
+        assert sorted(i["id"] for i in items) == sorted(d.pk for d in made)
+        assert [i["remaining_bytes"] for i in items] == [7 * MB] * cards
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
 
 
 def test_the_token_check_reads_what_the_orm_reads(actors: Actors) -> None:

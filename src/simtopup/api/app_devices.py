@@ -39,7 +39,7 @@ from simtopup.ledger.models import Transfer
 from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import Bundle
 from simtopup.usage.reads import EXPIRED_BUNDLES_SHOWN as EXPIRED_BUNDLES_SHOWN
-from simtopup.usage.reads import bundle_state, device_balance
+from simtopup.usage.reads import bundle_state, device_balance, remaining_by_device
 
 router = Router(auth=AppBearer(), tags=["app: devices"])
 # Ledger transfer kinds touching a card's credit → what the customer sees.
@@ -150,7 +150,9 @@ class CreditOut(Schema):
     next_cursor: str | None
 
 
-def device_body(device: Device) -> dict[str, Any]:
+def device_body(device: Device, remaining: int | None = None) -> dict[str, Any]:
+    """A card as the app shows it; ``remaining``: its data valid now, when the caller read
+    it already (a list reads all its cards' in one statement)."""
     credit = device.credit_account
     return {
         "id": device.pk,
@@ -164,7 +166,7 @@ def device_body(device: Device) -> dict[str, Any]:
         "nickname": device.nickname,
         "status": device.status,
         "payg": device.payg,
-        "remaining_bytes": remaining_bytes(device),
+        "remaining_bytes": remaining_bytes(device) if remaining is None else remaining,
         "credit": money(credit.balance, credit.unit),
         "bound_at": rfc3339(device.bound_at),
         "activated_at": rfc3339(device.activated_at),
@@ -217,7 +219,8 @@ def list_devices(
     rows, next_cursor = page(
         my_devices(me(request)).select_related("credit_account"), cursor, limit
     )
-    return {"items": [device_body(d) for d in rows], "next_cursor": next_cursor}
+    remaining = remaining_by_device([d.pk for d in rows])
+    return {"items": [device_body(d, remaining[d.pk]) for d in rows], "next_cursor": next_cursor}
 
 
 @router.get(

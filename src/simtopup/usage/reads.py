@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import cache
 
 from django.conf import settings
+from django.db.models import Sum
 from django.utils import timezone
 
 from simtopup.catalog.models import PaygTariff, Plan
@@ -111,6 +112,22 @@ def device_balance(
             remaining += left
         bundles.append(BundleRead(plan, granted, left, starts_at, expires_at, state))
     return BalanceRead(mask(identifier), remaining, bundles, credit, currency, bool(payg))
+
+
+def remaining_by_device(device_ids: list[int], now: datetime | None = None) -> dict[int, int]:
+    """The data valid now of each of these cards (0 for none), in one statement: a list of
+    cards shows every card's remaining data without a query per card."""
+    now = now or timezone.now()
+    rows = (
+        Bundle.objects.filter(
+            device_id__in=device_ids, starts_at__lte=now, expires_at__gt=now, account__balance__gt=0
+        )
+        .values_list("device_id")
+        .annotate(left=Sum("account__balance"))
+        .order_by()
+    )
+    found = {device_id: int(left) for device_id, left in rows}
+    return {device_id: found.get(device_id, 0) for device_id in device_ids}
 
 
 @cache
