@@ -35,6 +35,7 @@ from simtopup.devices.binding import (
 )
 from simtopup.devices.esim import activate
 from simtopup.devices.models import Device, DeviceKind, DeviceStatus
+from simtopup.ledger.keys import order_id_of
 from simtopup.ledger.models import Transfer
 from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import Bundle
@@ -63,11 +64,8 @@ def credit_memos() -> dict[str, str]:
 
 
 def order_of(transfer: Transfer) -> int | None:
-    """Order transfers carry ``order:<id>:…`` idempotency keys."""
-    parts = transfer.idempotency_key.split(":")
-    if len(parts) >= 2 and parts[0] == "order" and parts[1].isdigit():
-        return int(parts[1])
-    return None
+    """The order ``transfer`` belongs to (by its idempotency key), if any."""
+    return order_id_of(transfer.idempotency_key)
 
 
 class BindIn(Strict):

@@ -22,6 +22,7 @@ from simtopup.core.errors import DomainError
 from simtopup.core.transactions import durable
 from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.actions import Posting, post, system_account
+from simtopup.ledger.keys import order_key
 from simtopup.ledger.models import Transfer
 from simtopup.network.adapters import AdapterError, Grant, bundle_window, get_adapter
 from simtopup.orders.locking import lock_sale
@@ -44,7 +45,7 @@ def paid_balances(order_ids: list[int]) -> dict[int, int | None]:
     paid, as the ledger recorded it with the payment's transfer — the value the balance's
     compare-and-swap returned in that sale's transaction, never the balance now. None for an
     order not paid from a ledger balance, or paid before the ledger recorded balances."""
-    keys = {f"order:{pk}:pay": pk for pk in order_ids}
+    keys = {order_key(pk, "pay"): pk for pk in order_ids}
     found: dict[int, int | None] = dict.fromkeys(order_ids)
     for key, balance in Transfer.objects.filter(idempotency_key__in=list(keys)).values_list(
         "idempotency_key", "source_balance"
@@ -116,7 +117,7 @@ def place_reseller_topup(
                 clearing,
                 amount,
                 "order_payment",
-                f"order:{order.pk}:pay",
+                order_key(order.pk, "pay"),
                 f"order {order.pk}",
             )
         ]
@@ -168,7 +169,7 @@ def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> boo
                 credit,
                 min(order.amount, order.retail_amount),
                 "credit_topup",
-                f"order:{order.pk}:credit",
+                order_key(order.pk, "credit"),
             )
         ]
         if order.amount > order.retail_amount:
@@ -178,7 +179,7 @@ def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> boo
                     system_account("revenue", order.currency),
                     order.amount - order.retail_amount,
                     "revenue",
-                    f"order:{order.pk}:revenue",
+                    order_key(order.pk, "revenue"),
                 )
             )
         elif order.retail_amount > order.amount:
@@ -188,7 +189,7 @@ def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> boo
                     credit,
                     order.retail_amount - order.amount,
                     "reseller_discount",
-                    f"order:{order.pk}:discount",
+                    order_key(order.pk, "discount"),
                 )
             )
         post(postings)
@@ -201,7 +202,7 @@ def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> boo
             system_account("revenue", order.currency),
             order.amount,
             "revenue",
-            f"order:{order.pk}:revenue",
+            order_key(order.pk, "revenue"),
         )
         post([revenue, grant_posting])
     if device.status == DeviceStatus.IN_STOCK:
@@ -314,7 +315,7 @@ def fail_and_refund(order: Order, code: str, detail: str) -> bool:
                 reseller.float_account,
                 order.amount,
                 "order_refund",
-                f"order:{order.pk}:refund",
+                order_key(order.pk, "refund"),
                 f"refund of order {order.pk}",
             )
         ]

@@ -26,6 +26,7 @@ from simtopup.core.errors import DomainError, FieldError
 from simtopup.devices.identifiers import rechargeable_device
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import Posting, post, system_account
+from simtopup.ledger.keys import order_key
 from simtopup.orders.locking import lock_sale
 from simtopup.orders.models import Channel, Order, OrderStatus, Quote
 
@@ -281,7 +282,7 @@ def place_balance_order(
                     system_account("order_clearing", order.currency),
                     price,
                     "order_payment",
-                    f"order:{order.pk}:pay",
+                    order_key(order.pk, "pay"),
                     f"order {order.pk} paid from the card's credit",
                 )
             ]

@@ -32,6 +32,7 @@ from django.utils.translation import gettext_lazy as _
 from simtopup.core.errors import DomainError
 from simtopup.core.transactions import durable
 from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
+from simtopup.ledger.keys import order_key
 from simtopup.network.adapters import AdapterError, get_adapter
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.orders.notices import tell_customer
@@ -484,7 +485,7 @@ def refund_order(order: Order, reason: str) -> None:
                     credit,
                     order.amount,
                     "order_refund",
-                    f"order:{order.pk}:refund",
+                    order_key(order.pk, "refund"),
                     f"refund of order {order.pk} to the card's credit",
                 )
             ]

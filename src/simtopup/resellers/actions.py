@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from simtopup.catalog.models import Plan
 from simtopup.core.errors import DomainError, FieldError
 from simtopup.core.money import exponent
 from simtopup.ledger.actions import Posting, open_account, post, system_account
+from simtopup.ledger.keys import order_id_of
 from simtopup.ledger.models import AccountKind, Transfer
 from simtopup.resellers.models import (
     ApiKey,
@@ -336,8 +336,6 @@ def rotate_webhook_secret(reseller: Reseller) -> str:
 
 # --- statement (float movements with a running balance) --------------------------------------
 
-_ORDER_KEY = re.compile(r"^order:(\d+):")
-
 
 @dataclass(frozen=True)
 class StatementRow:
@@ -373,7 +371,6 @@ def statement(
     ):
         signed = -t.amount if t.source_id == account_id else t.amount
         running += signed
-        match = _ORDER_KEY.match(t.idempotency_key)
         rows.append(
             StatementRow(
                 transfer_id=t.pk,
@@ -382,7 +379,7 @@ def statement(
                 amount=signed,
                 balance=running,
                 memo=t.memo,
-                order_id=int(match.group(1)) if match else None,
+                order_id=order_id_of(t.idempotency_key),
             )
         )
     return opening, rows, running

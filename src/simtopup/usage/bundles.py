@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import Posting, system_account
+from simtopup.ledger.keys import order_key
 from simtopup.ledger.models import BYTES, Account, AccountKind
 from simtopup.network.adapters import Grant
 from simtopup.orders.models import Order
@@ -36,7 +37,7 @@ def open_bundle(order: Order, grant: Grant) -> tuple[Bundle, Posting]:
         account,
         grant.granted_bytes,
         "bundle_grant",
-        f"order:{order.pk}:grant",
+        order_key(order.pk, "grant"),
         f"bundle {bundle.pk} for order {order.pk}",
     )
     return bundle, posting
