@@ -301,6 +301,23 @@ def test_the_card_list_reads_remaining_data_in_one_statement(actors: Actors) -> 
     assert counts[0] == counts[1]
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_on_postgresql_the_reads_are_prepared_statements(actors: Actors) -> None:
+    authorization_by_iccid(actors.device.iccid or "")
+    with CaptureQueriesContext(connection) as queries:
+        prepared = authorization_by_iccid(actors.device.iccid or "")
+    assert [q["sql"].split("(")[0] for q in queries] == ["EXECUTE simtopup_authorization_by_iccid"]
+    # Behind a transaction-mode pooler the same statement runs as plain text.
+    connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            plain = authorization_by_iccid(actors.device.iccid or "")
+    finally:
+        del connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"]
+    assert queries[0]["sql"].startswith("SELECT")
+    assert plain == prepared == {"allowed": False, "remaining_bytes": 0, "reason": "no_data"}
+
+
 def test_the_token_check_reads_what_the_orm_reads(actors: Actors) -> None:
     raw, customer = login_customer("+8613800138000")
     issue_token(customer, "second")

@@ -7,8 +7,9 @@ ORM queryset costs more again. So they are fixed SQL texts (table and column nam
 models' metadata), prepared once per database connection (``PREPARE``) and then only
 ``EXECUTE``d. Django's cursor runs both, so query logging and execute wrappers still see
 them. A prepared statement lives as long as its session, whatever happens to transactions,
-and is re-planned by PostgreSQL itself when a table it reads changes. On SQLite the text
-simply runs.
+and is re-planned by PostgreSQL itself when a table it reads changes. On SQLite, and behind
+a transaction-mode pooler (``DISABLE_SERVER_SIDE_CURSORS``: sessions are shared, so a
+prepared statement may not be there), the text simply runs.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def fetch(name: str, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     if not _NAME.fullmatch(name):
         raise ValueError(f"bad statement name {name!r}")
     with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
+        if connection.vendor != "postgresql" or connection.settings_dict.get(
+            "DISABLE_SERVER_SIDE_CURSORS"
+        ):
             cursor.execute(sql, params)
             return list(cursor.fetchall())
         names = _prepared.setdefault(connection.connection, set())
