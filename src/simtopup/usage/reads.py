@@ -90,6 +90,10 @@ def device_balance(
     """The balance of card ``device_id`` if ``owner_id`` holds it (None otherwise): the data
     valid now, the bundles active, upcoming, used up or expired in the last 30 days (soonest
     expiring first) and the credit, from one statement."""
+    if not 0 < device_id < 2**63:
+        # No row has such an id (the ORM answers "none" for it too); the database driver
+        # would refuse the parameter instead, a 500 for a mistyped URL.
+        return None
     now = now or timezone.now()
     rows = fetch(
         "simtopup_device_balance",
