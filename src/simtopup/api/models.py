@@ -1,28 +1,8 @@
-"""Idempotency keys of API requests (docs/api.md: same key + same body → same response)."""
+"""The api app has no tables of its own: the idempotency keys it checks are core's
+(core/models.py, shared with the website); imported here for older callers."""
 
 from __future__ import annotations
 
-from django.db import models
+from simtopup.core.models import IdempotencyRecord as IdempotencyRecord
 
-
-class IdempotencyRecord(models.Model):
-    # Who sent the key: "reseller:12", "customer:5" — keys are scoped to the caller.
-    scope = models.CharField(max_length=60)
-    key = models.CharField(max_length=255)
-    method = models.CharField(max_length=10)
-    path = models.CharField(max_length=255)
-    request_hash = models.CharField(max_length=64)
-    # Null while the first request runs; set, with the body, in the action's transaction.
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.TextField(blank=True)
-    locked_until = models.DateTimeField()
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["scope", "key"], name="api_idempotency_once")
-        ]
-        indexes = [models.Index(fields=["created_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.scope} {self.key}"
+__all__ = ["IdempotencyRecord"]

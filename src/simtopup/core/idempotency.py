@@ -13,7 +13,7 @@ button (``web/customer/topup.py``).
   included, rolls back and the key's effects happen once.
 - :func:`release` gives the key back when nothing was done, so a retry runs at once.
 
-The table is ``api.IdempotencyRecord`` (the model stays in the api app; only the rule moved).
+The rows are ``core.models.IdempotencyRecord`` (table ``api_idempotencyrecord``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from simtopup.api.models import IdempotencyRecord
+from simtopup.core.models import IdempotencyRecord
 
 
 class LeaseLost(Exception):
