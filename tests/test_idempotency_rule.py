@@ -9,8 +9,8 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from simtopup.api.models import IdempotencyRecord
 from simtopup.core import idempotency
+from simtopup.core.models import IdempotencyRecord
 
 LEASE = timedelta(seconds=30)
 

@@ -16,8 +16,8 @@ from django.core import signing
 from django.test import Client
 from django.utils import timezone
 
-from simtopup.api.models import IdempotencyRecord
 from simtopup.catalog.models import Plan
+from simtopup.core.models import IdempotencyRecord
 from simtopup.orders import customer as orders_customer
 from simtopup.orders.models import Order, OrderStatus, Quote
 from simtopup.payments.models import Payment

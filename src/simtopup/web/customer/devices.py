@@ -21,7 +21,6 @@ from simtopup.api.app_devices import (
     EXPIRED_BUNDLES_SHOWN,
     bundle_status,
     credit_memos,
-    order_of,
 )
 from simtopup.catalog.display import format_data
 from simtopup.catalog.models import Plan
@@ -31,6 +30,7 @@ from simtopup.core.money import format_money
 from simtopup.devices.binding import bind_device, my_devices, rename_device, unbind_device
 from simtopup.devices.esim import activate, qr_code
 from simtopup.devices.models import Device
+from simtopup.ledger.keys import order_id_of
 from simtopup.ledger.models import Transfer
 from simtopup.usage import autotopup
 from simtopup.usage.bundles import remaining_bytes
@@ -256,7 +256,7 @@ def _movements(device: Device) -> list[dict[str, Any]]:
                 "memo": memos[kind],
                 "incoming": incoming,
                 "amount": ("+" if incoming else "−") + format_money(t.amount, t.unit),
-                "order_id": order_of(t),
+                "order_id": order_id_of(t.idempotency_key),
             }
         )
     return rows
