@@ -17,12 +17,13 @@ from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from simtopup.accounts.models import AppToken
-from simtopup.api.app_auth import ERRORS, client_ip, me
+from simtopup.api.app_auth import ERRORS, me
 from simtopup.api.auth import AppBearer
 from simtopup.api.pagination import page
 from simtopup.api.schemas import MoneyOut, PlanOut, Problem, Strict, Text, one_of
 from simtopup.api.serializers import plan_body, rfc3339
 from simtopup.catalog.models import Plan
+from simtopup.core.http import client_ip
 from simtopup.core.money import money
 from simtopup.devices.binding import (
     PROOF_MAX_LENGTH,
