@@ -4,12 +4,19 @@ claim, its lease, a take-over by compare-and-swap, the answer stored once, the r
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import transaction
 from django.utils import timezone
 
 from simtopup.core import idempotency
+from simtopup.orders import customer as orders_customer
+from simtopup.orders.models import Order
+from tests.payments_support import app, make_customer, post_json, sandbox_direct
+from tests.support import Actors
+
+__all__ = ["sandbox_direct"]  # a fixture
 from simtopup.core.models import IdempotencyRecord
 
 LEASE = timedelta(seconds=30)
@@ -79,3 +86,39 @@ def test_a_released_key_is_claimed_again_at_once_but_not_a_taken_over_one() -> N
     assert isinstance(claim(), idempotency.InProgress)
     idempotency.store(taker.record, 200, "{}")
     assert isinstance(claim(), idempotency.Replay)
+
+
+def test_an_api_request_that_outlived_its_lease_is_undone_and_the_key_gives_the_takers_answer(
+    actors: Actors, sandbox_direct: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's run_once on the same rule: the first request stalls (asking the payment
+    provider) until its lease runs out, a duplicate takes the key over and places the order;
+    the first, going on, is refused its answer and its order is rolled back."""
+    token, _customer = make_customer("+8613700000042")
+    body = {"device": actors.device.iccid, "plan": "day-1g", "payment_method": "card"}
+    key = {"Idempotency-Key": "stalled-1"}
+    real_prepare = orders_customer.prepare_order
+    calls: list[str] = []
+    duplicate: list[Any] = []
+
+    def stalled_past_the_lease(*args: Any, **kwargs: Any) -> Any:
+        prepared = real_prepare(*args, **kwargs)
+        calls.append("asked the provider")
+        if len(calls) == 1:
+            expire("stalled-1")
+            duplicate.append(post_json(app(token), "/api/v1/orders", body, **key))
+        return prepared
+
+    monkeypatch.setattr(orders_customer, "prepare_order", stalled_past_the_lease)
+    first = post_json(app(token), "/api/v1/orders", body, **key)
+    assert len(calls) == 2  # the duplicate did take the key over
+    assert duplicate[0].status_code == 201
+    assert first.status_code == 409
+    assert first.json()["code"] == "request_in_progress"
+    order = Order.objects.get()
+    assert duplicate[0].json()["id"] == order.pk
+    replay = post_json(app(token), "/api/v1/orders", body, **key)
+    assert replay.status_code == 201
+    assert replay["Idempotent-Replayed"] == "true"
+    assert replay.json() == duplicate[0].json()
+    assert Order.objects.count() == 1
