@@ -122,3 +122,16 @@ def test_an_api_request_that_outlived_its_lease_is_undone_and_the_key_gives_the_
     assert replay["Idempotent-Replayed"] == "true"
     assert replay.json() == duplicate[0].json()
     assert Order.objects.count() == 1
+
+
+def test_the_janitor_forgets_keys_past_their_retention_only(settings: Any) -> None:
+    from simtopup.core.janitor import run_janitor
+
+    settings.IDEMPOTENCY_RETENTION_HOURS = 24
+    assert isinstance(claim("old"), idempotency.Claimed)
+    assert isinstance(claim("new"), idempotency.Claimed)
+    IdempotencyRecord.objects.filter(key="old").update(
+        created_at=timezone.now() - timedelta(hours=25)
+    )
+    assert run_janitor()["idempotency_pruned"] == 1
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]

@@ -141,8 +141,3 @@ def _in_progress() -> HttpResponse:
         _("A request with this Idempotency-Key is still being processed. Retry shortly."),
         headers={"Retry-After": "1"},
     )
-
-
-def prune(older_than_hours: int | None = None) -> int:
-    hours = older_than_hours or settings.IDEMPOTENCY_RETENTION_HOURS
-    return idempotency.prune(timedelta(hours=hours))

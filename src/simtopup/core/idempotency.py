@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -139,8 +140,11 @@ def release(record: IdempotencyRecord) -> None:
     ).delete()
 
 
-def prune(older_than: timedelta) -> int:
-    """Forget keys claimed more than ``older_than`` ago."""
+def prune(older_than: timedelta | None = None) -> int:
+    """Forget keys claimed more than ``older_than`` ago (default: IDEMPOTENCY_RETENTION_HOURS;
+    run by the janitor)."""
+    if older_than is None:
+        older_than = timedelta(hours=settings.IDEMPOTENCY_RETENTION_HOURS)
     deleted, _rows = IdempotencyRecord.objects.filter(
         created_at__lt=timezone.now() - older_than
     ).delete()

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from simtopup.accounts.login import prune_login_data
-from simtopup.api.idempotency import prune
+from simtopup.core import idempotency
 from simtopup.ledger.audit import record_audit
 from simtopup.ledger.models import LedgerAudit
 from simtopup.orders.actions import reconcile
@@ -50,7 +50,7 @@ def maybe_audit_ledger() -> LedgerAudit | None:
 def run_janitor() -> dict[str, object]:
     orders = reconcile()
     payments = sweep_payments()
-    pruned = prune()
+    pruned = idempotency.prune()
     prune_quotes()
     if orders or payments:
         logger.info("reconciler: orders %s, payments %s", orders, payments)
