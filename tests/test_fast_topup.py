@@ -9,12 +9,14 @@ PostgreSQL too, exercises it) and that each refusal leaves nothing behind.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +31,7 @@ from simtopup.ledger.models import Account, AccountKind, Transfer
 from simtopup.orders.actions import receipt_number
 from simtopup.orders.models import Order
 from simtopup.resellers.actions import revoke_api_key, suspend
-from simtopup.resellers.models import ApiKey, ResellerPrice
+from simtopup.resellers.models import ApiKey, FastSaleFallback, ResellerPrice
 from simtopup.usage.models import Bundle, UsageRecord
 from tests.support import Actors, float_of, iccid, post_json, reseller_client
 
@@ -290,6 +292,62 @@ def test_suspended_revoked_duplicate_and_unrechargeable(actors: Actors) -> None:
     assert revoked.status_code == 401
     assert Order.objects.count() == 1
     assert audit() == []
+
+
+def _fallbacks() -> dict[str, int]:
+    return dict(FastSaleFallback.objects.values_list("reason", "count"))
+
+
+@postgresql_only
+def test_every_hand_over_to_the_general_path_is_logged_and_counted_by_reason(
+    actors: Actors, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fallback used to be silent: now each names its reason in the log and in /metrics."""
+    caplog.set_level(logging.INFO, logger="simtopup.api.fast_topup")
+    assert sell(actors.alice_key, actors.device.iccid, reference="a", idem="k").status_code == 201
+    assert _fallbacks() == {}
+    cases = [
+        (
+            lambda: sell(actors.alice_key, actors.device.iccid, reference="a", idem="k"),
+            201,
+            "idempotency_key_seen",
+        ),
+        (
+            lambda: sell(actors.alice_key, actors.devices[1].iccid, reference="a"),
+            409,
+            "duplicate_reference",
+        ),
+        (lambda: sell("sk_not-a-key", actors.device.iccid, reference="b"), 401, "unknown_key"),
+        (lambda: sell(actors.alice_key, iccid(999), reference="c"), 422, "unknown_device"),
+        (lambda: sell(actors.alice_key, actors.device.iccid, "nope", "d"), 422, "unknown_plan"),
+        (
+            lambda: sell(actors.bob_key, actors.device.iccid, "month-20g", "e"),
+            402,
+            "insufficient_float",
+        ),
+        (
+            lambda: reseller_client(actors.alice_key).post(
+                "/reseller/v1/topups", data="{}", content_type="application/json"
+            ),
+            422,
+            "request_shape",
+        ),
+    ]
+    for send, status, reason in cases:
+        before = _fallbacks().get(reason, 0)
+        response = send()
+        assert response.status_code == status, (reason, response.content)
+        assert _fallbacks().get(reason, 0) == before + 1, reason
+        assert f"handed to the general path ({reason})" in caplog.text
+    Device.objects.filter(pk=actors.devices[2].pk).update(status=DeviceStatus.SUSPENDED)
+    assert sell(actors.alice_key, actors.devices[2].iccid, reference="f").status_code == 422
+    suspend(actors.bob)
+    assert sell(actors.bob_key, actors.device.iccid, reference="g").status_code == 403
+    counted = _fallbacks()
+    assert counted["device_not_rechargeable"] == counted["reseller_suspended"] == 1
+    metrics = Client().get("/metrics").content.decode()
+    for reason, count in counted.items():
+        assert f'simtopup_fast_path_fallbacks_total{{reason="{reason}"}} {count}' in metrics
 
 
 def _credit_sale_facts(order_id: int, credit_before: int) -> dict[str, Any]:

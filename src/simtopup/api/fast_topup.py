@@ -13,8 +13,8 @@ The function only ever does the *successful* sale. Whenever anything is not plai
 fine — unknown or revoked key, suspended reseller, a key already used (replay, other body,
 still running), unknown device or plan, a card that cannot be topped up, a reference
 already used, a float too low, a lost race on a unique constraint — it
-writes nothing (it returns NULL before its first write, or raises and the statement rolls
-back) and the request goes on to the general path in :mod:`simtopup.api.reseller`, which
+writes nothing (it returns ``'!<reason>'`` before its first write, or raises and the
+statement rolls back) and the request goes on to the general path in :mod:`simtopup.api.reseller`, which
 gives the exact answer, error codes and all. So the general path stays the single
 definition of every error; this one adds no behaviour, only speed. ``tests/test_fast_topup.py``
 holds the two paths to identical results.
@@ -27,6 +27,7 @@ this file; its name carries a version so old code never calls a newer signature.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -42,8 +43,11 @@ from simtopup.api.idempotency import request_fingerprint
 from simtopup.devices.identifiers import MAX_IDENTIFIER_LENGTH, normalise_digits
 from simtopup.network.adapters import builtin_adapter_configured
 from simtopup.resellers.actions import KEY_PREFIX, hash_key
+from simtopup.resellers.models import FastSaleFallback
 
-FUNCTION = "simtopup_reseller_topup_v2"
+logger = logging.getLogger(__name__)
+
+FUNCTION = "simtopup_reseller_topup_v3"
 PATH = "/reseller/v1/topups"
 # Raised by the function to undo its writes and hand the request to the general path.
 FALLBACK_SQLSTATE = "STF01"
@@ -146,16 +150,18 @@ DECLARE
   v_at text;
   v_body text;
 BEGIN
-  -- Reads only, up to the order id: any surprise returns NULL with nothing written.
+  -- Reads only, up to the order id: any surprise returns '!<reason>' with nothing written
+  -- (the general path answers; the reason is logged and counted).
   SELECT s.id, s.status, s.currency, s.discount_bps, s.float_account_id INTO r
     FROM resellers_apikey k JOIN resellers_reseller s ON s.id = k.reseller_id
    WHERE k.key_hash = p_key_hash AND k.revoked_at IS NULL;
-  IF NOT FOUND OR r.status <> 'active' THEN RETURN NULL; END IF;
+  IF NOT FOUND THEN RETURN '!unknown_key'; END IF;
+  IF r.status <> 'active' THEN RETURN '!reseller_suspended'; END IF;
   v_scope := 'reseller:' || r.id;
   IF p_idempotency_key IS NOT NULL AND EXISTS (
     SELECT 1 FROM api_idempotencyrecord WHERE scope = v_scope AND key = p_idempotency_key
   ) THEN
-    RETURN NULL;
+    RETURN '!idempotency_key_seen';
   END IF;
   -- devices.identifiers.find_device: an exact match in inventory, lowest id first.
   SELECT id, status, payg, credit_account_id,
@@ -166,10 +172,11 @@ BEGIN
       OR (p_digits IS NOT NULL
           AND (imei = p_digits OR iccid = p_digits OR eid = p_digits OR serial = p_digits))
    ORDER BY id LIMIT 1;
-  IF NOT FOUND OR d.status NOT IN ('in_stock', 'active') THEN RETURN NULL; END IF;
+  IF NOT FOUND THEN RETURN '!unknown_device'; END IF;
+  IF d.status NOT IN ('in_stock', 'active') THEN RETURN '!device_not_rechargeable'; END IF;
   SELECT id, code, kind, data_bytes, validity_hours, price, currency INTO pl
     FROM catalog_plan WHERE code = p_plan AND active ORDER BY id LIMIT 1;
-  IF NOT FOUND OR pl.currency <> r.currency OR pl.price <= 0 THEN RETURN NULL; END IF;
+  IF NOT FOUND OR pl.currency <> r.currency OR pl.price <= 0 THEN RETURN '!unknown_plan'; END IF;
   -- resellers.actions.wholesale_price
   SELECT price INTO v_amount FROM resellers_resellerprice
    WHERE reseller_id = r.id AND plan_id = pl.id;
@@ -178,17 +185,19 @@ BEGIN
   END IF;
   IF (SELECT balance < v_amount AND NOT allow_negative
         FROM ledger_account WHERE id = r.float_account_id) THEN
-    RETURN NULL;
+    RETURN '!insufficient_float';
   END IF;
   IF EXISTS (SELECT 1 FROM orders_order WHERE reseller_id = r.id AND reference = p_reference)
   THEN
-    RETURN NULL;
+    RETURN '!duplicate_reference';
   END IF;
   SELECT id INTO v_clearing FROM ledger_account
    WHERE code = 'system:order_clearing:' || r.currency;
   SELECT id INTO v_revenue FROM ledger_account WHERE code = 'system:revenue:' || r.currency;
   SELECT id INTO v_issued FROM ledger_account WHERE code = 'system:data_issued:BYTES';
-  IF v_clearing IS NULL OR v_revenue IS NULL OR v_issued IS NULL THEN RETURN NULL; END IF;
+  IF v_clearing IS NULL OR v_revenue IS NULL OR v_issued IS NULL THEN
+    RETURN '!system_account_missing';
+  END IF;
   IF pl.kind = 'payg' THEN
     -- Credit lands on the card's credit account, which must hold the plan's currency.
     SELECT id INTO v_discount FROM ledger_account
@@ -197,7 +206,7 @@ BEGIN
       SELECT 1 FROM ledger_account
        WHERE id = d.credit_account_id AND unit = pl.currency AND NOT hot
     ) THEN
-      RETURN NULL;
+      RETURN '!credit_account_unusable';
     END IF;
   END IF;
 
@@ -376,23 +385,48 @@ def _fields(body: bytes) -> tuple[dict[str, Any], dict[str, str]] | None:
 
 def try_topup(request: HttpRequest) -> HttpResponse | None:
     """The whole sale in one statement, or None: then nothing happened and the general path
-    must answer."""
+    must answer. Every hand-over is logged and counted with its reason (:func:`fallback`)."""
+    response, reason = _try_topup(request)
+    if response is None:
+        fallback(reason)
+    return response
+
+
+def fallback(reason: str) -> None:
+    """Log and count one hand-over to the general path (``/metrics``:
+    ``simtopup_fast_path_fallbacks_total{reason=…}``). One autocommit upsert; a failure to
+    count never stops the sale."""
+    logger.info("fast top-up path: handed to the general path (%s)", reason)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {FastSaleFallback._meta.db_table} (reason, count, last_at) "
+                "VALUES (%s, 1, %s) ON CONFLICT (reason) "
+                "DO UPDATE SET count = excluded.count + "
+                f"{FastSaleFallback._meta.db_table}.count, last_at = excluded.last_at",
+                [reason[:40], timezone.now()],
+            )
+    except DatabaseError:
+        logger.warning("fast top-up path: could not count a fallback (%s)", reason)
+
+
+def _try_topup(request: HttpRequest) -> tuple[HttpResponse | None, str]:
     if request.content_type != "application/json":
-        return None
+        return None, "request_shape"
     # ninja's HttpBearer: the scheme, one space, the rest is the token.
     scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX) or len(token) > 200:
-        return None
+        return None, "request_shape"
     key = request.META.get("HTTP_IDEMPOTENCY_KEY")
     if key is not None and not 1 <= len(key) <= 255:
-        return None
+        return None, "request_shape"
     parsed = _fields(request.body)
     if parsed is None:
-        return None
+        return None, "request_shape"
     data, fields = parsed
     device = fields["device"]
     if len(device) > MAX_IDENTIFIER_LENGTH * 2:
-        return None
+        return None, "request_shape"
     digits = normalise_digits(device)
     params = [
         hash_key(token),
@@ -415,15 +449,20 @@ def try_topup(request: HttpRequest) -> HttpResponse | None:
         else:
             row = _call(params)  # autocommit: one statement, one transaction, one commit
     except IntegrityError:
-        return None  # a duplicate won a race on a unique key; the general path answers it
+        # A duplicate won a race on a unique key; the general path answers it.
+        return None, "unique_race"
     except DatabaseError as exc:
         sqlstate = getattr(exc.__cause__, "sqlstate", None)
-        if sqlstate == FALLBACK_SQLSTATE or sqlstate in RETRY_SQLSTATES:
-            return None
+        if sqlstate == FALLBACK_SQLSTATE:
+            return None, "float_race"
+        if sqlstate in RETRY_SQLSTATES:
+            return None, "lock_conflict"
         raise
     if row is None or row[0] is None:
-        return None
-    return HttpResponse(row[0], status=201, content_type="application/json")
+        return None, "no_answer"
+    if row[0].startswith("!"):
+        return None, row[0][1:]
+    return HttpResponse(row[0], status=201, content_type="application/json"), ""
 
 
 def _call(params: list[Any]) -> tuple[Any, ...] | None:

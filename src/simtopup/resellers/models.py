@@ -133,3 +133,17 @@ class ResellerMember(models.Model):
     @property
     def is_owner(self) -> bool:
         return self.role == MemberRole.OWNER
+
+
+class FastSaleFallback(models.Model):
+    """How often the one-statement top-up (api/fast_topup.py) handed a request to the general
+    path, by reason: counted where every web process sees it, for ``/metrics``
+    (``simtopup_fast_path_fallbacks_total``). Replays and refusals are expected reasons; a
+    growing ``lock_conflict`` or ``system_account_missing`` is worth a look."""
+
+    reason = models.CharField(max_length=40, primary_key=True)
+    count = models.BigIntegerField(default=0)
+    last_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.count}"

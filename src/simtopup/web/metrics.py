@@ -15,7 +15,7 @@ from django.db.models import Count, Sum
 from simtopup.ledger.models import LedgerAudit
 from simtopup.orders.models import Order
 from simtopup.payments.models import PaymentEvent
-from simtopup.resellers.models import DeliveryStatus, WebhookDelivery
+from simtopup.resellers.models import DeliveryStatus, FastSaleFallback, WebhookDelivery
 from simtopup.usage.models import UsageRecord
 
 
@@ -63,6 +63,13 @@ def render_metrics() -> str:
         f"simtopup_payment_events_flagged {flagged.count()}",
     ]
     lines += _ledger_audit()
+    lines += [
+        "# HELP simtopup_fast_path_fallbacks_total Reseller top-ups the one-statement path"
+        " handed to the general path, by reason.",
+        "# TYPE simtopup_fast_path_fallbacks_total counter",
+    ]
+    for reason, count in FastSaleFallback.objects.order_by("reason").values_list("reason", "count"):
+        lines.append(f'simtopup_fast_path_fallbacks_total{{reason="{_escape(reason)}"}} {count}')
     return "\n".join(lines) + "\n"
 
 
