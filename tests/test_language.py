@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import translation
 
+from tests.support import Actors
 from tests.web_home_support import client_in, page
 
 NOTHING_HERE = {"en": "There is nothing here.", "zh-hans": "这里什么都没有。"}
@@ -89,3 +91,15 @@ def test_simtopup_language_sets_the_default_and_refuses_a_language_the_site_lack
     refused = _settings_language("fr")
     assert refused.returncode != 0
     assert "SIMTOPUP_LANGUAGE must be one of zh-hans, zh-hant, en, not 'fr'" in refused.stderr
+
+
+def test_a_reseller_api_refusal_follows_the_same_rule(actors: Actors, site_default: str) -> None:
+    """Whichever path answers it (on PostgreSQL the one-statement sale tries it first)."""
+    body = {"device": actors.device.iccid, "plan": "month-20g", "reference": "r"}
+    for headers, language in (({}, "zh-hans"), ({"Accept-Language": "en"}, "en")):
+        client = Client(headers={"Authorization": f"Bearer {actors.bob_key}", **headers})
+        response = client.post("/reseller/v1/topups", body, content_type="application/json")
+        assert response.status_code == 402
+        with translation.override(language):
+            expected = translation.gettext("The reseller float is too low for this top-up.")
+        assert response.json()["detail"] == expected
