@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
-from django.utils.translation import gettext as _
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
@@ -34,39 +32,13 @@ from simtopup.devices.binding import (
     rename_device,
     unbind_device,
 )
+from simtopup.devices.credit import CREDIT_KINDS, credit_transfers, movements
 from simtopup.devices.esim import activate
 from simtopup.devices.models import Device, DeviceKind, DeviceStatus
-from simtopup.ledger.keys import order_id_of
-from simtopup.ledger.models import Transfer
 from simtopup.usage.bundles import remaining_bytes
-from simtopup.usage.models import Bundle
-from simtopup.usage.reads import EXPIRED_BUNDLES_SHOWN as EXPIRED_BUNDLES_SHOWN
-from simtopup.usage.reads import bundle_state, device_balance, remaining_by_device
+from simtopup.usage.reads import device_balance, remaining_by_device
 
 router = Router(auth=AppBearer(), tags=["app: devices"])
-# Ledger transfer kinds touching a card's credit → what the customer sees.
-CREDIT_KINDS = {
-    "credit_topup": "topup",
-    "reseller_discount": "topup",
-    "payg_charge": "payg_charge",
-    "order_payment": "bundle_purchase",
-    "order_refund": "refund",
-}
-
-
-def credit_memos() -> dict[str, str]:
-    return {
-        "topup": _("Credit top-up"),
-        "payg_charge": _("Pay-per-use data"),
-        "bundle_purchase": _("Plan paid from credit"),
-        "refund": _("Refund"),
-        "adjustment": _("Adjustment by customer service"),
-    }
-
-
-def order_of(transfer: Transfer) -> int | None:
-    """The order ``transfer`` belongs to (by its idempotency key), if any."""
-    return order_id_of(transfer.idempotency_key)
 
 
 class BindIn(Strict):
@@ -261,10 +233,6 @@ def esim(request: HttpRequest, device_id: int) -> dict[str, Any]:
     return {"activation_code": activation.activation_code, "qr_svg": activation.qr_svg}
 
 
-def bundle_status(bundle: Bundle, now: Any) -> str:
-    return bundle_state(bundle.starts_at, bundle.expires_at, bundle.account.balance, now)
-
-
 @router.get(
     "/devices/{int:device_id}/balance",
     response={200: BalanceOut, **ERRORS},
@@ -308,25 +276,19 @@ def credit(
 ) -> dict[str, Any]:
     device = _mine(request, device_id)
     account = device.credit_account
-    rows, next_cursor = page(
-        Transfer.objects.filter(Q(source=account) | Q(destination=account)), cursor, limit
-    )
-    memos = credit_memos()
-    items = []
-    for t in rows:
-        incoming = t.destination_id == account.pk
-        kind = CREDIT_KINDS.get(t.kind, "adjustment")
-        items.append(
-            {
-                "id": t.pk,
-                "kind": kind,
-                "direction": "in" if incoming else "out",
-                "amount": money(t.amount if incoming else -t.amount, t.unit),
-                "created_at": rfc3339(t.created_at),
-                "memo": memos[kind],
-                "order_id": order_of(t),
-            }
-        )
+    rows, next_cursor = page(credit_transfers(account.pk), cursor, limit)
+    items = [
+        {
+            "id": m.id,
+            "kind": m.kind,
+            "direction": "in" if m.incoming else "out",
+            "amount": money(m.amount if m.incoming else -m.amount, m.unit),
+            "created_at": rfc3339(m.created_at),
+            "memo": m.memo,
+            "order_id": m.order_id,
+        }
+        for m in movements(list(rows), account.pk)
+    ]
     return {
         "credit": money(account.balance, account.unit),
         "items": items,

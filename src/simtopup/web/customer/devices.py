@@ -7,7 +7,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.db import transaction
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -16,25 +15,19 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from simtopup.api.app_devices import (
-    CREDIT_KINDS,
-    EXPIRED_BUNDLES_SHOWN,
-    bundle_status,
-    credit_memos,
-)
 from simtopup.catalog.display import format_data
 from simtopup.catalog.models import Plan
 from simtopup.core.errors import DomainError
 from simtopup.core.http import client_ip
 from simtopup.core.money import format_money
 from simtopup.devices.binding import bind_device, my_devices, rename_device, unbind_device
+from simtopup.devices.credit import credit_transfers, movements
 from simtopup.devices.esim import activate, qr_code
 from simtopup.devices.models import Device
-from simtopup.ledger.keys import order_id_of
-from simtopup.ledger.models import Transfer
 from simtopup.usage import autotopup
 from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import AutoTopupRule, Bundle
+from simtopup.usage.reads import EXPIRED_BUNDLES_SHOWN, bundle_state
 from simtopup.web.customer.common import (
     device_kinds,
     device_or_404,
@@ -127,7 +120,7 @@ def _bundles(device: Device) -> list[dict[str, Any]]:
         .select_related("account", "plan")
         .order_by("expires_at", "pk")
     ):
-        state = bundle_status(bundle, now)
+        state = bundle_state(bundle.starts_at, bundle.expires_at, bundle.account.balance, now)
         left = max(bundle.account.balance, 0) if state != "expired" else 0
         rows.append(
             {
@@ -241,25 +234,20 @@ def esim(request: HttpRequest, device_id: int) -> HttpResponse:
 
 
 def _movements(device: Device) -> list[dict[str, Any]]:
-    """The same movements as ``GET /api/v1/devices/{id}/credit``, newest first."""
-    account = device.credit_account
-    memos = credit_memos()
-    rows = []
-    for t in Transfer.objects.filter(Q(source=account) | Q(destination=account)).order_by("-pk")[
-        :CREDIT_PAGE_SIZE
-    ]:
-        incoming = t.destination_id == account.pk
-        kind = CREDIT_KINDS.get(t.kind, "adjustment")
-        rows.append(
-            {
-                "created_at": t.created_at,
-                "memo": memos[kind],
-                "incoming": incoming,
-                "amount": ("+" if incoming else "−") + format_money(t.amount, t.unit),
-                "order_id": order_id_of(t.idempotency_key),
-            }
-        )
-    return rows
+    """The same movements as ``GET /api/v1/devices/{id}/credit`` (devices/credit.py),
+    newest first."""
+    account_id = device.credit_account_id
+    newest = list(credit_transfers(account_id).order_by("-pk")[:CREDIT_PAGE_SIZE])
+    return [
+        {
+            "created_at": m.created_at,
+            "memo": m.memo,
+            "incoming": m.incoming,
+            "amount": ("+" if m.incoming else "−") + format_money(m.amount, m.unit),
+            "order_id": m.order_id,
+        }
+        for m in movements(newest, account_id)
+    ]
 
 
 def _threshold_text(value: float) -> str:
