@@ -48,6 +48,7 @@ from run import (  # noqa: E402  (bench/run.py: the server, the database, wrk)
     loadavg,
     log,
     run_json,
+    wrk_script,
 )
 
 TARGETS = ["healthz", "balance", "authorization"]
@@ -117,27 +118,8 @@ def wrk_run(
         "BENCH_HEADER_VALUE": header[1] if header else "",
         "BENCH_THREADS": str(args.wrk_threads),
     }
-    command = [
-        wrk,
-        "-t",
-        str(args.wrk_threads),
-        "-c",
-        str(args.connections),
-        "-d",
-        f"{seconds}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(HERE / "reads.lua"),
-        server.url,
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if done.returncode or line is None:
-        raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    result: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    result = wrk_script(wrk, server, "reads.lua", env, seconds)
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["command"] = " ".join(["wrk", *command[1:-1], "http://127.0.0.1:<port>"])
     return result
 
 

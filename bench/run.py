@@ -497,6 +497,15 @@ def run_wrk(
         "BENCH_RUN_ID": run_id,
         "BENCH_THREADS": str(args.wrk_threads),
     }
+    return wrk_script(wrk, server, "topup.lua", env, seconds)
+
+
+def wrk_script(
+    wrk: str, server: Server, script: str, env: dict[str, str], seconds: int
+) -> dict[str, Any]:
+    """Run wrk with the Lua ``script`` of this folder against ``server`` for ``seconds``; the
+    script prints one ``BENCH_JSON {…}`` line, returned with the command that made it."""
+    args = server.args
     command = [
         wrk,
         "-t",
@@ -508,7 +517,7 @@ def run_wrk(
         "--timeout",
         "10s",
         "-s",
-        str(HERE / "topup.lua"),
+        str(HERE / script),
         server.url,
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
