@@ -142,6 +142,6 @@ def run_worker() -> None:
     with (
         TestCase.captureOnCommitCallbacks(execute=True),
         mock.patch("django_tasks_db.management.commands.db_worker.close_old_connections"),
-        mock.patch("simtopup.core.management.commands.worker.close_old_connections"),
+        mock.patch("simtopup.ops.management.commands.worker.close_old_connections"),
     ):
         call_command("worker", once=True)

@@ -477,7 +477,7 @@ def test_concurrent_code_requests_respect_the_limit() -> None:
 
 
 def test_the_janitor_prunes_old_codes_and_rate_windows(db: None) -> None:
-    from simtopup.core.janitor import run_janitor
+    from simtopup.ops.janitor import run_janitor
 
     request_code({"phone": PHONE})
     with later(8 * 24 * 3600):

@@ -23,7 +23,6 @@ from django.test import Client
 
 from simtopup.accounts.models import Customer, RateCounter
 from simtopup.accounts.tokens import issue_token
-from simtopup.core.management.commands.demo import demo_iccid
 from simtopup.devices import binding
 from simtopup.devices.binding import (
     bind_device,
@@ -34,6 +33,7 @@ from simtopup.devices.binding import (
 )
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device
+from simtopup.ops.management.commands.demo import demo_iccid
 from simtopup.orders.models import Order
 from tests.support import Actors, eid, iccid, post_json, reseller_client, run_worker
 from tests.test_app_auth import assert_problem

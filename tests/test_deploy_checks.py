@@ -24,7 +24,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from simtopup.core import keyfile
-from simtopup.core.checks import installation_notes
+from simtopup.ops.checks import installation_notes
 from tests.processes import free_port, simtopup
 
 SAFE = {

@@ -125,7 +125,7 @@ def test_an_api_request_that_outlived_its_lease_is_undone_and_the_key_gives_the_
 
 
 def test_the_janitor_forgets_keys_past_their_retention_only(settings: Any) -> None:
-    from simtopup.core.janitor import run_janitor
+    from simtopup.ops.janitor import run_janitor
 
     settings.IDEMPOTENCY_RETENTION_HOURS = 24
     assert isinstance(claim("old"), idempotency.Claimed)

@@ -23,13 +23,13 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.test import Client
 
-from simtopup.core import janitor
 from simtopup.core.errors import DomainError
-from simtopup.core.janitor import maybe_audit_ledger, run_janitor
 from simtopup.ledger import audit as audit_module
 from simtopup.ledger.actions import system_account, transfer
 from simtopup.ledger.audit import AuditResult, audit, record_audit, run_audit
 from simtopup.ledger.models import Account, LedgerAudit, Transfer
+from simtopup.ops import janitor
+from simtopup.ops.janitor import maybe_audit_ledger, run_janitor
 from simtopup.orders.models import Channel, Order, OrderStatus
 from simtopup.resellers.actions import credit_float, sell_topup
 from tests.support import Actors

@@ -11,10 +11,10 @@ import pytest
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from simtopup.core.janitor import run_janitor
 from simtopup.ledger.actions import balance, system_account
 from simtopup.ledger.models import Transfer
 from simtopup.network.adapters import AdapterError, Grant
+from simtopup.ops.janitor import run_janitor
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.payments.actions import check_payment, execute_refund, sweep
 from simtopup.payments.models import (

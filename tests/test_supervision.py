@@ -29,7 +29,7 @@ from django.tasks import TaskResultStatus, task
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from simtopup.core.management.commands.worker import (
+from simtopup.ops.management.commands.worker import (
     DB_RETRIES,
     RETRY_MAX_SECONDS,
     TASK_LEASE_SECONDS,
@@ -518,7 +518,7 @@ def test_a_reconciler_error_with_the_database_answering_does_not_stop_the_queue(
 ) -> None:
     """A statement or lock timeout in the reconciler is no outage: waiting for the database
     would not cure it, and the queue must go on running."""
-    from simtopup.core.management.commands import worker as worker_command
+    from simtopup.ops.management.commands import worker as worker_command
 
     def timing_out() -> None:
         raise OperationalError("canceling statement due to statement timeout")

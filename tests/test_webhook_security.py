@@ -38,8 +38,8 @@ from django.test import Client
 from django_tasks_db.models import DBTaskResult
 
 from simtopup.core.errors import DomainError
-from simtopup.core.janitor import run_janitor
-from simtopup.core.management.commands.worker import sweep_webhooks
+from simtopup.ops.janitor import run_janitor
+from simtopup.ops.management.commands.worker import sweep_webhooks
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.resellers import webhooks
 from simtopup.resellers.actions import set_webhook

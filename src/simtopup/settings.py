@@ -49,7 +49,7 @@ def envlist(name: str, default: str) -> list[str]:
 DATA_DIR = Path(env("DATA_DIR", str(Path.cwd() / "var"))).resolve()
 DEBUG = envbool("DEBUG", False)
 # Secrets that were not set and come from files generated in DATA_DIR: {name: file}. The
-# system checks (core/checks.py) and `serve`'s start-up notes read it.
+# system checks (ops/checks.py) and `serve`'s start-up notes read it.
 GENERATED_SECRETS: dict[str, str] = {}
 
 
@@ -284,6 +284,8 @@ INSTALLED_APPS = [
     "simtopup.api",
     "simtopup.backoffice",
     "simtopup.web",
+    # The worker, serve, demo and the deployment checks: above every domain (ops/__init__.py).
+    "simtopup.ops",
 ]
 
 MIDDLEWARE = [

@@ -7,7 +7,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Core"
 
     def ready(self) -> None:
-        from simtopup.core import (  # noqa: F401  (registers field__any; the system checks)
-            checks,
-            lookups,
-        )
+        from simtopup.core import lookups  # noqa: F401  (registers field__any)

@@ -1,7 +1,7 @@
 """Prometheus text exposition of business gauges, read from the database (the truth).
 
 The ledger gauges report the latest audit the worker stored (``LEDGER_AUDIT_INTERVAL_SECONDS``,
-core/janitor.py): ``simtopup_ledger_violations`` (0: sound), when it ran and how long it took.
+ops/janitor.py): ``simtopup_ledger_violations`` (0: sound), when it ran and how long it took.
 Before the first audit they have no sample at all (only HELP/TYPE), so an alert on
 ``absent(simtopup_ledger_audit_timestamp_seconds)`` or on
 ``time() - simtopup_ledger_audit_timestamp_seconds > 900`` catches an audit that never ran

@@ -33,8 +33,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection
 
-from simtopup.core.checks import installation_notes, refuse_unsafe_start
-from simtopup.core.management.commands.worker import (
+from simtopup.ops.checks import installation_notes, refuse_unsafe_start
+from simtopup.ops.management.commands.worker import (
     DB_LOST,
     describe,
     drop_connections,
@@ -209,7 +209,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         # With DEBUG off, an unsafe configuration (the sandbox gateway in production, a
-        # development secret, http with secure cookies) stops serve here (core/checks.py).
+        # development secret, http with secure cookies) stops serve here (ops/checks.py).
         refuse_unsafe_start("serve")
         try:
             self.migrate()

@@ -22,12 +22,12 @@ from stdnum import luhn
 from stdnum.iso7064 import mod_97_10
 
 from simtopup.catalog.models import PaygTariff, Plan
-from simtopup.core.checks import installation_notes
 from simtopup.devices.binding import hash_pin, pin_matches
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import open_account
 from simtopup.ledger.models import AccountKind
+from simtopup.ops.checks import installation_notes
 from simtopup.resellers.actions import add_member, credit_float, hash_key
 from simtopup.resellers.models import ApiKey, MemberRole, Reseller
 

@@ -24,6 +24,8 @@ from django.core.checks import CheckMessage
 from django.core.management.base import SystemCheckError
 
 from simtopup.core.keyfile import mode_too_open
+from simtopup.payments.providers.base import METHODS
+from simtopup.payments.registry import PROVIDER_CLASSES
 
 TAG = "simtopup"
 
@@ -42,8 +44,6 @@ RANDOM_VALUE = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 def sandbox_routes() -> dict[str, str]:
     """The payment methods the sandbox serves, each with the setting that sends it there."""
-    from simtopup.payments.providers.base import METHODS
-
     found = {}
     for method in METHODS:
         if method in settings.PAYMENT_ROUTES:
@@ -64,8 +64,6 @@ def check_payment_providers(
 ) -> list[CheckMessage]:
     if not _active():
         return []
-    from simtopup.payments.providers.base import METHODS
-    from simtopup.payments.registry import PROVIDER_CLASSES
 
     messages: list[CheckMessage] = []
     unknown = [

@@ -30,7 +30,7 @@ PAID → FULFILLING lease and the upstream's idempotency key; refunds: the refun
 delivery's claim — delivered at least once, each with its ``X-Simtopup-Delivery`` id;
 automatic top-ups: the rule's row lock and the in-flight order check; the sandbox gateway's
 notifications are stored once by their event id). A second run finds the work done or
-claimed and returns. And the reconciler (``core/janitor.py``) re-finds what a lost task was
+claimed and returns. And the reconciler (``ops/janitor.py``) re-finds what a lost task was
 doing from the domain rows themselves — orders paid but not fulfilled or past their lease,
 pending payments and refunds — so nothing depends on the queue row alone.
 
@@ -67,8 +67,8 @@ from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
-from simtopup.core.checks import refuse_unsafe_start
-from simtopup.core.janitor import run_janitor
+from simtopup.ops.checks import refuse_unsafe_start
+from simtopup.ops.janitor import run_janitor
 from simtopup.resellers.webhooks import WEBHOOK_QUEUE, deliver_due
 
 logger = logging.getLogger("simtopup.worker")
