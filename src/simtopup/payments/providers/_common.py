@@ -22,6 +22,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext
 
+from simtopup.payments.providers.base import PaymentRequest, ProviderError, RefundRequest
+
 # Alipay and WeChat Pay speak China Standard Time (no DST) in their own timestamps.
 BEIJING = ZoneInfo("Asia/Shanghai")
 
@@ -65,16 +67,7 @@ def private_key_pem(name: str) -> str:
 @lru_cache(maxsize=16)
 def _private_pem(name: str, value: str) -> str:
     # Cached: checking an RSA key costs tens of milliseconds, and providers are built per use.
-    text = _pem_text(value)
-    try:
-        if "-----BEGIN" in text:
-            key = serialization.load_pem_private_key(text.encode(), password=None)
-        else:
-            key = serialization.load_der_private_key(_der(text, name), password=None)
-    except (ValueError, TypeError) as exc:
-        raise ImproperlyConfigured(
-            f"SIMTOPUP_{name} is not a readable unencrypted private key ({exc})."
-        ) from None
+    key = _read_key(name, value, private=True)
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
         raise ImproperlyConfigured(f"SIMTOPUP_{name} must be an RSA key of 2048 bits or more.")
     return key.private_bytes(
@@ -91,16 +84,7 @@ def public_key_pem(name: str) -> str:
 
 @lru_cache(maxsize=16)
 def _public_pem(name: str, value: str) -> str:
-    text = _pem_text(value)
-    try:
-        if "-----BEGIN" in text:
-            key = serialization.load_pem_public_key(text.encode())
-        else:
-            key = serialization.load_der_public_key(_der(text, name))
-    except (ValueError, TypeError) as exc:
-        raise ImproperlyConfigured(
-            f"SIMTOPUP_{name} is not a readable public key ({exc})."
-        ) from None
+    key = _read_key(name, value, private=False)
     if not isinstance(key, rsa.RSAPublicKey):
         raise ImproperlyConfigured(f"SIMTOPUP_{name} must be an RSA public key.")
     return key.public_bytes(
@@ -108,8 +92,22 @@ def _public_pem(name: str, value: str) -> str:
     ).decode()
 
 
-def valid_reference(value: str) -> bool:
-    return bool(REFERENCE.fullmatch(value))
+def _read_key(name: str, value: str, *, private: bool) -> object:
+    """The private or public key in setting ``name``, from a PEM block or from base64 DER;
+    ImproperlyConfigured naming the variable if it reads as neither."""
+    text = _pem_text(value)
+    pem = "-----BEGIN" in text
+    data = text.encode() if pem else _der(text, name)
+    try:
+        if private:
+            read = serialization.load_pem_private_key if pem else serialization.load_der_private_key
+            return read(data, password=None)
+        return (serialization.load_pem_public_key if pem else serialization.load_der_public_key)(
+            data
+        )
+    except (ValueError, TypeError) as exc:
+        what = "unencrypted private key" if private else "public key"
+        raise ImproperlyConfigured(f"SIMTOPUP_{name} is not a readable {what} ({exc}).") from None
 
 
 def header(headers: Mapping[str, str], name: str) -> str:
@@ -131,14 +129,34 @@ def gateway_url(name: str) -> str:
     return value
 
 
-def check_refund(amount: int, total: int, currency: str | None = None, expected: str = "") -> None:
-    """A refund takes 1 … ``total`` minor units, in the payment's currency (when the
-    provider has one fixed currency, ``expected``)."""
-    from simtopup.payments.providers.base import ProviderError
+def check_payment_request(
+    request: PaymentRequest, methods: frozenset[str], *, yuan_only: bool = False
+) -> None:
+    """The provider takes ``request``: one of its ``methods``, and in Chinese yuan when that
+    is all it settles in (Alipay and WeChat Pay direct)."""
+    if request.method not in methods:
+        raise ProviderError(
+            "payment_method_unavailable", gettext("This payment method is not available.")
+        )
+    if yuan_only and request.currency.upper() != "CNY":
+        raise ProviderError(
+            "currency_not_supported",
+            gettext("This payment method takes payments in Chinese yuan only."),
+        )
 
-    if not 0 < amount <= total:
+
+def check_reference(reference: str, pattern: re.Pattern[str] = REFERENCE) -> None:
+    """A payment or refund reference in the form the provider accepts (``pattern``)."""
+    if not pattern.fullmatch(reference):
+        raise ProviderError("invalid_reference", gettext("The payment reference is not valid."))
+
+
+def check_refund(refund: RefundRequest, currency: str = "") -> None:
+    """A refund takes 1 … the payment's amount in minor units, in the payment's currency
+    (when the provider has one fixed ``currency``)."""
+    if not 0 < refund.amount <= refund.total:
         raise ProviderError("invalid_refund_amount", gettext("The refund amount is not valid."))
-    if expected and (currency or "").upper() != expected:
+    if currency and (refund.currency or "").upper() != currency:
         raise ProviderError(
             "currency_mismatch", gettext("The refund currency differs from the payment's.")
         )

@@ -43,36 +43,19 @@ from alipay.exceptions import AliPayValidationError  # type: ignore[import-untyp
 from alipay.utils import AliPayConfig  # type: ignore[import-untyped]
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.translation import gettext
 
 from simtopup.core.errors import DomainError
 from simtopup.core.money import to_decimal_string, to_minor
+from simtopup.payments.providers import base
 from simtopup.payments.providers._common import (
     BEIJING,
+    check_payment_request,
+    check_reference,
     check_refund,
     gateway_url,
     private_key_pem,
     public_key_pem,
     require,
-    valid_reference,
-)
-from simtopup.payments.providers.base import (
-    ALIPAY,
-    FAILED,
-    IGNORED,
-    PENDING,
-    REFUNDED,
-    SUCCEEDED,
-    Ack,
-    CreatedPayment,
-    InvalidNotification,
-    NextAction,
-    PaymentRequest,
-    Provider,
-    ProviderError,
-    ProviderEvent,
-    ProviderPaymentStatus,
-    RefundResult,
 )
 
 logger = logging.getLogger(__name__)
@@ -82,19 +65,18 @@ _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Answers that mean "try again later" (Alipay's docs: retry with the same request numbers).
 _RETRYABLE = {"20000", "ACQ.SYSTEM_ERROR", "aop.ACQ.SYSTEM_ERROR", "isp.unknow-error"}
 _RETRYABLE_LATER = {"ACQ.SELLER_BALANCE_NOT_ENOUGH", "ACQ.REFUND_FEE_ERROR"}
+# A trade's status at Alipay, as ours (ProviderPaymentStatus.status).
+_TRADE_STATUSES = {
+    "TRADE_SUCCESS": "succeeded",
+    "TRADE_FINISHED": "succeeded",
+    "TRADE_CLOSED": "failed",
+    "WAIT_BUYER_PAY": "pending",
+}
 _MODES = {
     "page": ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
     "wap": ("alipay.trade.wap.pay", "QUICK_WAP_WAY"),
     "qr": ("alipay.trade.precreate", "FACE_TO_FACE_PAYMENT"),
 }
-
-
-def _unavailable() -> ProviderError:
-    return ProviderError(
-        "provider_unavailable",
-        gettext("The payment service is not available right now. Please try again later."),
-        retryable=True,
-    )
 
 
 def _beijing_text(moment: datetime) -> str:
@@ -139,20 +121,18 @@ class _Client(AliPay):
         except HTTPError as exc:
             logger.warning("alipay: gateway answered HTTP %s", exc.code)
             if exc.code >= 500 or exc.code == 429:
-                raise _unavailable() from exc
-            raise ProviderError(
-                "provider_rejected", gettext("The payment service refused the request.")
-            ) from exc
+                raise base.unavailable_error() from exc
+            raise base.refused_error() from exc
         except (URLError, TimeoutError, OSError) as exc:
             logger.warning("alipay: gateway unreachable: %s", exc)
-            raise _unavailable() from exc
+            raise base.unavailable_error() from exc
         try:
             document = json.loads(raw)
         except ValueError as exc:
             logger.warning("alipay: gateway answered something other than JSON")
-            raise _unavailable() from exc
+            raise base.unavailable_error() from exc
         if not isinstance(document, dict):
-            raise _unavailable()
+            raise base.unavailable_error()
         if "error_response" in document or "sign" not in document:
             # Refusals of the request itself (bad app id, bad signature …) come unsigned.
             answer = document.get(response_type) or document.get("error_response") or {}
@@ -161,11 +141,7 @@ class _Client(AliPay):
             result: dict[str, Any] = self._verify_and_return_sync_response(raw, response_type)
         except (AliPayValidationError, ValueError) as exc:
             logger.error("alipay: the gateway's answer does not carry Alipay's signature")
-            raise ProviderError(
-                "invalid_provider_response",
-                gettext("The payment service is not available right now. Please try again later."),
-                retryable=True,
-            ) from exc
+            raise base.unsigned_answer_error() from exc
         return result
 
 
@@ -196,29 +172,26 @@ def _client(
         raise ImproperlyConfigured(f"Alipay keys cannot be loaded: {exc}") from None
 
 
-def _refusal(answer: Mapping[str, Any]) -> ProviderError:
+def _refusal(answer: Mapping[str, Any]) -> base.ProviderError:
     code = str(answer.get("code", ""))
     sub_code = str(answer.get("sub_code", ""))
     logger.warning(
         "alipay: refused: code %s sub_code %s (%s)", code, sub_code, answer.get("sub_msg", "")
     )
     if code in _RETRYABLE or sub_code in _RETRYABLE or sub_code in _RETRYABLE_LATER:
-        return _unavailable()
+        return base.unavailable_error()
     if code in ("40001", "40002", "40006"):  # missing/invalid arguments, no permission
-        return ProviderError(
-            "provider_misconfigured",
-            gettext("The payment service is not set up correctly. Please contact us."),
-        )
-    return ProviderError("provider_rejected", gettext("The payment service refused the request."))
+        return base.misconfigured_error()
+    return base.refused_error()
 
 
 def _succeeded(answer: Mapping[str, Any]) -> bool:
     return str(answer.get("code")) == "10000"
 
 
-class AlipayProvider(Provider):
+class AlipayProvider(base.Provider):
     name = "alipay"
-    methods = frozenset({ALIPAY})
+    methods = frozenset({base.ALIPAY})
     supports_partial_refund = True
 
     def __init__(self) -> None:
@@ -246,17 +219,9 @@ class AlipayProvider(Provider):
 
     # --- payments -------------------------------------------------------------------------
 
-    def create_payment(self, request: PaymentRequest) -> CreatedPayment:
-        if request.method != ALIPAY:
-            raise ProviderError(
-                "payment_method_unavailable", gettext("This payment method is not available.")
-            )
-        if request.currency.upper() != CURRENCY:
-            raise ProviderError(
-                "currency_not_supported",
-                gettext("This payment method takes payments in Chinese yuan only."),
-            )
-        _check_reference(request.reference)
+    def create_payment(self, request: base.PaymentRequest) -> base.CreatedPayment:
+        check_payment_request(request, self.methods, yuan_only=True)
+        check_reference(request.reference)
         api, product = _MODES[self._mode]
         biz: dict[str, Any] = {
             "out_trade_no": request.reference,
@@ -270,78 +235,81 @@ class AlipayProvider(Provider):
             answer = self._client.server_api(api, biz, notify_url=request.notify_url)
             if not _succeeded(answer) or not answer.get("qr_code"):
                 raise _refusal(answer)
-            return CreatedPayment(None, NextAction("qr", qr_data=str(answer["qr_code"])))
+            return base.CreatedPayment(None, base.NextAction("qr", qr_data=str(answer["qr_code"])))
         if self._mode == "wap":
             biz["quit_url"] = request.return_url
         query = self._client.client_api(
             api, biz, return_url=request.return_url, notify_url=request.notify_url
         )
-        return CreatedPayment(None, NextAction("redirect", url=f"{self._client.gateway}?{query}"))
+        return base.CreatedPayment(
+            None, base.NextAction("redirect", url=f"{self._client.gateway}?{query}")
+        )
 
     # --- notifications --------------------------------------------------------------------
 
-    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+    def parse_notification(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> list[base.ProviderEvent]:
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
         except (UnicodeDecodeError, ValueError):
-            raise InvalidNotification("alipay notification is not a UTF-8 form") from None
+            raise base.InvalidNotification("alipay notification is not a UTF-8 form") from None
         data = dict(pairs)
         if len(data) != len(pairs):
-            raise InvalidNotification("alipay notification repeats a field")
+            raise base.InvalidNotification("alipay notification repeats a field")
         signature = data.pop("sign", "")
         sign_type = data.pop("sign_type", "RSA2")
         if not signature or sign_type != "RSA2":
-            raise InvalidNotification("alipay notification is not signed with RSA2")
+            raise base.InvalidNotification("alipay notification is not signed with RSA2")
         try:
             authentic = self._client.verify(dict(data), signature)
         except Exception:  # malformed base64 and the like
             authentic = False
         if not authentic:
-            raise InvalidNotification("alipay notification signature does not verify")
+            raise base.InvalidNotification("alipay notification signature does not verify")
         if data.get("app_id") != self._app_id:
-            raise InvalidNotification(f"alipay notification for app {data.get('app_id')!r}")
+            raise base.InvalidNotification(f"alipay notification for app {data.get('app_id')!r}")
         if self._seller_id and data.get("seller_id") != self._seller_id:
-            raise InvalidNotification(f"alipay notification for seller {data.get('seller_id')!r}")
+            raise base.InvalidNotification(
+                f"alipay notification for seller {data.get('seller_id')!r}"
+            )
         try:
             sent_at = _parse_beijing(data.get("notify_time", ""))
         except ValueError:
-            raise InvalidNotification("alipay notification without a valid notify_time") from None
+            raise base.InvalidNotification(
+                "alipay notification without a valid notify_time"
+            ) from None
         age = time.time() - sent_at.timestamp()
         if age > settings.ALIPAY_NOTIFY_MAX_AGE_SECONDS:
-            raise InvalidNotification("alipay notification is too old")
+            raise base.InvalidNotification("alipay notification is too old")
         if age < -settings.SIGNATURE_TOLERANCE_SECONDS:
-            raise InvalidNotification("alipay notification is from the future")
+            raise base.InvalidNotification("alipay notification is from the future")
         if not data.get("notify_id"):
-            raise InvalidNotification("alipay notification without notify_id")
+            raise base.InvalidNotification("alipay notification without notify_id")
         return [self._event(data, sent_at)]
 
-    def _event(self, data: dict[str, str], sent_at: datetime) -> ProviderEvent:
+    def _event(self, data: dict[str, str], sent_at: datetime) -> base.ProviderEvent:
         status = data.get("trade_status", "")
         refunded = bool(data.get("gmt_refund") or data.get("refund_fee"))
         try:
             if refunded:
                 # A refund's notice: TRADE_SUCCESS after a partial refund, TRADE_CLOSED after a
                 # full one — never a failed payment.
-                kind = REFUNDED
+                kind = base.REFUNDED
                 amount: int | None = to_minor(data.get("refund_fee", ""), CURRENCY)
                 when = data.get("gmt_refund")
             else:
-                kind = {
-                    "TRADE_SUCCESS": SUCCEEDED,
-                    "TRADE_FINISHED": SUCCEEDED,
-                    "TRADE_CLOSED": FAILED,
-                    "WAIT_BUYER_PAY": PENDING,
-                }.get(status, IGNORED)
+                kind = base.EVENT_OF_STATUS.get(_TRADE_STATUSES.get(status, ""), base.IGNORED)
                 amount = (
                     to_minor(data["total_amount"], CURRENCY) if data.get("total_amount") else None
                 )
-                when = data.get("gmt_payment") if kind == SUCCEEDED else data.get("gmt_close")
+                when = data.get("gmt_payment") if kind == base.SUCCEEDED else data.get("gmt_close")
             occurred_at = _parse_beijing(when) if when else sent_at
         except (DomainError, ValueError):
-            raise InvalidNotification(
+            raise base.InvalidNotification(
                 "alipay notification with malformed amounts or times"
             ) from None
-        return ProviderEvent(
+        return base.ProviderEvent(
             event_id=data["notify_id"],
             kind=kind,
             reference=data.get("out_trade_no") or None,
@@ -350,21 +318,21 @@ class AlipayProvider(Provider):
             currency=CURRENCY,
             merchant=data.get("app_id"),
             occurred_at=occurred_at,
-            failure_code="trade_closed" if kind == FAILED else None,
+            failure_code="trade_closed" if kind == base.FAILED else None,
             raw=data,
             # A refund notice names the refund by our out_request_no (as out_biz_no).
-            refund_reference=(data.get("out_biz_no") or None) if kind == REFUNDED else None,
+            refund_reference=(data.get("out_biz_no") or None) if kind == base.REFUNDED else None,
         )
 
-    def ack(self, accepted: bool) -> Ack:
+    def ack(self, accepted: bool) -> base.Ack:
         if accepted:
-            return Ack(200, "text/plain", b"success")
-        return Ack(400, "text/plain", b"fail")
+            return base.Ack(200, "text/plain", b"success")
+        return base.Ack(400, "text/plain", b"fail")
 
     # --- queries and refunds --------------------------------------------------------------
 
-    def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
-        _check_reference(reference)
+    def query(self, reference: str, provider_ref: str | None) -> base.ProviderPaymentStatus:
+        check_reference(reference)
         biz = {"out_trade_no": reference}
         if provider_ref:
             biz["trade_no"] = provider_ref
@@ -372,24 +340,16 @@ class AlipayProvider(Provider):
         if not _succeeded(answer):
             if answer.get("sub_code") == "ACQ.TRADE_NOT_EXIST":
                 # The trade exists at Alipay only once the payer opened the cashier page.
-                return ProviderPaymentStatus("pending", None, None, CURRENCY, self._app_id)
+                return base.ProviderPaymentStatus("pending", None, None, CURRENCY, self._app_id)
             raise _refusal(answer)
         if answer.get("out_trade_no") not in (None, reference):
-            raise ProviderError(
-                "provider_ref_mismatch",
-                gettext("The payment service reported a different payment."),
-            )
-        status = {
-            "TRADE_SUCCESS": "succeeded",
-            "TRADE_FINISHED": "succeeded",
-            "TRADE_CLOSED": "failed",
-            "WAIT_BUYER_PAY": "pending",
-        }.get(str(answer.get("trade_status")), "unknown")
+            raise base.other_payment_error()
+        status = _TRADE_STATUSES.get(str(answer.get("trade_status")), "unknown")
         try:
             amount = to_minor(str(answer["total_amount"]), CURRENCY)
         except (KeyError, DomainError):
             amount = None
-        return ProviderPaymentStatus(
+        return base.ProviderPaymentStatus(
             status,  # type: ignore[arg-type]
             answer.get("trade_no"),
             amount,
@@ -398,23 +358,16 @@ class AlipayProvider(Provider):
             "trade_closed" if status == "failed" else None,
         )
 
-    def refund(
-        self,
-        reference: str,
-        provider_ref: str | None,
-        amount: int,
-        currency: str,
-        refund_reference: str,
-        total: int,
-    ) -> RefundResult:
-        check_refund(amount, total, currency, CURRENCY)
-        _check_reference(reference)
-        _check_reference(refund_reference)
+    def make_refund(self, refund: base.RefundRequest) -> base.RefundResult:
+        check_refund(refund, CURRENCY)
+        check_reference(refund.reference)
+        check_reference(refund.refund_reference)
+        provider_ref = refund.provider_ref
         biz = {
-            "out_trade_no": reference,
-            "refund_amount": to_decimal_string(amount, CURRENCY),
+            "out_trade_no": refund.reference,
+            "refund_amount": to_decimal_string(refund.amount, CURRENCY),
             # Alipay's idempotency key: the same out_request_no never refunds twice.
-            "out_request_no": refund_reference,
+            "out_request_no": refund.refund_reference,
         }
         if provider_ref:
             biz["trade_no"] = provider_ref
@@ -422,21 +375,16 @@ class AlipayProvider(Provider):
         if not _succeeded(answer):
             raise _refusal(answer)
         if answer.get("fund_change") == "Y":
-            return RefundResult("succeeded", answer.get("trade_no") or provider_ref)
+            return base.RefundResult("succeeded", answer.get("trade_no") or provider_ref)
         # "N": no money moved by *this* call — a repeat of an earlier request, or still being
         # processed. Alipay's advice: ask the refund query.
         check = self._client.server_api(
             "alipay.trade.fastpay.refund.query",
-            {"out_trade_no": reference, "out_request_no": refund_reference},
+            {"out_trade_no": refund.reference, "out_request_no": refund.refund_reference},
         )
         if _succeeded(check) and (
             check.get("refund_status") == "REFUND_SUCCESS"
             or (not check.get("refund_status") and check.get("refund_amount"))
         ):
-            return RefundResult("succeeded", answer.get("trade_no") or provider_ref)
-        return RefundResult("pending", answer.get("trade_no") or provider_ref)
-
-
-def _check_reference(reference: str) -> None:
-    if not valid_reference(reference):
-        raise ProviderError("invalid_reference", gettext("The payment reference is not valid."))
+            return base.RefundResult("succeeded", answer.get("trade_no") or provider_ref)
+        return base.RefundResult("pending", answer.get("trade_no") or provider_ref)

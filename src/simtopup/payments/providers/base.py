@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+from django.utils.translation import gettext
+
 # What the customer chose. ``balance`` (the card's credit) never reaches a provider.
 CARD = "card"
 ALIPAY = "alipay"
@@ -37,6 +39,47 @@ class ProviderError(Exception):
         self.code = code
         self.message = message
         self.retryable = retryable
+
+
+# The refusals every provider maps its own answers onto (codes and words the payer sees).
+
+
+def unavailable_error() -> ProviderError:
+    """The provider is down, slow or limiting our rate: trying again later may work."""
+    return ProviderError(
+        "provider_unavailable",
+        gettext("The payment service is not available right now. Please try again later."),
+        retryable=True,
+    )
+
+
+def unsigned_answer_error() -> ProviderError:
+    """An answer without the provider's valid signature (a proxy, an impostor): later."""
+    return ProviderError(
+        "invalid_provider_response",
+        gettext("The payment service is not available right now. Please try again later."),
+        retryable=True,
+    )
+
+
+def refused_error() -> ProviderError:
+    """The provider refused the request itself; the same request will not work later."""
+    return ProviderError("provider_rejected", gettext("The payment service refused the request."))
+
+
+def misconfigured_error() -> ProviderError:
+    """The provider refused our credentials or permissions: the operator has to act."""
+    return ProviderError(
+        "provider_misconfigured",
+        gettext("The payment service is not set up correctly. Please contact us."),
+    )
+
+
+def other_payment_error() -> ProviderError:
+    """The provider answered about a payment other than the one asked about."""
+    return ProviderError(
+        "provider_ref_mismatch", gettext("The payment service reported a different payment.")
+    )
 
 
 class InvalidNotification(ProviderError):
@@ -85,6 +128,8 @@ PENDING = "payment.pending"
 REFUNDED = "refund.succeeded"
 REFUND_FAILED = "refund.failed"
 IGNORED = "ignored"  # an event type we do not act on (still stored once)
+# The event a notification is when it only reports a payment's status (as a query would).
+EVENT_OF_STATUS = {"succeeded": SUCCEEDED, "pending": PENDING, "failed": FAILED}
 
 
 @dataclass(frozen=True)
@@ -118,6 +163,20 @@ class ProviderPaymentStatus:
     currency: str | None = None
     merchant: str | None = None
     failure_code: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    """A refund of a captured payment, as :meth:`Provider.refund` is asked for it."""
+
+    reference: str  # the payment's PaymentRequest.reference
+    provider_ref: str | None  # the provider's id of the payment, if it gave one
+    amount: int  # minor units to give back
+    currency: str
+    # Our reference for this refund: providers deduplicate on it (the same one never
+    # refunds twice).
+    refund_reference: str
+    total: int  # the captured payment's amount, minor units
 
 
 @dataclass(frozen=True)
@@ -168,7 +227,6 @@ class Provider(abc.ABC):
     def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
         """Ask the provider where the payment stands (the janitor does this)."""
 
-    @abc.abstractmethod
     def refund(
         self,
         reference: str,
@@ -180,3 +238,11 @@ class Provider(abc.ABC):
     ) -> RefundResult:
         """Refund ``amount`` of a captured payment of ``total``; idempotent on
         ``refund_reference``."""
+        return self.make_refund(
+            RefundRequest(reference, provider_ref, amount, currency, refund_reference, total)
+        )
+
+    @abc.abstractmethod
+    def make_refund(self, refund: RefundRequest) -> RefundResult:
+        """Ask the provider for ``refund`` (what :meth:`refund` does, with its arguments in
+        one object); raises :class:`ProviderError`."""

@@ -33,34 +33,16 @@ from simtopup.payments.models import (
     SandboxChargeStatus,
     SandboxRefund,
 )
-from simtopup.payments.providers.base import (
-    ALIPAY,
-    CARD,
-    FAILED,
-    IGNORED,
-    PENDING,
-    REFUNDED,
-    SUCCEEDED,
-    WECHAT_PAY,
-    CreatedPayment,
-    InvalidNotification,
-    NextAction,
-    PaymentRequest,
-    Provider,
-    ProviderError,
-    ProviderEvent,
-    ProviderPaymentStatus,
-    RefundResult,
-)
+from simtopup.payments.providers import base
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 EVENT_KINDS = {
-    "payment.succeeded": SUCCEEDED,
-    "payment.failed": FAILED,
-    "payment.pending": PENDING,
-    "refund.succeeded": REFUNDED,
+    "payment.succeeded": base.SUCCEEDED,
+    "payment.failed": base.FAILED,
+    "payment.pending": base.PENDING,
+    "refund.succeeded": base.REFUNDED,
 }
 
 
@@ -76,17 +58,19 @@ def checkout_path(public_id: str) -> str:
     return f"/sandbox/checkout/{public_id}"
 
 
-class SandboxProvider(Provider):
+class SandboxProvider(base.Provider):
     name = "sandbox"
-    methods = frozenset({CARD, ALIPAY, WECHAT_PAY})
+    methods = frozenset({base.CARD, base.ALIPAY, base.WECHAT_PAY})
 
     @property
     def merchant(self) -> str | None:
         return str(settings.SANDBOX_MERCHANT)
 
-    def create_payment(self, request: PaymentRequest) -> CreatedPayment:
+    def create_payment(self, request: base.PaymentRequest) -> base.CreatedPayment:
         if request.method not in self.methods:
-            raise ProviderError("method_not_supported", f"sandbox does not take {request.method}")
+            raise base.ProviderError(
+                "method_not_supported", f"sandbox does not take {request.method}"
+            )
         charge = SandboxCharge.objects.create(
             public_id="sbx_" + secrets.token_urlsafe(18),
             merchant=str(settings.SANDBOX_MERCHANT),
@@ -100,31 +84,35 @@ class SandboxProvider(Provider):
             language=request.language,
         )
         url = settings.SITE_URL.rstrip("/") + checkout_path(charge.public_id)
-        if request.method == WECHAT_PAY:
+        if request.method == base.WECHAT_PAY:
             # Native (QR) payment: the payer scans the code with a phone, which opens the page.
-            return CreatedPayment(charge.public_id, NextAction("qr", url=url, qr_data=url))
-        return CreatedPayment(charge.public_id, NextAction("redirect", url=url))
+            return base.CreatedPayment(
+                charge.public_id, base.NextAction("qr", url=url, qr_data=url)
+            )
+        return base.CreatedPayment(charge.public_id, base.NextAction("redirect", url=url))
 
-    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+    def parse_notification(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> list[base.ProviderEvent]:
         header = next(
             (v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None
         )
         try:
             verify(webhook_secret(), header, body)
         except DomainError as exc:
-            raise InvalidNotification(f"{exc.code}: {exc.message}") from None
+            raise base.InvalidNotification(f"{exc.code}: {exc.message}") from None
         try:
             event = json.loads(body)
             data = event["data"]
             event_id = str(event["id"])
-            kind = EVENT_KINDS.get(str(event["type"]), IGNORED)
+            kind = EVENT_KINDS.get(str(event["type"]), base.IGNORED)
             amount = data.get("amount")
             if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
                 raise TypeError("amount")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise InvalidNotification(f"malformed sandbox event: {exc!r}") from None
+            raise base.InvalidNotification(f"malformed sandbox event: {exc!r}") from None
         return [
-            ProviderEvent(
+            base.ProviderEvent(
                 event_id=event_id,
                 kind=kind,
                 reference=data.get("reference"),
@@ -139,17 +127,17 @@ class SandboxProvider(Provider):
             )
         ]
 
-    def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
+    def query(self, reference: str, provider_ref: str | None) -> base.ProviderPaymentStatus:
         charge = SandboxCharge.objects.filter(reference=reference).first()
         if charge is None:
-            return ProviderPaymentStatus("unknown")
+            return base.ProviderPaymentStatus("unknown")
         status = {
             SandboxChargeStatus.REQUIRES_ACTION: "pending",
             SandboxChargeStatus.SUCCEEDED: "succeeded",
             SandboxChargeStatus.REFUNDED: "succeeded",  # it was captured
             SandboxChargeStatus.DECLINED: "failed",
         }[SandboxChargeStatus(charge.status)]
-        return ProviderPaymentStatus(
+        return base.ProviderPaymentStatus(
             status,  # type: ignore[arg-type]
             provider_ref=charge.public_id,
             amount=charge.amount,
@@ -158,39 +146,42 @@ class SandboxProvider(Provider):
             failure_code=charge.failure_code or None,
         )
 
-    def refund(
-        self,
-        reference: str,
-        provider_ref: str | None,
-        amount: int,
-        currency: str,
-        refund_reference: str,
-        total: int,
-    ) -> RefundResult:
+    def make_refund(self, refund: base.RefundRequest) -> base.RefundResult:
+        amount = refund.amount
         with transaction.atomic():
-            existing = SandboxRefund.objects.filter(refund_reference=refund_reference).first()
+            existing = SandboxRefund.objects.filter(
+                refund_reference=refund.refund_reference
+            ).first()
             if existing is not None:  # idempotent on the refund reference
-                return RefundResult("succeeded", existing.public_id)
-            charge = SandboxCharge.objects.select_for_update().filter(reference=reference).first()
+                return base.RefundResult("succeeded", existing.public_id)
+            charge = (
+                SandboxCharge.objects.select_for_update().filter(reference=refund.reference).first()
+            )
             if charge is None:
-                raise ProviderError("unknown_payment", "no such sandbox payment")
+                raise base.ProviderError("unknown_payment", "no such sandbox payment")
             if charge.status != SandboxChargeStatus.SUCCEEDED:
-                raise ProviderError("not_refundable", f"sandbox payment is {charge.status}")
-            if amount != total or amount != charge.amount or currency != charge.currency:
-                raise ProviderError("invalid_amount", "the sandbox refunds whole payments only")
-            refund = SandboxRefund.objects.create(
+                raise base.ProviderError("not_refundable", f"sandbox payment is {charge.status}")
+            if (
+                amount != refund.total
+                or amount != charge.amount
+                or refund.currency != charge.currency
+            ):
+                raise base.ProviderError(
+                    "invalid_amount", "the sandbox refunds whole payments only"
+                )
+            made = SandboxRefund.objects.create(
                 public_id="sbxr_" + secrets.token_urlsafe(12),
                 charge=charge,
-                refund_reference=refund_reference,
+                refund_reference=refund.refund_reference,
                 amount=amount,
             )
             charge.status = SandboxChargeStatus.REFUNDED
             charge.save(update_fields=["status"])
-            queue_event(charge, "refund.succeeded", refund=refund)
+            queue_event(charge, "refund.succeeded", refund=made)
             if settings.SANDBOX_OUT_OF_ORDER:
                 # The payment's success notification arrives again after its refund.
                 queue_event(charge, "payment.succeeded", event_id=f"evt_{charge.public_id}_final")
-        return RefundResult("succeeded", refund.public_id)
+        return base.RefundResult("succeeded", made.public_id)
 
 
 # --- the gateway side: checkout page outcomes, webhook delivery ----------------------------
@@ -228,14 +219,18 @@ def settle(charge: SandboxCharge, outcome: str) -> bool:
     return True
 
 
-def event_payload(
+def queue_event(
     charge: SandboxCharge,
     kind: str,
     *,
     event_id: str | None = None,
     refund: SandboxRefund | None = None,
     created: int | None = None,
-) -> dict[str, Any]:
+) -> None:
+    """Queue one webhook delivery of event ``kind`` about ``charge`` (or its ``refund``)
+    through the worker, in the caller's transaction."""
+    from simtopup.payments.tasks import deliver_sandbox_event_task
+
     status = {
         "payment.succeeded": "succeeded",
         "payment.failed": "failed",
@@ -256,26 +251,12 @@ def event_payload(
         data["refund"] = refund.public_id
         data["refund_reference"] = refund.refund_reference
         data["amount"] = refund.amount
-    return {
+    payload = {
         "id": event_id or "evt_" + secrets.token_urlsafe(16),
         "type": kind,
         "created": created if created is not None else int(time.time()),
         "data": data,
     }
-
-
-def queue_event(
-    charge: SandboxCharge,
-    kind: str,
-    *,
-    event_id: str | None = None,
-    refund: SandboxRefund | None = None,
-    created: int | None = None,
-) -> None:
-    """Queue one webhook delivery through the worker, in the caller's transaction."""
-    from simtopup.payments.tasks import deliver_sandbox_event_task
-
-    payload = event_payload(charge, kind, event_id=event_id, refund=refund, created=created)
     task = deliver_sandbox_event_task
     delay = settings.SANDBOX_WEBHOOK_DELAY_SECONDS
     if delay > 0:

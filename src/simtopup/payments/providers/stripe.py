@@ -40,26 +40,13 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext
 
-from simtopup.payments.providers._common import check_refund, header, require, valid_reference
-from simtopup.payments.providers.base import (
-    ALIPAY,
-    CARD,
-    FAILED,
-    IGNORED,
-    PENDING,
-    REFUND_FAILED,
-    REFUNDED,
-    SUCCEEDED,
-    WECHAT_PAY,
-    CreatedPayment,
-    InvalidNotification,
-    NextAction,
-    PaymentRequest,
-    Provider,
-    ProviderError,
-    ProviderEvent,
-    ProviderPaymentStatus,
-    RefundResult,
+from simtopup.payments.providers import base
+from simtopup.payments.providers._common import (
+    check_payment_request,
+    check_reference,
+    check_refund,
+    header,
+    require,
 )
 
 logger = logging.getLogger(__name__)
@@ -96,37 +83,26 @@ def from_stripe_amount(amount: int | None, currency: str | None) -> int | None:
     return int(amount)
 
 
-def _unavailable() -> ProviderError:
-    return ProviderError(
-        "provider_unavailable",
-        gettext("The payment service is not available right now. Please try again later."),
-        retryable=True,
-    )
-
-
-def _error(exc: stripe.StripeError) -> ProviderError:
+def _error(exc: stripe.StripeError) -> base.ProviderError:
     """Map an SDK error onto the taxonomy: the payer's refusal, our mistake, their outage."""
     status = exc.http_status or 0
     logger.warning("stripe: %s (status %s, code %s)", exc.__class__.__name__, status, exc.code)
     if isinstance(exc, stripe.CardError):
-        return ProviderError("payment_declined", gettext("The card was declined."))
+        return base.ProviderError("payment_declined", gettext("The card was declined."))
     if (
         isinstance(exc, stripe.APIConnectionError | stripe.APIError | stripe.RateLimitError)
         or status >= 500
         or status in (409, 429)
     ):
-        return _unavailable()
+        return base.unavailable_error()
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
-        return ProviderError(
-            "provider_misconfigured",
-            gettext("The payment service is not set up correctly. Please contact us."),
-        )
-    return ProviderError("provider_rejected", gettext("The payment service refused the request."))
+        return base.misconfigured_error()
+    return base.refused_error()
 
 
-class StripeProvider(Provider):
+class StripeProvider(base.Provider):
     name = "stripe"
-    methods = frozenset({CARD, ALIPAY, WECHAT_PAY})
+    methods = frozenset({base.CARD, base.ALIPAY, base.WECHAT_PAY})
     supports_partial_refund = True
 
     def __init__(self, *, http_client: stripe.HTTPClient | None = None) -> None:
@@ -153,20 +129,17 @@ class StripeProvider(Provider):
 
     # --- payments -------------------------------------------------------------------------
 
-    def create_payment(self, request: PaymentRequest) -> CreatedPayment:
-        if request.method not in self.methods:
-            raise ProviderError(
-                "payment_method_unavailable", gettext("This payment method is not available.")
-            )
-        self._check_reference(request.reference)
+    def create_payment(self, request: base.PaymentRequest) -> base.CreatedPayment:
+        check_payment_request(request, self.methods)
+        check_reference(request.reference)
         try:
-            if request.method == CARD:
+            if request.method == base.CARD:
                 return self._checkout(request)
             return self._intent(request)
         except stripe.StripeError as exc:
             raise _error(exc) from exc
 
-    def _checkout(self, request: PaymentRequest) -> CreatedPayment:
+    def _checkout(self, request: base.PaymentRequest) -> base.CreatedPayment:
         currency = request.currency.upper()
         expires_at = self._checkout_expiry(request.expires_at)
         params: dict[str, Any] = {
@@ -198,10 +171,8 @@ class StripeProvider(Provider):
             params=cast(Any, params), options={"idempotency_key": request.reference}
         )
         if not session.url:
-            raise ProviderError(
-                "provider_rejected", gettext("The payment service refused the request.")
-            )
-        return CreatedPayment(session.id, NextAction("redirect", url=session.url))
+            raise base.refused_error()
+        return base.CreatedPayment(session.id, base.NextAction("redirect", url=session.url))
 
     @staticmethod
     def _checkout_expiry(wanted: datetime | None) -> int | None:
@@ -218,7 +189,7 @@ class StripeProvider(Provider):
             return int(high // 600 * 600)
         return int(-(-low // 600) * 600)
 
-    def _intent(self, request: PaymentRequest) -> CreatedPayment:
+    def _intent(self, request: base.PaymentRequest) -> base.CreatedPayment:
         currency = request.currency.upper()
         common: dict[str, Any] = {
             "amount": to_stripe_amount(request.amount, currency),
@@ -227,7 +198,7 @@ class StripeProvider(Provider):
             "description": request.description[:1000],
             "metadata": {"reference": request.reference},
         }
-        if request.method == ALIPAY:
+        if request.method == base.ALIPAY:
             params: dict[str, Any] = {
                 **common,
                 "payment_method_types": ["alipay"],
@@ -250,22 +221,24 @@ class StripeProvider(Provider):
         if kind == "wechat_pay_display_qr_code":
             qr = action.get("wechat_pay_display_qr_code") or {}
             if qr.get("data"):
-                return CreatedPayment(intent.id, NextAction("qr", qr_data=qr["data"]))
+                return base.CreatedPayment(intent.id, base.NextAction("qr", qr_data=qr["data"]))
         elif kind in ("alipay_handle_redirect", "redirect_to_url"):
             url = (action.get(kind) or {}).get("url")
             if url:
-                return CreatedPayment(intent.id, NextAction("redirect", url=url))
+                return base.CreatedPayment(intent.id, base.NextAction("redirect", url=url))
         elif data.get("status") in ("succeeded", "processing"):
             # Nothing left for the payer to do; the webhook settles it.
-            return CreatedPayment(intent.id, NextAction("redirect", url=request.return_url))
+            return base.CreatedPayment(
+                intent.id, base.NextAction("redirect", url=request.return_url)
+            )
         logger.warning("stripe: PaymentIntent %s has no usable next action (%s)", intent.id, kind)
-        raise ProviderError(
-            "provider_rejected", gettext("The payment service refused the request.")
-        )
+        raise base.refused_error()
 
     # --- notifications --------------------------------------------------------------------
 
-    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+    def parse_notification(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> list[base.ProviderEvent]:
         signature = header(headers, "Stripe-Signature")
         tolerance = settings.SIGNATURE_TOLERANCE_SECONDS
         try:
@@ -273,19 +246,21 @@ class StripeProvider(Provider):
                 body, signature, self._webhook_secret, tolerance=tolerance
             )
         except stripe.SignatureVerificationError as exc:
-            raise InvalidNotification(f"stripe signature: {exc.user_message or exc}") from None
+            raise base.InvalidNotification(f"stripe signature: {exc.user_message or exc}") from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise InvalidNotification(f"stripe payload: {exc}") from None
+            raise base.InvalidNotification(f"stripe payload: {exc}") from None
         # The SDK only refuses old timestamps; one far in the future is as suspicious.
         signed_at = self._signed_at(signature)
         if signed_at > time.time() + tolerance:
-            raise InvalidNotification("stripe signature timestamp is in the future")
+            raise base.InvalidNotification("stripe signature timestamp is in the future")
         data = event.to_dict()
         if bool(data.get("livemode")) != self._live:
-            raise InvalidNotification("stripe event livemode does not match the API key's mode")
+            raise base.InvalidNotification(
+                "stripe event livemode does not match the API key's mode"
+            )
         account = data.get("account")
         if self._account and account != self._account:
-            raise InvalidNotification(f"stripe event for account {account!r}, not ours")
+            raise base.InvalidNotification(f"stripe event for account {account!r}, not ours")
         return [self._event(data)]
 
     @staticmethod
@@ -294,18 +269,18 @@ class StripeProvider(Provider):
             key, _, value = item.strip().partition("=")
             if key == "t" and value.isdigit():
                 return int(value)
-        raise InvalidNotification("stripe signature without timestamp")
+        raise base.InvalidNotification("stripe signature without timestamp")
 
-    def _event(self, data: dict[str, Any]) -> ProviderEvent:
+    def _event(self, data: dict[str, Any]) -> base.ProviderEvent:
         event_type = str(data.get("type", ""))
         envelope = data.get("data")
         obj = envelope.get("object") if isinstance(envelope, dict) else None
         if not isinstance(obj, dict):
-            raise InvalidNotification("stripe event without data.object")
+            raise base.InvalidNotification("stripe event without data.object")
         metadata = obj.get("metadata") or {}
         currency = (obj.get("currency") or "").upper() or None
         created = data.get("created")
-        base: dict[str, Any] = {
+        shared: dict[str, Any] = {
             "event_id": str(data.get("id", "")),
             "merchant": data.get("account"),
             "currency": currency,
@@ -314,68 +289,70 @@ class StripeProvider(Provider):
             else None,
             "raw": data,
         }
-        if not base["event_id"]:
-            raise InvalidNotification("stripe event without id")
+        if not shared["event_id"]:
+            raise base.InvalidNotification("stripe event without id")
         reference = metadata.get("reference")
         if event_type.startswith("payment_intent."):
             error = obj.get("last_payment_error") or {}
             kind = {
-                "payment_intent.succeeded": SUCCEEDED,
-                "payment_intent.payment_failed": FAILED,
-                "payment_intent.canceled": FAILED,
-                "payment_intent.processing": PENDING,
-            }.get(event_type, IGNORED)
-            amount = obj.get("amount_received") if kind == SUCCEEDED else obj.get("amount")
+                "payment_intent.succeeded": base.SUCCEEDED,
+                "payment_intent.payment_failed": base.FAILED,
+                "payment_intent.canceled": base.FAILED,
+                "payment_intent.processing": base.PENDING,
+            }.get(event_type, base.IGNORED)
+            amount = obj.get("amount_received") if kind == base.SUCCEEDED else obj.get("amount")
             failure = None
-            if kind == FAILED:
+            if kind == base.FAILED:
                 failure = (
                     error.get("decline_code")
                     or error.get("code")
                     or obj.get("cancellation_reason")
                     or "payment_failed"
                 )
-            return ProviderEvent(
+            return base.ProviderEvent(
                 kind=kind,
                 reference=reference,
                 provider_ref=obj.get("id"),
                 amount=from_stripe_amount(amount, currency),
                 failure_code=failure,
-                **base,
+                **shared,
             )
         if event_type == "checkout.session.expired":
-            return ProviderEvent(
-                kind=FAILED,
+            return base.ProviderEvent(
+                kind=base.FAILED,
                 reference=reference or obj.get("client_reference_id"),
                 provider_ref=obj.get("id"),
                 amount=from_stripe_amount(obj.get("amount_total"), currency),
                 failure_code="expired",
-                **base,
+                **shared,
             )
         if event_type in ("refund.created", "refund.updated", "refund.failed"):
             status = obj.get("status")
             if event_type == "refund.failed" or status in ("failed", "canceled"):
-                kind = REFUND_FAILED
+                kind = base.REFUND_FAILED
             elif status == "succeeded":
-                kind = REFUNDED
+                kind = base.REFUNDED
             else:
-                kind = IGNORED  # pending / requires_action: a later event says how it ended
-            return ProviderEvent(
+                kind = base.IGNORED  # pending / requires_action: a later event says how it ended
+            return base.ProviderEvent(
                 kind=kind,
                 reference=reference,
                 provider_ref=obj.get("payment_intent"),
                 amount=from_stripe_amount(obj.get("amount"), currency),
-                failure_code=obj.get("failure_reason") if kind == REFUND_FAILED else None,
+                failure_code=obj.get("failure_reason") if kind == base.REFUND_FAILED else None,
                 refund_reference=metadata.get("refund_reference"),
                 provider_refund_ref=obj.get("id"),
-                **base,
+                **shared,
             )
         # charge.refunded and the rest: stored, not acted upon (refund.* carry each refund's
         # own amount and our refund reference; charge.refunded only a running total).
-        return ProviderEvent(kind=IGNORED, reference=reference, provider_ref=obj.get("id"), **base)
+        return base.ProviderEvent(
+            kind=base.IGNORED, reference=reference, provider_ref=obj.get("id"), **shared
+        )
 
     # --- queries and refunds --------------------------------------------------------------
 
-    def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
+    def query(self, reference: str, provider_ref: str | None) -> base.ProviderPaymentStatus:
         try:
             if provider_ref and provider_ref.startswith("cs_"):
                 return self._query_session(reference, provider_ref)
@@ -383,10 +360,10 @@ class StripeProvider(Provider):
         except stripe.StripeError as exc:
             raise _error(exc) from exc
         if intent is None:
-            return ProviderPaymentStatus("unknown")
+            return base.ProviderPaymentStatus("unknown")
         return self._intent_status(intent)
 
-    def _query_session(self, reference: str, session_id: str) -> ProviderPaymentStatus:
+    def _query_session(self, reference: str, session_id: str) -> base.ProviderPaymentStatus:
         session = self._client.v1.checkout.sessions.retrieve(
             session_id, params={"expand": ["payment_intent"]}
         ).to_dict()
@@ -395,7 +372,7 @@ class StripeProvider(Provider):
         if isinstance(intent, dict):
             status = self._intent_status(intent)
             if status.status != "succeeded" and session.get("status") == "expired":
-                return ProviderPaymentStatus(
+                return base.ProviderPaymentStatus(
                     "failed",
                     intent.get("id"),
                     status.amount,
@@ -407,10 +384,12 @@ class StripeProvider(Provider):
         currency = (session.get("currency") or "").upper() or None
         amount = from_stripe_amount(session.get("amount_total"), currency)
         if session.get("status") == "expired":
-            return ProviderPaymentStatus("failed", None, amount, currency, self.merchant, "expired")
+            return base.ProviderPaymentStatus(
+                "failed", None, amount, currency, self.merchant, "expired"
+            )
         if session.get("payment_status") == "paid":
-            return ProviderPaymentStatus("succeeded", None, amount, currency, self.merchant)
-        return ProviderPaymentStatus("pending", None, amount, currency, self.merchant)
+            return base.ProviderPaymentStatus("succeeded", None, amount, currency, self.merchant)
+        return base.ProviderPaymentStatus("pending", None, amount, currency, self.merchant)
 
     def _find_intent(self, reference: str, provider_ref: str | None) -> dict[str, Any] | None:
         if provider_ref and provider_ref.startswith("pi_"):
@@ -424,7 +403,7 @@ class StripeProvider(Provider):
             if not intent_id:
                 return None
             return self._find_intent(reference, str(intent_id))
-        self._check_reference(reference)
+        check_reference(reference)
         # Search is eventually consistent (seconds, rarely longer): "unknown" until indexed.
         found = self._client.v1.payment_intents.search(
             params={"query": f"metadata['reference']:'{reference}'", "limit": 10}
@@ -439,7 +418,7 @@ class StripeProvider(Provider):
         succeeded = [i for i in intents if i.get("status") == "succeeded"]
         return (succeeded or sorted(intents, key=lambda i: i.get("created") or 0))[-1]
 
-    def _intent_status(self, intent: dict[str, Any]) -> ProviderPaymentStatus:
+    def _intent_status(self, intent: dict[str, Any]) -> base.ProviderPaymentStatus:
         status = _PI_STATUS.get(str(intent.get("status")), "unknown")
         currency = (intent.get("currency") or "").upper() or None
         amount = intent.get("amount_received") if status == "succeeded" else intent.get("amount")
@@ -449,7 +428,7 @@ class StripeProvider(Provider):
             failure = intent.get("cancellation_reason") or "canceled"
         elif error:
             failure = error.get("decline_code") or error.get("code")
-        return ProviderPaymentStatus(
+        return base.ProviderPaymentStatus(
             cast(Any, status),
             intent.get("id"),
             from_stripe_amount(amount, currency),
@@ -460,36 +439,21 @@ class StripeProvider(Provider):
 
     def _check_owner(self, reference: str, metadata: Any) -> None:
         if (metadata or {}).get("reference") != reference:
-            raise ProviderError(
-                "provider_ref_mismatch",
-                gettext("The payment service reported a different payment."),
-            )
+            raise base.other_payment_error()
 
-    @staticmethod
-    def _check_reference(reference: str) -> None:
-        if not valid_reference(reference):
-            raise ProviderError("invalid_reference", gettext("The payment reference is not valid."))
-
-    def refund(
-        self,
-        reference: str,
-        provider_ref: str | None,
-        amount: int,
-        currency: str,
-        refund_reference: str,
-        total: int,
-    ) -> RefundResult:
-        check_refund(amount, total)
-        self._check_reference(refund_reference)
+    def make_refund(self, refund: base.RefundRequest) -> base.RefundResult:
+        check_refund(refund)
+        check_reference(refund.refund_reference)
+        refund_reference, currency = refund.refund_reference, refund.currency
         try:
-            intent = self._find_intent(reference, provider_ref)
+            intent = self._find_intent(refund.reference, refund.provider_ref)
             if intent is None or intent.get("status") != "succeeded":
-                raise ProviderError(
+                raise base.ProviderError(
                     "not_refundable", gettext("This payment cannot be refunded (not captured).")
                 )
             intent_currency = str(intent.get("currency", "")).upper()
             if intent_currency != currency.upper():
-                raise ProviderError(
+                raise base.ProviderError(
                     "currency_mismatch",
                     gettext("The refund currency differs from the payment's."),
                 )
@@ -504,8 +468,11 @@ class StripeProvider(Provider):
             created = self._client.v1.refunds.create(
                 params={
                     "payment_intent": intent["id"],
-                    "amount": to_stripe_amount(amount, currency),
-                    "metadata": {"reference": reference, "refund_reference": refund_reference},
+                    "amount": to_stripe_amount(refund.amount, currency),
+                    "metadata": {
+                        "reference": refund.reference,
+                        "refund_reference": refund_reference,
+                    },
                 },
                 options={"idempotency_key": refund_reference},
             )
@@ -514,10 +481,10 @@ class StripeProvider(Provider):
         return self._refund_result(created.to_dict())
 
     @staticmethod
-    def _refund_result(refund: dict[str, Any]) -> RefundResult:
+    def _refund_result(refund: dict[str, Any]) -> base.RefundResult:
         status = refund.get("status")
         if status == "succeeded":
-            return RefundResult("succeeded", refund.get("id"))
+            return base.RefundResult("succeeded", refund.get("id"))
         if status in ("failed", "canceled"):
-            return RefundResult("failed", refund.get("id"))
-        return RefundResult("pending", refund.get("id"))
+            return base.RefundResult("failed", refund.get("id"))
+        return base.RefundResult("pending", refund.get("id"))

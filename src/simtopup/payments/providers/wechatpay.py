@@ -40,36 +40,19 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.translation import gettext
 from wechatpayv3 import WeChatPay, WeChatPayType  # type: ignore[import-untyped]
 
+from simtopup.payments.providers import base
 from simtopup.payments.providers._common import (
     BEIJING,
+    check_payment_request,
+    check_reference,
     check_refund,
     gateway_url,
     header,
     private_key_pem,
     public_key_pem,
     require,
-)
-from simtopup.payments.providers.base import (
-    FAILED,
-    IGNORED,
-    PENDING,
-    REFUND_FAILED,
-    REFUNDED,
-    SUCCEEDED,
-    WECHAT_PAY,
-    Ack,
-    CreatedPayment,
-    InvalidNotification,
-    NextAction,
-    PaymentRequest,
-    Provider,
-    ProviderError,
-    ProviderEvent,
-    ProviderPaymentStatus,
-    RefundResult,
 )
 
 logger = logging.getLogger(__name__)
@@ -88,11 +71,6 @@ _TRADE_STATES: dict[str, str] = {
     "CLOSED": "failed",
     "REVOKED": "failed",
     "PAYERROR": "failed",
-}
-_EVENT_KINDS = {
-    "succeeded": SUCCEEDED,
-    "pending": PENDING,
-    "failed": FAILED,
 }
 # Error codes of WeChat Pay that mean "later": its outage, its rate limit, our balance.
 _RETRYABLE = {"SYSTEM_ERROR", "FREQUENCY_LIMITED", "BANKERROR", "NOT_ENOUGH"}
@@ -134,26 +112,14 @@ def _sdk(config: _Config) -> WeChatPay:
     return client
 
 
-def _unavailable() -> ProviderError:
-    return ProviderError(
-        "provider_unavailable",
-        gettext("The payment service is not available right now. Please try again later."),
-        retryable=True,
-    )
-
-
-def _rejected() -> ProviderError:
-    return ProviderError("provider_rejected", gettext("The payment service refused the request."))
-
-
 def _utf8_prefix(text: str, limit: int) -> str:
     """At most ``limit`` bytes of UTF-8, cut between characters."""
     return text.encode()[:limit].decode(errors="ignore")
 
 
-class WechatPayProvider(Provider):
+class WechatPayProvider(base.Provider):
     name = "wechatpay"
-    methods = frozenset({WECHAT_PAY})
+    methods = frozenset({base.WECHAT_PAY})
     supports_partial_refund = True
 
     def __init__(self) -> None:
@@ -198,13 +164,10 @@ class WechatPayProvider(Provider):
             return _sdk.__wrapped__(self._config) if fresh else _sdk(self._config)
         except requests.RequestException as exc:
             logger.warning("wechatpay: platform certificates could not be downloaded: %s", exc)
-            raise _unavailable() from exc
+            raise base.unavailable_error() from exc
         except Exception as exc:
             logger.error("wechatpay: the SDK refused the configuration: %s", exc)
-            raise ProviderError(
-                "provider_misconfigured",
-                gettext("The payment service is not set up correctly. Please contact us."),
-            ) from exc
+            raise base.misconfigured_error() from exc
 
     def _call(self, operation: Callable[..., tuple[int, Any]], **kwargs: Any) -> tuple[int, Any]:
         """Run one SDK request: the answer's JSON on 2xx, ``(status, error)`` otherwise;
@@ -213,19 +176,13 @@ class WechatPayProvider(Provider):
             status, text = operation(**kwargs)
         except requests.RequestException as exc:
             logger.warning("wechatpay: gateway unreachable: %s", exc)
-            raise _unavailable() from exc
+            raise base.unavailable_error() from exc
         except Exception as exc:
             if "verify the signature" in str(exc):
                 logger.error("wechatpay: an answer does not carry WeChat Pay's signature")
-                raise ProviderError(
-                    "invalid_provider_response",
-                    gettext(
-                        "The payment service is not available right now. Please try again later."
-                    ),
-                    retryable=True,
-                ) from exc
+                raise base.unsigned_answer_error() from exc
             logger.error("wechatpay: %s", exc)
-            raise _rejected() from exc
+            raise base.refused_error() from exc
         try:
             document = json.loads(text) if text else {}
         except (ValueError, TypeError):
@@ -235,31 +192,20 @@ class WechatPayProvider(Provider):
         return status, document
 
     @staticmethod
-    def _refusal(status: int, answer: Mapping[str, Any]) -> ProviderError:
+    def _refusal(status: int, answer: Mapping[str, Any]) -> base.ProviderError:
         code = str(answer.get("code", ""))
         logger.warning("wechatpay: refused: HTTP %s %s (%s)", status, code, answer.get("message"))
         if status >= 500 or status == 429 or code in _RETRYABLE:
-            return _unavailable()
+            return base.unavailable_error()
         if status in (401, 403) or code in ("SIGN_ERROR", "NO_AUTH", "APPID_MCHID_NOT_MATCH"):
-            return ProviderError(
-                "provider_misconfigured",
-                gettext("The payment service is not set up correctly. Please contact us."),
-            )
-        return _rejected()
+            return base.misconfigured_error()
+        return base.refused_error()
 
     # --- payments -------------------------------------------------------------------------
 
-    def create_payment(self, request: PaymentRequest) -> CreatedPayment:
-        if request.method != WECHAT_PAY:
-            raise ProviderError(
-                "payment_method_unavailable", gettext("This payment method is not available.")
-            )
-        if request.currency.upper() != CURRENCY:
-            raise ProviderError(
-                "currency_not_supported",
-                gettext("This payment method takes payments in Chinese yuan only."),
-            )
-        _check(_TRADE_NO, request.reference)
+    def create_payment(self, request: base.PaymentRequest) -> base.CreatedPayment:
+        check_payment_request(request, self.methods, yuan_only=True)
+        check_reference(request.reference, _TRADE_NO)
         kwargs: dict[str, Any] = {
             "description": _utf8_prefix(request.description, 127),
             "out_trade_no": request.reference,
@@ -279,29 +225,31 @@ class WechatPayProvider(Provider):
         code_url = answer.get("code_url")
         if not code_url:
             logger.error("wechatpay: a Native order without code_url")
-            raise _rejected()
-        return CreatedPayment(None, NextAction("qr", qr_data=str(code_url)))
+            raise base.refused_error()
+        return base.CreatedPayment(None, base.NextAction("qr", qr_data=str(code_url)))
 
     # --- notifications --------------------------------------------------------------------
 
-    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+    def parse_notification(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> list[base.ProviderEvent]:
         names = ("Signature", "Timestamp", "Nonce", "Serial", "Signature-Type")
         given = {f"Wechatpay-{n}": header(headers, f"Wechatpay-{n}").strip() for n in names}
         if not all(given[f"Wechatpay-{n}"] for n in names[:4]):
-            raise InvalidNotification("wechatpay notification without its signature headers")
+            raise base.InvalidNotification("wechatpay notification without its signature headers")
         given["Wechatpay-Signature-Type"] = given["Wechatpay-Signature-Type"] or SIGNATURE_TYPE
         if given["Wechatpay-Signature-Type"] != SIGNATURE_TYPE:
-            raise InvalidNotification("wechatpay notification signed with another algorithm")
+            raise base.InvalidNotification("wechatpay notification signed with another algorithm")
         timestamp = given["Wechatpay-Timestamp"]
         if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-            raise InvalidNotification("wechatpay notification with a malformed timestamp")
+            raise base.InvalidNotification("wechatpay notification with a malformed timestamp")
         serial = given["Wechatpay-Serial"]
         if self._config.public_key_id is not None:
             # Public-key mode: only our key's id; never a certificate download for a stranger.
             if serial != self._config.public_key_id:
-                raise InvalidNotification(f"wechatpay notification for key {serial!r}")
+                raise base.InvalidNotification(f"wechatpay notification for key {serial!r}")
         elif not _SERIAL.fullmatch(serial):
-            raise InvalidNotification("wechatpay notification with a malformed serial")
+            raise base.InvalidNotification("wechatpay notification with a malformed serial")
         client = self._client()
         rotated = False
         if self._config.public_key_id is None and not self._knows(client, serial):
@@ -315,23 +263,29 @@ class WechatPayProvider(Provider):
         except requests.RequestException as exc:
             # Certificate mode, a new serial: the certificate download failed. Say "later".
             logger.warning("wechatpay: platform certificates could not be fetched: %s", exc)
-            raise _unavailable() from exc
+            raise base.unavailable_error() from exc
         except Exception as exc:
-            raise InvalidNotification(f"wechatpay notification refused: {exc}") from None
+            raise base.InvalidNotification(f"wechatpay notification refused: {exc}") from None
         if not isinstance(result, dict):
-            raise InvalidNotification("wechatpay notification signature or encryption is wrong")
+            raise base.InvalidNotification(
+                "wechatpay notification signature or encryption is wrong"
+            )
         if rotated:
             # The new certificate is in the directory now: later clients load it from there.
             _sdk.cache_clear()
         if abs(time.time() - int(timestamp)) > settings.SIGNATURE_TOLERANCE_SECONDS:
-            raise InvalidNotification("wechatpay notification timestamp is out of its window")
+            raise base.InvalidNotification("wechatpay notification timestamp is out of its window")
         resource = result.get("resource")
         if not isinstance(resource, dict) or not result.get("id"):
-            raise InvalidNotification("wechatpay notification without id or resource")
+            raise base.InvalidNotification("wechatpay notification without id or resource")
         if resource.get("mchid") not in (None, self._config.mchid):
-            raise InvalidNotification(f"wechatpay notification for mchid {resource.get('mchid')!r}")
+            raise base.InvalidNotification(
+                f"wechatpay notification for mchid {resource.get('mchid')!r}"
+            )
         if resource.get("appid") not in (None, self._config.appid):
-            raise InvalidNotification(f"wechatpay notification for appid {resource.get('appid')!r}")
+            raise base.InvalidNotification(
+                f"wechatpay notification for appid {resource.get('appid')!r}"
+            )
         return [self._event(result, resource)]
 
     @staticmethod
@@ -339,7 +293,7 @@ class WechatPayProvider(Provider):
         loaded = getattr(client._core, "_certificates", [])
         return any(cert.serial_number == int(serial, 16) for cert in loaded)
 
-    def _event(self, result: dict[str, Any], resource: dict[str, Any]) -> ProviderEvent:
+    def _event(self, result: dict[str, Any], resource: dict[str, Any]) -> base.ProviderEvent:
         event_type = str(result.get("event_type", ""))
         amount_info = resource.get("amount") or {}
         currency = str(amount_info.get("currency") or CURRENCY).upper()
@@ -347,28 +301,32 @@ class WechatPayProvider(Provider):
         if event_type.startswith("TRANSACTION."):
             state = str(resource.get("trade_state", ""))
             status = _TRADE_STATES.get(state)
-            kind = _EVENT_KINDS.get(status or "", IGNORED) if state != "REFUND" else IGNORED
+            kind = (
+                base.EVENT_OF_STATUS.get(status or "", base.IGNORED)
+                if state != "REFUND"
+                else base.IGNORED
+            )
             amount = amount_info.get("total")
-            if kind == FAILED:
+            if kind == base.FAILED:
                 failure = state.lower()
         elif event_type.startswith("REFUND."):
             refund_status = str(resource.get("refund_status", ""))
             if event_type == "REFUND.SUCCESS" and refund_status in ("", "SUCCESS"):
-                kind = REFUNDED
+                kind = base.REFUNDED
             elif event_type in ("REFUND.ABNORMAL", "REFUND.CLOSED"):
-                kind = REFUND_FAILED
+                kind = base.REFUND_FAILED
                 failure = (refund_status or event_type.split(".")[1]).lower()
             else:
-                kind = IGNORED
+                kind = base.IGNORED
             amount = amount_info.get("refund")
         else:
-            kind, amount = IGNORED, None
+            kind, amount = base.IGNORED, None
         when = resource.get("success_time") or result.get("create_time")
         try:
             occurred_at = datetime.fromisoformat(when) if isinstance(when, str) else None
         except ValueError:
             occurred_at = None
-        return ProviderEvent(
+        return base.ProviderEvent(
             event_id=str(result["id"]),
             kind=kind,
             reference=resource.get("out_trade_no"),
@@ -383,10 +341,10 @@ class WechatPayProvider(Provider):
             provider_refund_ref=resource.get("refund_id"),
         )
 
-    def ack(self, accepted: bool) -> Ack:
+    def ack(self, accepted: bool) -> base.Ack:
         if accepted:
-            return Ack(200, "application/json", b'{"code":"SUCCESS","message":"OK"}')
-        return Ack(
+            return base.Ack(200, "application/json", b'{"code":"SUCCESS","message":"OK"}')
+        return base.Ack(
             400,
             "application/json",
             json.dumps({"code": "FAIL", "message": "verification failed"}).encode(),
@@ -394,12 +352,12 @@ class WechatPayProvider(Provider):
 
     # --- queries and refunds --------------------------------------------------------------
 
-    def query(self, reference: str, provider_ref: str | None) -> ProviderPaymentStatus:
-        _check(_TRADE_NO, reference)
+    def query(self, reference: str, provider_ref: str | None) -> base.ProviderPaymentStatus:
+        check_reference(reference, _TRADE_NO)
         status, answer = self._call(self._client().query, out_trade_no=reference)
         if status == 404 or answer.get("code") == "ORDER_NOT_EXIST":
             # Native orders exist from create_payment on: no order, nothing the payer can pay.
-            return ProviderPaymentStatus(
+            return base.ProviderPaymentStatus(
                 "failed", None, None, CURRENCY, self._config.mchid, "order_not_exist"
             )
         if not 200 <= status < 300:
@@ -408,15 +366,12 @@ class WechatPayProvider(Provider):
             None,
             self._config.mchid,
         ):
-            raise ProviderError(
-                "provider_ref_mismatch",
-                gettext("The payment service reported a different payment."),
-            )
+            raise base.other_payment_error()
         state = str(answer.get("trade_state", ""))
         outcome = _TRADE_STATES.get(state, "unknown")
         amount_info = answer.get("amount") or {}
         total = amount_info.get("total")
-        return ProviderPaymentStatus(
+        return base.ProviderPaymentStatus(
             outcome,  # type: ignore[arg-type]
             answer.get("transaction_id"),
             total if isinstance(total, int) else None,
@@ -425,24 +380,16 @@ class WechatPayProvider(Provider):
             state.lower() if outcome == "failed" else None,
         )
 
-    def refund(
-        self,
-        reference: str,
-        provider_ref: str | None,
-        amount: int,
-        currency: str,
-        refund_reference: str,
-        total: int,
-    ) -> RefundResult:
-        check_refund(amount, total, currency, CURRENCY)
-        _check(_TRADE_NO, reference)
-        _check(_REFUND_NO, refund_reference)
+    def make_refund(self, refund: base.RefundRequest) -> base.RefundResult:
+        check_refund(refund, CURRENCY)
+        check_reference(refund.reference, _TRADE_NO)
+        check_reference(refund.refund_reference, _REFUND_NO)
         # The same out_refund_no never refunds twice: WeChat Pay answers with that refund.
         status, answer = self._call(
             self._client().refund,
-            out_refund_no=refund_reference,
-            amount={"refund": amount, "total": total, "currency": CURRENCY},
-            out_trade_no=reference,
+            out_refund_no=refund.refund_reference,
+            amount={"refund": refund.amount, "total": refund.total, "currency": CURRENCY},
+            out_trade_no=refund.reference,
             notify_url=settings.WECHATPAY_REFUND_NOTIFY_URL.strip() or None,
         )
         if not 200 <= status < 300:
@@ -450,12 +397,7 @@ class WechatPayProvider(Provider):
         refund_status = answer.get("status")
         refund_id = answer.get("refund_id")
         if refund_status == "SUCCESS":
-            return RefundResult("succeeded", refund_id)
+            return base.RefundResult("succeeded", refund_id)
         if refund_status in ("CLOSED", "ABNORMAL"):
-            return RefundResult("failed", refund_id)
-        return RefundResult("pending", refund_id)
-
-
-def _check(pattern: re.Pattern[str], reference: str) -> None:
-    if not pattern.fullmatch(reference):
-        raise ProviderError("invalid_reference", gettext("The payment reference is not valid."))
+            return base.RefundResult("failed", refund_id)
+        return base.RefundResult("pending", refund_id)
