@@ -27,6 +27,7 @@ from simtopup.api import fast_topup
 from simtopup.core.unavailable import RETRY_AFTER_SECONDS, database_unavailable
 from simtopup.devices.models import Device
 from simtopup.orders.models import Order
+from simtopup.resellers import fast_sale
 from tests.support import Actors, float_of, network_get, post_json
 
 PROBLEM = "application/problem+json"
@@ -286,11 +287,11 @@ def test_a_reseller_topup_answers_503_in_either_path_and_charges_nothing(
     hot path, but forced on it reads the database first exactly where PostgreSQL's does."""
     actors = outage_actors
     settings.FAST_TOPUP = hot_path
-    calls = mock.Mock(wraps=fast_topup._call)
+    calls = mock.Mock(wraps=fast_sale._call)
     with (
         database_down(),
         mock.patch.object(fast_topup, "enabled", return_value=hot_path),
-        mock.patch.object(fast_topup, "_call", calls),
+        mock.patch.object(fast_sale, "_call", calls),
     ):
         response = sell(actors, "during", key="outage-1")
     assert_unavailable(response)

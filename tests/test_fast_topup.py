@@ -22,7 +22,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum import luhn
 
-from simtopup.api.fast_topup import FUNCTION
 from simtopup.api.models import IdempotencyRecord
 from simtopup.core.money import to_decimal_string
 from simtopup.devices.models import Device, DeviceStatus, mask
@@ -31,6 +30,7 @@ from simtopup.ledger.models import Account, AccountKind, Transfer
 from simtopup.orders.actions import receipt_number
 from simtopup.orders.models import Order
 from simtopup.resellers.actions import revoke_api_key, suspend
+from simtopup.resellers.fast_sale import FUNCTION
 from simtopup.resellers.models import ApiKey, FastSaleFallback, ResellerPrice
 from simtopup.usage.models import Bundle, UsageRecord
 from tests.support import Actors, float_of, iccid, post_json, reseller_client
@@ -303,7 +303,7 @@ def test_every_hand_over_to_the_general_path_is_logged_and_counted_by_reason(
     actors: Actors, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A fallback used to be silent: now each names its reason in the log and in /metrics."""
-    caplog.set_level(logging.INFO, logger="simtopup.api.fast_topup")
+    caplog.set_level(logging.INFO, logger="simtopup.resellers.fast_sale")
     assert sell(actors.alice_key, actors.device.iccid, reference="a", idem="k").status_code == 201
     assert _fallbacks() == {}
     cases = [
@@ -502,13 +502,13 @@ def test_a_deadlock_victim_is_answered_by_the_general_path(
     import psycopg.errors
     from django.db import OperationalError
 
-    from simtopup.api import fast_topup
+    from simtopup.resellers import fast_sale
 
     def victim(params: list[Any]) -> None:
         cause = getattr(psycopg.errors, sqlstate_error)("chosen as the victim")
         raise OperationalError("chosen as the victim") from cause
 
-    monkeypatch.setattr(fast_topup, "_call", victim)
+    monkeypatch.setattr(fast_sale, "_call", victim)
     response = sell(actors.alice_key, actors.device.iccid, "credit-50", idem="victim")
     assert response.status_code == 201, response.content
     assert Order.objects.get().status == "fulfilled"

@@ -107,7 +107,7 @@ LEDGER_AUDIT_INTERVAL_SECONDS = envint("LEDGER_AUDIT_INTERVAL_SECONDS", 300)
 # Network adapter: "builtin" (grants bundles locally) or a dotted path to an adapter class.
 NETWORK_ADAPTER = env("NETWORK_ADAPTER", "builtin")
 # On PostgreSQL with the builtin adapter, a reseller top-up that will succeed runs as one SQL
-# function call (api/fast_topup.py); 0 sends every top-up through the general path.
+# function call (resellers/fast_sale.py); 0 sends every top-up through the general path.
 FAST_TOPUP = envbool("FAST_TOPUP", True)
 UPSTREAM_URL = env("UPSTREAM_URL", "")
 UPSTREAM_TIMEOUT_SECONDS = envint("UPSTREAM_TIMEOUT_SECONDS", 30)
@@ -300,8 +300,8 @@ MIDDLEWARE = [
     # page, ninja's bare 405) becomes a problem document; inside the header middleware above
     # so that it carries their headers. A crash in any layer goes to handler500 (web/errors.py).
     "simtopup.api.middleware.ProblemMiddleware",
-    # The reseller top-up hot path (api/fast_topup.py): a bearer-key API call that needs no
-    # session, language, CSRF, user or messages; any request it does not take goes on.
+    # The reseller top-up hot path (resellers/fast_sale.py, hooked in here): a bearer-key API
+    # call that needs no session, language, CSRF, user or messages; any other request goes on.
     "simtopup.api.fast_topup.FastTopupMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",

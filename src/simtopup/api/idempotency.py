@@ -11,7 +11,6 @@ only turns its outcomes into HTTP answers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from datetime import timedelta
@@ -28,22 +27,6 @@ from simtopup.core.errors import DomainError
 from simtopup.core.transactions import durable
 
 Action = Callable[[], tuple[int, dict[str, Any]]]
-
-
-def request_fingerprint(request: HttpRequest, parsed: Any = None) -> str:
-    """SHA-256 over method, path and the body as canonical JSON (``parsed``: the body
-    already decoded, to spare decoding it again)."""
-    body = request.body
-    try:
-        data = json.loads(body) if parsed is None else parsed
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    except ValueError:
-        canonical = body
-    digest = hashlib.sha256()
-    for part in (request.method or "", request.path, canonical):
-        digest.update(part.encode() if isinstance(part, str) else part)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def _json(status: int, body: dict[str, Any] | str) -> HttpResponse:
@@ -81,7 +64,7 @@ def run_once(
             "invalid_idempotency_key",
             _("The Idempotency-Key header must be 1–255 characters."),
         )
-    fingerprint = request_fingerprint(request)
+    fingerprint = idempotency.fingerprint(request.method or "", request.path, request.body)
     lease = timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS)
     outcome = idempotency.claim(
         scope, key, fingerprint, method=request.method or "", path=request.path, lease=lease

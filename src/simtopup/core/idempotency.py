@@ -12,12 +12,16 @@ button (``web/customer/topup.py``).
   whose lease was taken over raises :class:`LeaseLost`, so its transaction, effects
   included, rolls back and the key's effects happen once.
 - :func:`release` gives the key back when nothing was done, so a retry runs at once.
+- :func:`fingerprint` is what "the same request" means: method, path and the body as
+  canonical JSON. The API's general path and the PostgreSQL one-statement sale
+  (``resellers/fast_sale.py``, which stores it from SQL) must hash a request alike.
 
 The rows are ``core.models.IdempotencyRecord`` (table ``api_idempotencyrecord``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,6 +67,21 @@ class InProgress:
 
 
 type Outcome = Claimed | Replay | Mismatch | InProgress
+
+
+def fingerprint(method: str, path: str, body: bytes, parsed: Any = None) -> str:
+    """SHA-256 over method, path and the body as canonical JSON (``parsed``: the body
+    already decoded, to spare decoding it again); a body that is not JSON as it came."""
+    try:
+        data = json.loads(body) if parsed is None else parsed
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (method.encode(), path.encode(), canonical):
+        digest.update(part)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def claim(

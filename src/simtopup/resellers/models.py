@@ -136,7 +136,7 @@ class ResellerMember(models.Model):
 
 
 class FastSaleFallback(models.Model):
-    """How often the one-statement top-up (api/fast_topup.py) handed a request to the general
+    """How often the one-statement top-up (resellers/fast_sale.py) handed a request to the general
     path, by reason: counted where every web process sees it, for ``/metrics``
     (``simtopup_fast_path_fallbacks_total``). Replays and refusals are expected reasons; a
     growing ``lock_conflict`` or ``system_account_missing`` is worth a look."""
