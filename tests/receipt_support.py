@@ -2,7 +2,7 @@
 
 A customer's order is created paid (the provider's money parked in order clearing through
 the ledger, as a payment would) and completed by the real fulfilment code
-(``orders.actions._complete``), which issues the receipt number.
+(``orders.actions.complete``), which issues the receipt number.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from simtopup.catalog.models import Plan
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import Posting, post, system_account
 from simtopup.network.adapters import bundle_window
-from simtopup.orders.actions import _complete
+from simtopup.orders.actions import complete
 from simtopup.orders.models import Channel, Order, OrderStatus
 
 # 08:00 UTC is 16:00 in Shanghai and Taipei, midnight in Los Angeles (PST).
@@ -65,7 +65,7 @@ def paid_order(
 
 def fulfil(order: Order, at: datetime = FULFILLED_AT) -> Order:
     with transaction.atomic():
-        assert _complete(order, bundle_window(order, at), now=at)
+        assert complete(order, bundle_window(order, at), now=at)
     order.refresh_from_db()
     assert order.status == OrderStatus.FULFILLED
     assert order.receipt_no

@@ -11,8 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from simtopup.core import idempotency
-from simtopup.orders import customer as orders_customer
 from simtopup.orders.models import Order
+from simtopup.payments import checkout
 from tests.payments_support import app, make_customer, post_json, sandbox_direct
 from tests.support import Actors
 
@@ -97,7 +97,7 @@ def test_an_api_request_that_outlived_its_lease_is_undone_and_the_key_gives_the_
     token, _customer = make_customer("+8613700000042")
     body = {"device": actors.device.iccid, "plan": "day-1g", "payment_method": "card"}
     key = {"Idempotency-Key": "stalled-1"}
-    real_prepare = orders_customer.prepare_order
+    real_prepare = checkout.prepare_order
     calls: list[str] = []
     duplicate: list[Any] = []
 
@@ -109,7 +109,7 @@ def test_an_api_request_that_outlived_its_lease_is_undone_and_the_key_gives_the_
             duplicate.append(post_json(app(token), "/api/v1/orders", body, **key))
         return prepared
 
-    monkeypatch.setattr(orders_customer, "prepare_order", stalled_past_the_lease)
+    monkeypatch.setattr(checkout, "prepare_order", stalled_past_the_lease)
     first = post_json(app(token), "/api/v1/orders", body, **key)
     assert len(calls) == 2  # the duplicate did take the key over
     assert duplicate[0].status_code == 201

@@ -295,7 +295,7 @@ def test_it_names_the_reseller_on_a_reseller_sale_and_shows_the_retail_price(
 ) -> None:
     from django.db import transaction
 
-    from simtopup.orders.actions import place_reseller_topup
+    from simtopup.resellers.actions import place_reseller_topup
 
     plan = actors.plans["month-20g"]
     wholesale = wholesale_price(actors.alice, plan)

@@ -28,9 +28,8 @@ from simtopup.devices.models import Device
 from simtopup.ledger.actions import system_account
 from simtopup.ledger.audit import audit
 from simtopup.ledger.models import BYTES, Account, Transfer
-from simtopup.orders.actions import place_reseller_topup
 from simtopup.orders.models import Order, OrderStatus
-from simtopup.resellers.actions import create_reseller, wholesale_price
+from simtopup.resellers.actions import create_reseller, place_reseller_topup, wholesale_price
 from simtopup.resellers.models import Reseller
 from simtopup.usage import rating
 from simtopup.usage.models import Bundle, UsageRecord

@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from simtopup.catalog.models import Plan
 from simtopup.core.models import IdempotencyRecord
-from simtopup.orders import customer as orders_customer
 from simtopup.orders.models import Order, OrderStatus, Quote
+from simtopup.payments import checkout
 from simtopup.payments.models import Payment
 from simtopup.usage.bundles import remaining_bytes
 from simtopup.web.customer.common import order_token
@@ -330,13 +330,12 @@ def test_csrf_is_enforced_on_every_step(actors: Actors) -> None:
 
 def test_orders_without_a_customer_never_use_credit_or_quotes(actors: Actors) -> None:
     from simtopup.core.errors import DomainError
-    from simtopup.orders import customer as orders
 
     with pytest.raises(DomainError) as credit:
-        orders.place_order(None, actors.device.iccid, "day-1g", "balance")
+        checkout.place_order(None, actors.device.iccid, "day-1g", "balance")
     assert credit.value.code == "not_device_owner"
     with pytest.raises(DomainError) as quoted:
-        orders.prepare_order(None, actors.device.iccid, "day-1g", "card", quote_id=1)
+        checkout.prepare_order(None, actors.device.iccid, "day-1g", "card", quote_id=1)
     assert quoted.value.code == "unknown_quote"
     assert not Order.objects.exists()
 
@@ -348,7 +347,7 @@ def test_a_press_that_outlived_its_lease_places_no_second_order(
     lease runs out, a second press takes the key over and places the order. The first, going
     on, must not place a second one: both end on the one order."""
     token = confirmation(browser(), actors.device.iccid)
-    real_prepare = orders_customer.prepare_order
+    real_prepare = checkout.prepare_order
     presses: list[str] = []
     second: list[Any] = []
 
@@ -362,7 +361,7 @@ def test_a_press_that_outlived_its_lease_places_no_second_order(
             second.append(pay(browser(), token, "card"))
         return prepared
 
-    monkeypatch.setattr(orders_customer, "prepare_order", stalled_past_the_lease)
+    monkeypatch.setattr(checkout, "prepare_order", stalled_past_the_lease)
     first = pay(browser(), token, "card")
     order = Order.objects.get()
     payment = Payment.objects.get(order=order)

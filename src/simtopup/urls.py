@@ -4,6 +4,7 @@ from django.urls import include, path
 from simtopup.api.urls import api_urlpatterns
 from simtopup.web import verify as web_verify
 from simtopup.web import views as web_views
+from simtopup.web.payment_return import payment_return
 from simtopup.web.session import keeping_the_customer
 
 urlpatterns = [
@@ -24,6 +25,8 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("simtopup.web.urls")),
     path("", include("simtopup.payments.urls")),
+    # The return URL of every payment (payments/actions.py): a page, so the website's.
+    path("payments/return/<str:reference>", payment_return, name="payment-return"),
     *api_urlpatterns,
 ]
 

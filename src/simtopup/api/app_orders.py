@@ -19,6 +19,7 @@ from simtopup.core.http import client_ip
 from simtopup.core.money import money
 from simtopup.orders import customer as orders
 from simtopup.orders.models import Channel, Order, OrderStatus, Quote
+from simtopup.payments import checkout
 from simtopup.payments.actions import PreparedPayment
 from simtopup.payments.models import PaymentStatus
 from simtopup.payments.providers.base import METHODS
@@ -191,7 +192,7 @@ def create_order(request: HttpRequest, payload: OrderIn) -> HttpResponse:
     def prepare() -> None:
         # The provider is asked before the order's transaction, outside it.
         prepared.append(
-            orders.prepare_order(
+            checkout.prepare_order(
                 customer,
                 payload.device,
                 payload.plan,
@@ -202,7 +203,7 @@ def create_order(request: HttpRequest, payload: OrderIn) -> HttpResponse:
         )
 
     def action() -> tuple[int, dict[str, Any]]:
-        order = orders.place_order(
+        order = checkout.place_order(
             customer,
             payload.device,
             payload.plan,
@@ -239,5 +240,5 @@ def get_order(request: HttpRequest, order_id: int) -> dict[str, Any]:
 def cancel_order(request: HttpRequest, order_id: int) -> dict[str, Any]:
     customer = _customer(request)
     with transaction.atomic(durable=True):
-        order = orders.cancel_order(customer, order_id)
+        order = checkout.cancel_order(customer, order_id)
     return order_body(order)

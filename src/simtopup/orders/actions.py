@@ -11,14 +11,11 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 from stdnum import luhn
 
-from simtopup.catalog.models import Plan
-from simtopup.core.errors import DomainError
 from simtopup.core.transactions import durable
 from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.actions import Posting, post, system_account
@@ -28,7 +25,7 @@ from simtopup.network.adapters import AdapterError, Grant, bundle_window, get_ad
 from simtopup.orders.locking import lock_sale
 from simtopup.orders.models import OUTSTANDING, Channel, Order, OrderStatus
 from simtopup.orders.notices import tell_customer
-from simtopup.resellers.models import Reseller
+from simtopup.orders.payers import bundle_opener, payer_of
 
 logger = logging.getLogger(__name__)
 
@@ -64,71 +61,11 @@ def outstanding_clearing() -> dict[str, int]:
     return {f"system:order_clearing:{currency}": int(total) for currency, total in rows}
 
 
-# --- placing ------------------------------------------------------------------------------
-
-
-def place_reseller_topup(
-    reseller: Reseller, device: Device, plan: Plan, amount: int, reference: str
-) -> Order:
-    """Fulfil at once with a synchronous adapter and debit the reseller's float — all in the
-    caller's transaction. With an asynchronous adapter the order stays
-    ``paid`` and a fulfilment task is enqueued with it."""
-    now = timezone.now()
-    # The lock order of every sale (orders/locking.py): the card if this sale changes it,
-    # then a credit sale's two accounts in primary-key order; a bundle sale's only existing
-    # account, the float, is debited last below.
-    lock_sale(
-        device,
-        credit_plan=plan.is_payg,
-        accounts=[reseller.float_account_id, device.credit_account_id] if plan.is_payg else (),
-    )
-    try:
-        with transaction.atomic():
-            order = Order.objects.create(
-                channel=Channel.RESELLER,
-                status=OrderStatus.PAID,
-                device=device,
-                plan=plan,
-                reseller=reseller,
-                reference=reference,
-                amount=amount,
-                retail_amount=plan.price,
-                currency=plan.currency,
-                paid_at=now,
-            )
-    except IntegrityError:
-        raise DomainError(
-            "duplicate_reference",
-            _("A top-up with this reference already exists."),
-            409,
-        ) from None
-    adapter = get_adapter()
-    if adapter.synchronous:
-        _complete(order, adapter.apply(order), now=now)
-    else:
-        _enqueue_fulfilment(order)
-    # The float is debited last, so its row lock (the one every top-up of this reseller
-    # queues on) is held only until COMMIT. A refused floor rolls everything above back.
-    clearing = system_account("order_clearing", order.currency)
-    post(
-        [
-            Posting(
-                reseller.float_account,
-                clearing,
-                amount,
-                "order_payment",
-                order_key(order.pk, "pay"),
-                f"order {order.pk}",
-            )
-        ]
-    )
-    return order
-
-
 # --- fulfilling ---------------------------------------------------------------------------
 
 
-def _enqueue_fulfilment(order: Order, run_after: timedelta | None = None) -> None:
+def enqueue_fulfilment(order: Order, run_after: timedelta | None = None) -> None:
+    """Have the worker fulfil ``order`` (queued with the caller's transaction)."""
     from simtopup.orders.tasks import fulfil_order_task
 
     task = fulfil_order_task
@@ -137,11 +74,23 @@ def _enqueue_fulfilment(order: Order, run_after: timedelta | None = None) -> Non
     task.enqueue(order.pk)
 
 
-def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> bool:
+def fulfil_paid_order(order: Order, now: datetime | None = None) -> None:
+    """Fulfil a just-paid customer order: at once with the built-in quota authority (same
+    transaction), else through the fulfilment task (retries, then refund)."""
+    adapter = get_adapter()
+    if adapter.synchronous:
+        try:
+            with transaction.atomic():
+                complete(order, adapter.apply(order), now=now)
+            return
+        except AdapterError as exc:
+            logger.warning("order %s: immediate fulfilment failed (%s); queued", order.pk, exc)
+    enqueue_fulfilment(order)
+
+
+def complete(order: Order, grant: Grant, *, now: datetime | None = None) -> bool:
     """Record the fulfilment inside the current transaction. Returns False if another worker
     got there first (the CAS lost) — then nothing is written."""
-    from simtopup.usage.bundles import open_bundle
-
     now = now or timezone.now()
     receipt = receipt_number(order)
     won = Order.objects.filter(pk=order.pk, status__in=OUTSTANDING).update(
@@ -196,7 +145,7 @@ def _complete(order: Order, grant: Grant, *, now: datetime | None = None) -> boo
         if not device.payg:
             Device.objects.filter(pk=device.pk, payg=False).update(payg=True)
     else:
-        _bundle, grant_posting = open_bundle(order, grant)
+        grant_posting = bundle_opener()(order, grant)
         revenue = Posting(
             clearing,
             system_account("revenue", order.currency),
@@ -244,11 +193,11 @@ def fulfil_pending(order_id: int) -> str:
         return _after_failure(order, f"adapter error: {exc.__class__.__name__}", permanent=False)
 
     def record() -> bool:
-        # Fresh row: the lease may have been taken over meanwhile; _complete's CAS decides.
+        # Fresh row: the lease may have been taken over meanwhile; complete's CAS decides.
         order = Order.objects.select_related("plan", "device", "reseller").get(pk=order_id)
-        done = _complete(order, grant)
+        done = complete(order, grant)
         if done:
-            _notify_reseller(order, "topup.fulfilled")
+            payer_of(order).fulfilled_later(order)
         return done
 
     # Run again if chosen as a lock-conflict victim (core/transactions.py).
@@ -271,7 +220,7 @@ def _after_failure(order: Order, detail: str, *, permanent: bool) -> str:
             failure_detail=detail[:300],
         )
         if released:
-            _enqueue_fulfilment(order, run_after=delay)
+            enqueue_fulfilment(order, run_after=delay)
     logger.warning(
         "order %s: fulfilment attempt %s failed (%s); retry in %s",
         order.pk,
@@ -297,46 +246,9 @@ def fail_and_refund(order: Order, code: str, detail: str) -> bool:
     # The in-memory order feeds the topup.failed webhook payload: make it match the row.
     order.status, order.closed_at, order.lease_until = OrderStatus.FAILED, now, None
     order.failure_code, order.failure_detail = code, detail[:300]
-    if order.reseller_id is None:
-        # Customer orders: back to the card's credit, or through the payment provider.
-        from simtopup.payments.actions import refund_order
-
-        refund_order(order, code)
-        logger.error(
-            "order %s failed (%s: %s); refund of %s started", order.pk, code, detail, order.amount
-        )
-        return True
-    clearing = system_account("order_clearing", order.currency)
-    reseller = Reseller.objects.select_related("float_account").get(pk=order.reseller_id)
-    post(
-        [
-            Posting(
-                clearing,
-                reseller.float_account,
-                order.amount,
-                "order_refund",
-                order_key(order.pk, "refund"),
-                f"refund of order {order.pk}",
-            )
-        ]
-    )
-    _notify_reseller(order, "topup.failed")
-    logger.error(
-        "order %s failed (%s: %s); %s returned to reseller float",
-        order.pk,
-        code,
-        detail,
-        order.amount,
-    )
+    # Back to where it came from: the reseller's float, the card's credit, the provider.
+    payer_of(order).refund(order, code, detail)
     return True
-
-
-def _notify_reseller(order: Order, event: str) -> None:
-    if order.reseller_id is None:
-        return
-    from simtopup.resellers.webhooks import queue_event
-
-    queue_event(order, event)
 
 
 # --- the janitor --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Customer orders (app, website, automatic top-up): quotes, paying through a provider or
-from the card's credit, cancelling.
+"""Customer orders (app, website, automatic top-up): quotes, prices, paying from the card's
+credit, the customer's orders. Paying through a provider, and cancelling an order that
+awaits its payment, is payments' side of the sale (payments/checkout.py).
 
 Anyone logged in may quote and top up any rechargeable device (a parent paying for a child's
 card) and sees only its masked identifier; only the card's owner may spend its credit. On the
@@ -10,13 +11,11 @@ Alipay or WeChat Pay only, without a stored quote.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
-from django.utils import timezone, translation
-from django.utils.translation import gettext
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.accounts.models import Customer
@@ -27,11 +26,9 @@ from simtopup.devices.identifiers import rechargeable_device
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import Posting, post, system_account
 from simtopup.ledger.keys import order_key
+from simtopup.orders.actions import fulfil_paid_order
 from simtopup.orders.locking import lock_sale
 from simtopup.orders.models import Channel, Order, OrderStatus, Quote
-
-if TYPE_CHECKING:
-    from simtopup.payments.actions import PreparedPayment
 
 # The payment method "the card's credit" (beside the providers' METHODS): one name for
 # every door.
@@ -102,7 +99,7 @@ def _quoted_amount(customer: Customer, quote_id: int, device: Device, plan: Plan
     return quote.amount
 
 
-def _resolve(
+def resolve_order(
     customer: Customer | None,
     device_text: str,
     plan_code: str,
@@ -110,14 +107,8 @@ def _resolve(
     quote_id: int | None,
     confirmed: tuple[int, str] | None = None,
 ) -> tuple[Device, Plan, int]:
-    from simtopup.payments.providers.base import METHODS
-
-    if payment_method != BALANCE and payment_method not in METHODS:
-        raise _field_error(
-            "payment_method_unavailable",
-            _("This payment method is not available."),
-            "payment_method",
-        )
+    """The device, plan and price of a customer's order, checked (the payment method is
+    payments' to check: payments/checkout.py)."""
     if customer is None and payment_method == BALANCE:
         raise DomainError(
             "not_device_owner", _("Only the card's owner can pay with its credit."), 403
@@ -129,101 +120,6 @@ def _resolve(
     _check_currency(plan)
     amount = order_amount(customer, device, plan, quote_id=quote_id, confirmed=confirmed)
     return device, plan, amount
-
-
-def _language(customer: Customer | None) -> str:
-    """The payer's language: the customer's, or the page's for a visitor."""
-    if customer is not None:
-        return customer.language
-    return (translation.get_language() or settings.LANGUAGE_CODE).lower()
-
-
-def _description(customer: Customer | None, device: Device, plan: Plan) -> str:
-    with translation.override(_language(customer)):  # the payer's language on their page
-        return gettext("Top-up %(plan)s for %(device)s") % {
-            "plan": plan.name,
-            "device": device.masked,
-        }
-
-
-def prepare_order(
-    customer: Customer | None,
-    device_text: str,
-    plan_code: str,
-    payment_method: str,
-    *,
-    quote_id: int | None = None,
-    confirmed: tuple[int, str] | None = None,
-    client_ip: str | None = None,
-) -> PreparedPayment | None:
-    """Before :func:`place_order`'s transaction, outside it: check the request and, for
-    card / Alipay / WeChat Pay, have the provider create the payment now, so that no
-    database lock waits on the provider. Raises the same errors as :func:`place_order`."""
-    from simtopup.payments.actions import prepare_payment
-    from simtopup.payments.registry import provider_for
-
-    device, plan, amount = _resolve(
-        customer, device_text, plan_code, payment_method, quote_id, confirmed
-    )
-    if payment_method == BALANCE:
-        return None
-    return prepare_payment(
-        provider_for(payment_method),
-        payment_method,
-        amount,
-        plan.currency,
-        description=_description(customer, device, plan),
-        language=_language(customer),
-        client_ip=client_ip,
-    )
-
-
-def place_order(
-    customer: Customer | None,
-    device_text: str,
-    plan_code: str,
-    payment_method: str,
-    *,
-    quote_id: int | None = None,
-    confirmed: tuple[int, str] | None = None,
-    channel: str = Channel.APP,
-    client_ip: str | None = None,
-    prepared: PreparedPayment | None = None,
-) -> Order:
-    """Place an order in the caller's transaction. ``balance`` settles at once; the other
-    methods leave the order ``awaiting_payment`` with a payment whose next action (checkout
-    URL or QR code) the payer follows — the one :func:`prepare_order` got, if given."""
-    device, plan, amount = _resolve(
-        customer, device_text, plan_code, payment_method, quote_id, confirmed
-    )
-    if payment_method == BALANCE:
-        assert customer is not None  # _resolve refuses credit without a customer
-        return place_balance_order(customer, device, plan, channel=channel, amount=amount)
-    from simtopup.payments.actions import start_payment
-    from simtopup.payments.registry import provider_for
-
-    provider = provider_for(payment_method)
-    order = Order.objects.create(
-        channel=channel,
-        status=OrderStatus.AWAITING_PAYMENT,
-        device=device,
-        plan=plan,
-        customer=customer,
-        payment_method=payment_method,
-        amount=amount,
-        retail_amount=plan.price,
-        currency=plan.currency,
-    )
-    start_payment(
-        order,
-        provider,
-        payment_method,
-        description=_description(customer, device, plan),
-        language=_language(customer),
-        client_ip=client_ip,
-        prepared=prepared,
-    )
-    return order
 
 
 def place_balance_order(
@@ -240,8 +136,6 @@ def place_balance_order(
     orders queue on the credit account's row lock, so credit never goes below zero.
     Automatic top-up calls this with ``channel="auto"``.
     """
-    from simtopup.payments.actions import fulfil_paid_order
-
     if plan.is_payg:
         raise _field_error(
             "payment_method_not_allowed",
@@ -301,17 +195,6 @@ def get_customer_order(customer: Customer, order_id: int) -> Order:
     if order is None:
         raise DomainError("not_found", _("There is no such order."), 404)
     return order
-
-
-def cancel_order(customer: Customer, order_id: int) -> Order:
-    """The customer cancels an order still awaiting payment (caller's transaction)."""
-    from simtopup.payments.actions import cancel_awaiting_order
-
-    order = get_customer_order(customer, order_id)
-    if order.status != OrderStatus.AWAITING_PAYMENT:
-        raise DomainError("order_not_cancellable", _("This order can no longer be cancelled."), 409)
-    cancel_awaiting_order(order, "cancelled")
-    return get_customer_order(customer, order_id)
 
 
 def prune_quotes(older_than: timedelta = timedelta(days=1)) -> int:

@@ -18,7 +18,7 @@ as a deadlock's victim):
 Hot system accounts (revenue, clearing, funding) are never locked.
 
 Kinds of sale that follow it: reseller top-ups of bundles and of credit on the general path
-(:func:`simtopup.orders.actions.place_reseller_topup`) and on the PostgreSQL one-statement
+(:func:`simtopup.resellers.actions.place_reseller_topup`) and on the PostgreSQL one-statement
 path (``resellers/fast_sale.py``, which does the same steps in the same order in SQL), customer
 orders paid by a provider or by the card's credit, automatic top-ups, refunds, usage
 batches. Before this order existed, a first bundle sale and a first credit sale of one card

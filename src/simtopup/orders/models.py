@@ -7,7 +7,6 @@ from django.db.models import Q
 
 from simtopup.catalog.models import Plan
 from simtopup.devices.models import Device
-from simtopup.resellers.models import Reseller
 
 
 class OrderStatus(models.TextChoices):
@@ -51,8 +50,9 @@ class Order(models.Model):
         Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
     )
     # reseller and customer: indexed by (reseller, -id) and (customer, -id) in Meta.
+    # By app label, not by import: resellers sells through orders, so it sits above them.
     reseller = models.ForeignKey(
-        Reseller,
+        "resellers.Reseller",
         on_delete=models.PROTECT,
         null=True,
         blank=True,

@@ -1,7 +1,7 @@
 """Receipts: the PDF a customer keeps, and the facts the public verification page shows.
 
 A receipt exists once an order is fulfilled (``Order.receipt_no`` is set by
-:func:`simtopup.orders.actions._complete`). The PDF is rendered on demand, in the
+:func:`simtopup.orders.actions.complete`). The PDF is rendered on demand, in the
 customer's language and time zone, with an embedded subset of a CJK font so that Chinese
 text displays and can be searched and copied on any reader; its QR code links to the public
 verification page, where anyone can check that the receipt is genuine (anti-fraud).

@@ -33,9 +33,10 @@ from simtopup.core.errors import DomainError
 from simtopup.core.transactions import durable
 from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
 from simtopup.ledger.keys import order_key
-from simtopup.network.adapters import AdapterError, get_adapter
+from simtopup.orders.actions import fulfil_paid_order
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.orders.notices import tell_customer
+from simtopup.orders.payers import Payer
 from simtopup.payments.models import (
     OPEN,
     EventOutcome,
@@ -410,22 +411,6 @@ def apply_success(
     return EventOutcome.APPLIED, ""
 
 
-def fulfil_paid_order(order: Order, now: datetime | None = None) -> None:
-    """Fulfil a just-paid order: at once with the built-in quota authority (same
-    transaction), else through the fulfilment task (retries, then refund)."""
-    from simtopup.orders.actions import _complete, _enqueue_fulfilment
-
-    adapter = get_adapter()
-    if adapter.synchronous:
-        try:
-            with transaction.atomic():
-                _complete(order, adapter.apply(order), now=now)
-            return
-        except AdapterError as exc:
-            logger.warning("order %s: immediate fulfilment failed (%s); queued", order.pk, exc)
-    _enqueue_fulfilment(order)
-
-
 def apply_failure(payment: Payment, failure_code: str) -> tuple[EventOutcome, str]:
     """The payer was declined (or gave up): fail the payment and its order; nothing moves."""
     now = timezone.now()
@@ -501,6 +486,18 @@ def refund_order(order: Order, reason: str) -> None:
         # A paid order's payment is captured and refunded only here: anything else is a bug,
         # and rolling back keeps its money where check-ledger can see it.
         raise RuntimeError(f"order {order.pk}: payment {payment.reference} is {payment.status}")
+
+
+def refund_failed_order(order: Order, code: str, detail: str) -> None:
+    """A customer's order failed (``orders.actions.fail_and_refund``): its money goes back."""
+    refund_order(order, code)
+    logger.error(
+        "order %s failed (%s: %s); refund of %s started", order.pk, code, detail, order.amount
+    )
+
+
+# What orders ask of payments (orders/payers.py), registered in payments/apps.py.
+CUSTOMER_PAYER = Payer(refund=refund_failed_order)
 
 
 def _start_refund(payment: Payment, reason: str) -> Refund | None:

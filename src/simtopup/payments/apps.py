@@ -8,7 +8,16 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         from simtopup.ledger.audit import CLEARING_EXPECTATIONS, EXTRA_CHECKS
-        from simtopup.payments.actions import gateway_clearing_expected, payment_consistency
+        from simtopup.orders.models import Channel
+        from simtopup.orders.payers import register_payer
+        from simtopup.payments.actions import (
+            CUSTOMER_PAYER,
+            gateway_clearing_expected,
+            payment_consistency,
+        )
 
         CLEARING_EXPECTATIONS.append(gateway_clearing_expected)
         EXTRA_CHECKS.append(payment_consistency)
+        # Customers' orders are paid through payments (the card's credit or a provider), and
+        # orders, below payments, asks it for their refunds (orders/payers.py).
+        register_payer((Channel.APP, Channel.WEB, Channel.AUTO), CUSTOMER_PAYER)

@@ -4,6 +4,5 @@ from simtopup.payments import views
 
 urlpatterns = [
     path("payments/webhooks/<str:provider>", views.webhook, name="payment-webhook"),
-    path("payments/return/<str:reference>", views.payment_return, name="payment-return"),
     path("sandbox/checkout/<str:payment_id>", views.sandbox_checkout, name="sandbox-checkout"),
 ]

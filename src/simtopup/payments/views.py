@@ -1,5 +1,5 @@
-"""Pages and endpoints of the payments domain: provider webhooks, the sandbox gateway's
-hosted checkout page, and the page the payer returns to."""
+"""Endpoints of the payments domain: provider webhooks and the sandbox gateway's hosted
+checkout page. (The page the payer returns to is the website's: web/payment_return.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from simtopup.core.money import format_money
-from simtopup.orders.models import Channel, OrderStatus
 from simtopup.payments.models import (
     OPEN,
     Payment,
@@ -76,35 +75,3 @@ def sandbox_checkout(request: HttpRequest, payment_id: str) -> HttpResponse:
                 "LANGUAGE_CODE": charge.language,
             },
         )
-
-
-@require_http_methods(["GET"])
-def payment_return(request: HttpRequest, reference: str) -> HttpResponse:
-    """Where the payer's browser lands after the provider's page: says where the order
-    stands (nothing personal: the masked device only)."""
-    payment = (
-        Payment.objects.select_related("order", "order__device", "order__plan")
-        .filter(reference=reference)
-        .first()
-    )
-    if payment is None:
-        raise Http404
-    order = payment.order
-    if order.channel == Channel.WEB:
-        # Website payers go on to the page that follows the order until it is credited.
-        from simtopup.web.customer.common import status_url
-
-        return redirect(status_url(order, signed=True))
-    return render(
-        request,
-        "payments/return.html",
-        {
-            "order": order,
-            "device": order.device.masked,
-            "amount": format_money(order.amount, order.currency),
-            "done": order.status == OrderStatus.FULFILLED,
-            "waiting": order.status
-            in (OrderStatus.AWAITING_PAYMENT, OrderStatus.PAID, OrderStatus.FULFILLING),
-        },
-        status=200,
-    )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -17,11 +17,19 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.catalog.models import Plan
+from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError, FieldError
 from simtopup.core.money import exponent
+from simtopup.devices.identifiers import rechargeable_device
+from simtopup.devices.models import Device
 from simtopup.ledger.actions import Posting, open_account, post, system_account
-from simtopup.ledger.keys import order_id_of
+from simtopup.ledger.keys import order_id_of, order_key
 from simtopup.ledger.models import AccountKind, Transfer
+from simtopup.network.adapters import get_adapter
+from simtopup.orders.actions import complete, enqueue_fulfilment
+from simtopup.orders.locking import lock_sale
+from simtopup.orders.models import Channel, Order, OrderStatus
+from simtopup.orders.payers import Payer
 from simtopup.resellers.models import (
     ApiKey,
     MemberRole,
@@ -30,10 +38,9 @@ from simtopup.resellers.models import (
     ResellerPrice,
     ResellerStatus,
 )
-from simtopup.resellers.webhooks import UrlRefused, check_url
+from simtopup.resellers.webhooks import UrlRefused, check_url, queue_event
 
-if TYPE_CHECKING:
-    from simtopup.orders.models import Order
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "sk_"
 
@@ -178,10 +185,6 @@ def sell_topup(
     transaction. One sale per (reseller, reference): a repeat raises ``duplicate_reference``.
     ``status_checked``: the caller read the reseller's status in this very request (the API's
     key check does), so the hot path skips reading it again."""
-    from simtopup.catalog.pricing import get_plan
-    from simtopup.devices.identifiers import rechargeable_device
-    from simtopup.orders.actions import place_reseller_topup
-
     # The status as of now, not as of a session's older read: a suspension stops sales at once.
     if (
         not status_checked
@@ -199,6 +202,101 @@ def sell_topup(
         )
     amount = wholesale_price(reseller, plan)
     return place_reseller_topup(reseller, device, plan, amount, reference)
+
+
+def place_reseller_topup(
+    reseller: Reseller, device: Device, plan: Plan, amount: int, reference: str
+) -> Order:
+    """Fulfil at once with a synchronous adapter and debit the reseller's float — all in the
+    caller's transaction. With an asynchronous adapter the order stays
+    ``paid`` and a fulfilment task is enqueued with it."""
+    now = timezone.now()
+    # The lock order of every sale (orders/locking.py): the card if this sale changes it,
+    # then a credit sale's two accounts in primary-key order; a bundle sale's only existing
+    # account, the float, is debited last below.
+    lock_sale(
+        device,
+        credit_plan=plan.is_payg,
+        accounts=[reseller.float_account_id, device.credit_account_id] if plan.is_payg else (),
+    )
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                channel=Channel.RESELLER,
+                status=OrderStatus.PAID,
+                device=device,
+                plan=plan,
+                reseller=reseller,
+                reference=reference,
+                amount=amount,
+                retail_amount=plan.price,
+                currency=plan.currency,
+                paid_at=now,
+            )
+    except IntegrityError:
+        raise DomainError(
+            "duplicate_reference",
+            _("A top-up with this reference already exists."),
+            409,
+        ) from None
+    adapter = get_adapter()
+    if adapter.synchronous:
+        complete(order, adapter.apply(order), now=now)
+    else:
+        enqueue_fulfilment(order)
+    # The float is debited last, so its row lock (the one every top-up of this reseller
+    # queues on) is held only until COMMIT. A refused floor rolls everything above back.
+    clearing = system_account("order_clearing", order.currency)
+    post(
+        [
+            Posting(
+                reseller.float_account,
+                clearing,
+                amount,
+                "order_payment",
+                order_key(order.pk, "pay"),
+                f"order {order.pk}",
+            )
+        ]
+    )
+    return order
+
+
+def refund_to_float(order: Order, code: str, detail: str) -> None:
+    """A reseller's top-up failed (orders.actions.fail_and_refund, in its transaction): the
+    wholesale price goes back to the float and the reseller gets ``topup.failed``."""
+    assert order.reseller_id is not None  # registered for the reseller channel only
+    clearing = system_account("order_clearing", order.currency)
+    reseller = Reseller.objects.select_related("float_account").get(pk=order.reseller_id)
+    post(
+        [
+            Posting(
+                clearing,
+                reseller.float_account,
+                order.amount,
+                "order_refund",
+                order_key(order.pk, "refund"),
+                f"refund of order {order.pk}",
+            )
+        ]
+    )
+    queue_event(order, "topup.failed")
+    logger.error(
+        "order %s failed (%s: %s); %s returned to reseller float",
+        order.pk,
+        code,
+        detail,
+        order.amount,
+    )
+
+
+def tell_fulfilled(order: Order) -> None:
+    """A top-up fulfilled after its sale answered (asynchronous adapter, retries)."""
+    queue_event(order, "topup.fulfilled")
+
+
+# What orders ask of resellers (orders/payers.py), registered in resellers/apps.py.
+RESELLER_PAYER = Payer(refund=refund_to_float, fulfilled_later=tell_fulfilled)
 
 
 # --- staff (reseller portal logins) ---------------------------------------------------------

@@ -46,6 +46,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.core.signing import HEADER, sign
+from simtopup.resellers.bodies import topup_body
 from simtopup.resellers.models import DeliveryStatus, Reseller, WebhookDelivery
 
 if TYPE_CHECKING:
@@ -355,7 +356,6 @@ def _describe(exc: BaseException, timeout: float) -> str:
 
 def queue_event(order: Order, event: str) -> None:
     """Queue ``event`` about ``order`` in the caller's transaction (once per event and order)."""
-    from simtopup.api.serializers import topup_body
     from simtopup.resellers.tasks import deliver_webhook_task
 
     if order.reseller_id is None:

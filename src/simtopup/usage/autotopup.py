@@ -25,6 +25,7 @@ from simtopup.core.money import format_money
 from simtopup.core.transactions import durable
 from simtopup.devices.models import Device
 from simtopup.notifications.actions import notify
+from simtopup.orders.customer import place_balance_order
 from simtopup.orders.models import Channel, Order, OrderStatus
 from simtopup.usage.bundles import remaining_bytes
 from simtopup.usage.models import AutoTopupRule
@@ -116,8 +117,6 @@ def run(device_id: int) -> str:
 
 def _run(device_id: int) -> str:
     """:func:`run` inside its transaction."""
-    from simtopup.orders.customer import place_balance_order
-
     now = timezone.now()
     notice: tuple[str, object] | None = None
     rule = (

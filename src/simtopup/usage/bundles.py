@@ -13,7 +13,7 @@ from simtopup.orders.models import Order
 from simtopup.usage.models import Bundle
 
 
-def open_bundle(order: Order, grant: Grant) -> tuple[Bundle, Posting]:
+def open_bundle(order: Order, grant: Grant) -> Posting:
     """Create the order's bundle and return the posting that moves its bytes from issuance
     into it, for the caller to post with the rest of the fulfilment (one ledger write).
 
@@ -40,7 +40,7 @@ def open_bundle(order: Order, grant: Grant) -> tuple[Bundle, Posting]:
         order_key(order.pk, "grant"),
         f"bundle {bundle.pk} for order {order.pk}",
     )
-    return bundle, posting
+    return posting
 
 
 def remaining_bytes(device: Device) -> int:

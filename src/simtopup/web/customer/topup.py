@@ -45,6 +45,7 @@ from simtopup.devices.models import Device
 from simtopup.orders import customer as orders
 from simtopup.orders.customer import BALANCE
 from simtopup.orders.models import Channel, Order
+from simtopup.payments import checkout
 from simtopup.payments.actions import PreparedPayment
 from simtopup.payments.providers.base import METHODS, WECHAT_PAY
 from simtopup.payments.registry import provider_for
@@ -257,7 +258,7 @@ def _place(
     payer_ip = client_ip(request)
     # A visitor's confirmation is the signed price itself: the order refuses another one.
     confirmed = (data["a"], data["c"]) if customer is None else None
-    prepared: PreparedPayment | None = orders.prepare_order(
+    prepared: PreparedPayment | None = checkout.prepare_order(
         customer,
         text,
         data["p"],
@@ -267,7 +268,7 @@ def _place(
         client_ip=payer_ip,
     )
     with transaction.atomic(durable=True):
-        order = orders.place_order(
+        order = checkout.place_order(
             customer,
             text,
             data["p"],

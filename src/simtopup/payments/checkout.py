@@ -1,0 +1,149 @@
+"""A customer's order paid through a provider (card, Alipay, WeChat Pay), for the app and the
+website: checking the request, having the provider create the payment, placing the order
+with it, cancelling one that still awaits its payment. The order side — price, quote, the
+card's credit — is orders' (orders/customer.py); payments sits above it.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils import translation
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from simtopup.accounts.models import Customer
+from simtopup.catalog.models import Plan
+from simtopup.core.errors import DomainError, FieldError
+from simtopup.devices.models import Device
+from simtopup.orders.customer import (
+    BALANCE,
+    get_customer_order,
+    place_balance_order,
+    resolve_order,
+)
+from simtopup.orders.models import Channel, Order, OrderStatus
+from simtopup.payments.actions import (
+    PreparedPayment,
+    cancel_awaiting_order,
+    prepare_payment,
+    start_payment,
+)
+from simtopup.payments.providers.base import METHODS
+from simtopup.payments.registry import provider_for
+
+
+def _resolve(
+    customer: Customer | None,
+    device_text: str,
+    plan_code: str,
+    payment_method: str,
+    quote_id: int | None,
+    confirmed: tuple[int, str] | None = None,
+) -> tuple[Device, Plan, int]:
+    if payment_method != BALANCE and payment_method not in METHODS:
+        message = _("This payment method is not available.")
+        raise DomainError(
+            "payment_method_unavailable",
+            message,
+            422,
+            errors=[FieldError("payment_method", "payment_method_unavailable", message)],
+        )
+    return resolve_order(customer, device_text, plan_code, payment_method, quote_id, confirmed)
+
+
+def _language(customer: Customer | None) -> str:
+    """The payer's language: the customer's, or the page's for a visitor."""
+    if customer is not None:
+        return customer.language
+    return (translation.get_language() or settings.LANGUAGE_CODE).lower()
+
+
+def _description(customer: Customer | None, device: Device, plan: Plan) -> str:
+    with translation.override(_language(customer)):  # the payer's language on their page
+        return gettext("Top-up %(plan)s for %(device)s") % {
+            "plan": plan.name,
+            "device": device.masked,
+        }
+
+
+def prepare_order(
+    customer: Customer | None,
+    device_text: str,
+    plan_code: str,
+    payment_method: str,
+    *,
+    quote_id: int | None = None,
+    confirmed: tuple[int, str] | None = None,
+    client_ip: str | None = None,
+) -> PreparedPayment | None:
+    """Before :func:`place_order`'s transaction, outside it: check the request and, for
+    card / Alipay / WeChat Pay, have the provider create the payment now, so that no
+    database lock waits on the provider. Raises the same errors as :func:`place_order`."""
+    device, plan, amount = _resolve(
+        customer, device_text, plan_code, payment_method, quote_id, confirmed
+    )
+    if payment_method == BALANCE:
+        return None
+    return prepare_payment(
+        provider_for(payment_method),
+        payment_method,
+        amount,
+        plan.currency,
+        description=_description(customer, device, plan),
+        language=_language(customer),
+        client_ip=client_ip,
+    )
+
+
+def place_order(
+    customer: Customer | None,
+    device_text: str,
+    plan_code: str,
+    payment_method: str,
+    *,
+    quote_id: int | None = None,
+    confirmed: tuple[int, str] | None = None,
+    channel: str = Channel.APP,
+    client_ip: str | None = None,
+    prepared: PreparedPayment | None = None,
+) -> Order:
+    """Place an order in the caller's transaction. ``balance`` settles at once; the other
+    methods leave the order ``awaiting_payment`` with a payment whose next action (checkout
+    URL or QR code) the payer follows — the one :func:`prepare_order` got, if given."""
+    device, plan, amount = _resolve(
+        customer, device_text, plan_code, payment_method, quote_id, confirmed
+    )
+    if payment_method == BALANCE:
+        assert customer is not None  # resolve_order refuses credit without a customer
+        return place_balance_order(customer, device, plan, channel=channel, amount=amount)
+    provider = provider_for(payment_method)
+    order = Order.objects.create(
+        channel=channel,
+        status=OrderStatus.AWAITING_PAYMENT,
+        device=device,
+        plan=plan,
+        customer=customer,
+        payment_method=payment_method,
+        amount=amount,
+        retail_amount=plan.price,
+        currency=plan.currency,
+    )
+    start_payment(
+        order,
+        provider,
+        payment_method,
+        description=_description(customer, device, plan),
+        language=_language(customer),
+        client_ip=client_ip,
+        prepared=prepared,
+    )
+    return order
+
+
+def cancel_order(customer: Customer, order_id: int) -> Order:
+    """The customer cancels an order still awaiting payment (caller's transaction)."""
+    order = get_customer_order(customer, order_id)
+    if order.status != OrderStatus.AWAITING_PAYMENT:
+        raise DomainError("order_not_cancellable", _("This order can no longer be cancelled."), 409)
+    cancel_awaiting_order(order, "cancelled")
+    return get_customer_order(customer, order_id)
