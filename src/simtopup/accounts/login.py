@@ -34,6 +34,7 @@ from simtopup.accounts import ratelimit
 from simtopup.accounts.models import AppToken, Customer, IdentityKind, LoginCode
 from simtopup.accounts.tokens import issue_token
 from simtopup.core.errors import DomainError, FieldError
+from simtopup.notifications.actions import send_now
 
 logger = logging.getLogger(__name__)
 CODE_DIGITS = 6
@@ -145,8 +146,6 @@ def request_code(identity: Identity, ip: str | None, language: str) -> LoginCode
 def deliver_code(code_id: int, identity: Identity, code: str, language: str) -> bool:
     """Send the code, at most once per row (claimed by compare-and-swap). A failed delivery
     is logged; the caller already answered 202 (see ``api/app_auth.py``)."""
-    from simtopup.notifications.actions import send_now
-
     if not LoginCode.objects.filter(pk=code_id, sent_at=None).update(sent_at=timezone.now()):
         return False
     minutes = max(1, settings.LOGIN_CODE_TTL_SECONDS // 60)

@@ -14,15 +14,39 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
 
-if TYPE_CHECKING:
-    from simtopup.orders.models import Order
+
+# What an adapter reads of an order: the network sits below the sales (orders, payments,
+# usage call it), so it names only the fields it needs instead of importing the Order model.
+class GrantedPlan(Protocol):
+    @property
+    def code(self) -> str: ...
+    @property
+    def data_bytes(self) -> int: ...
+    @property
+    def validity_hours(self) -> int: ...
+
+
+class GrantedDevice(Protocol):
+    @property
+    def iccid(self) -> str | None: ...
+
+
+class Order(Protocol):
+    """An order to grant (``simtopup.orders.models.Order`` is one)."""
+
+    @property
+    def pk(self) -> int: ...
+    @property
+    def plan(self) -> GrantedPlan: ...
+    @property
+    def device(self) -> GrantedDevice: ...
 
 
 @dataclass(frozen=True)

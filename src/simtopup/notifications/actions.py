@@ -10,16 +10,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import transaction
 from django.utils import translation
 
-from simtopup.accounts.models import Customer
 from simtopup.notifications.senders import Channel, Message, get_sender
 from simtopup.notifications.templates import TEMPLATES
 
 logger = logging.getLogger(__name__)
+
+
+class Customer(Protocol):
+    """Whom to tell (``simtopup.accounts.models.Customer`` is one). Named by the fields read:
+    accounts sends its login codes through this package, so this one does not import it."""
+
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def language(self) -> str: ...
 
 
 def render(template_key: str, context: Mapping[str, Any], language: str) -> tuple[str, str]:
