@@ -48,6 +48,17 @@ def _count_lookup(request: HttpRequest) -> None:
     ratelimit.hit(f"verify-ip:{ratelimit.ip_bucket(ip)}", limits)
 
 
+def _unshared(response: HttpResponse, retry_after: str | None) -> HttpResponse:
+    """A check's answer is for the one who asked: not indexed, cached or sent on as a
+    referrer (the number or code is in the URL); when limited, when to ask again."""
+    if retry_after:
+        response["Retry-After"] = retry_after
+    response["X-Robots-Tag"] = "noindex"
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
 def _language(request: HttpRequest) -> str:
     """``?lang=`` if given and known, else what LocaleMiddleware chose for the request."""
     asked = request.GET.get("lang", "")
@@ -85,13 +96,8 @@ def _page(request: HttpRequest, number: str | None) -> HttpResponse:
                 context["facts"] = receipt_facts(order, zone)
                 context["outcome"] = "genuine"
         response = render(request, "web/verify_receipt.html", context, status=status)
-    if retry_after:
-        response["Retry-After"] = retry_after
     response["Content-Language"] = language
-    response["X-Robots-Tag"] = "noindex"
-    response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
-    return response
+    return _unshared(response, retry_after)
 
 
 @require_GET
@@ -141,9 +147,4 @@ def agent(request: HttpRequest) -> HttpResponse:
             }
             context["outcome"] = "authorised" if reseller.active else "suspended"
     response = render(request, "web/verify_agent.html", context, status=status)
-    if retry_after:
-        response["Retry-After"] = retry_after
-    response["X-Robots-Tag"] = "noindex"
-    response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
-    return response
+    return _unshared(response, retry_after)
