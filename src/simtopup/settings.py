@@ -298,7 +298,8 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     # Under /api/, /reseller/ and /network/ a plain error answer from any layer below (a 404
     # page, ninja's bare 405) becomes a problem document; inside the header middleware above
-    # so that it carries their headers. A crash in any layer goes to handler500 (web/errors.py).
+    # so that it carries their headers. A crash in any layer goes to handler500
+    # (simtopup/errors.py).
     "simtopup.api.middleware.ProblemMiddleware",
     # The reseller top-up hot path (resellers/fast_sale.py, hooked in here): a bearer-key API
     # call that needs no session, language, CSRF, user or messages; any other request goes on.

@@ -31,6 +31,6 @@ urlpatterns = [
 ]
 
 # A crash in any middleware layer or view: a problem document under the API prefixes, a page
-# elsewhere, 503 when the database is out of reach (web/errors.py). Plain 404/405 answers
+# elsewhere, 503 when the database is out of reach (simtopup/errors.py). Plain 404/405 answers
 # under the API prefixes become problems in api.middleware.ProblemMiddleware.
-handler500 = "simtopup.web.errors.server_error"
+handler500 = "simtopup.errors.server_error"

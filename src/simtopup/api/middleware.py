@@ -13,7 +13,7 @@ class ProblemMiddleware:
     """Every error answer under the API prefixes is a problem document.
 
     Exceptions are answered where Django catches them, in each middleware layer and around
-    the view, by ``handler500`` (web/errors.py), and inside ninja by its exception handlers
+    the view, by ``handler500`` (simtopup/errors.py), and inside ninja by its exception handlers
     (api/problems.py): both already answer problems under the API prefixes, 503
     ``database_unavailable`` when the database is out of reach. What is left are the plain
     error *responses* some layer returns by itself — Django's HTML 404 for an unknown path,

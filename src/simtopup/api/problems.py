@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
-from django.utils import translation
 from django.utils.translation import gettext as _
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from simtopup.api.schemas import Problem
 from simtopup.core.errors import DomainError
+from simtopup.core.http import in_request_language
 from simtopup.core.unavailable import RETRY_AFTER_SECONDS, database_unavailable, note_unavailable
 
 logger = logging.getLogger(__name__)
@@ -106,17 +104,6 @@ def problem(
 
 def is_problem(response: HttpResponseBase) -> bool:
     return str(response.get("Content-Type", "")).startswith(CONTENT_TYPE)
-
-
-@contextmanager
-def in_request_language(request: HttpRequest) -> Iterator[None]:
-    """The request's language, also for an answer made before ``LocaleMiddleware`` ran (an
-    outer middleware, the top-up hot path) or after (it leaves its language active)."""
-    language = getattr(request, "LANGUAGE_CODE", None) or translation.get_language_from_request(
-        request
-    )
-    with translation.override(language):
-        yield
 
 
 def not_found() -> HttpResponse:

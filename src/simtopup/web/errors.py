@@ -1,29 +1,20 @@
-"""The root URLconf's error handler for answers Django makes from an exception.
-
-Django turns an exception raised in any middleware layer or view into a response by calling
-``handler500`` while the exception is being handled, so ``sys.exc_info()`` names it. Under
-the API prefixes the answer is a problem document (api/problems.py); elsewhere — the website,
-the reseller portal, the operator console — a page. Either way a database out of reach is a
-503 with ``Retry-After``, logged as one warning, never a 500.
+"""The website's answer to an exception no view answered (the website, the reseller portal,
+the operator console): a page. A database out of reach is a 503 page with ``Retry-After``,
+logged as one warning, never a 500. The root error handler (simtopup/errors.py) sends every
+other path here; the API's paths get a problem document from the api instead.
 """
 
 from __future__ import annotations
-
-import sys
 
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.views import defaults
 
-from simtopup.api.middleware import API_PREFIXES
-from simtopup.api.problems import for_exception, in_request_language
+from simtopup.core.http import in_request_language
 from simtopup.core.unavailable import RETRY_AFTER_SECONDS, database_unavailable, note_unavailable
 
 
-def server_error(request: HttpRequest) -> HttpResponse:
-    exc = sys.exc_info()[1]
-    if request.path.startswith(API_PREFIXES):
-        return for_exception(request, exc)
+def server_error(request: HttpRequest, exc: BaseException | None) -> HttpResponse:
     if exc is not None and database_unavailable(exc):
         response = unavailable_page(request)
         note_unavailable(request, exc, response)
