@@ -38,10 +38,13 @@ test-postgres: install
 	@scripts/install-system-deps
 	SIMTOPUP_DATABASE_URL=$${SIMTOPUP_DATABASE_URL:-$(PG_URL)} $(BIN)/pytest $(PYTEST_ARGS)
 
+# lint-imports: no import cycle between packages, and packages import downwards only
+# (the contracts are in pyproject.toml).
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/python bench/run.py
