@@ -48,21 +48,8 @@ def get_provider(name: str) -> Provider:
 
 def provider_for(method: str) -> Provider:
     """The provider that takes payments by ``method`` now; a 422 if none can."""
-    if method not in METHODS:
-        raise DomainError(
-            "payment_method_unavailable",
-            _("This payment method is not available."),
-            422,
-            errors=[
-                FieldError(
-                    "payment_method",
-                    "payment_method_unavailable",
-                    _("This payment method is not available."),
-                )
-            ],
-        )
-    provider = get_provider(route(method))
-    if method not in provider.methods:
+    provider = get_provider(route(method)) if method in METHODS else None
+    if provider is None or method not in provider.methods:
         raise DomainError(
             "payment_method_unavailable",
             _("This payment method is not available."),
