@@ -226,7 +226,7 @@ BEGIN
                       ELSE v_order::text END;
   v_receipt := 'R' || left(v_number, 8) || '-' || substr(v_number, 9) || '-'
                || simtopup_luhn_check_digit(v_number);
-  -- orders.actions.place_reseller_topup + _complete: paid and fulfilled at once.
+  -- resellers.actions.place_reseller_topup + orders.actions.complete: paid and fulfilled at once.
   INSERT INTO orders_order (
     id, channel, status, reference, amount, retail_amount, currency, receipt_no, attempts,
     failure_code, failure_detail, payment_method, created_at, paid_at, fulfilled_at,
@@ -236,7 +236,7 @@ BEGIN
     0, '', '', '', p_now, p_now, p_now, p_now, d.id, pl.id, r.id
   );
   IF pl.kind = 'payg' THEN
-    -- orders.actions._complete for credit: the card gets the plan's face value; a wholesale
+    -- orders.actions.complete for credit: the card gets the plan's face value; a wholesale
     -- price below it is the operator's discount, one above it revenue.
     PERFORM 1 FROM ledger_account
       WHERE id IN (r.float_account_id, d.credit_account_id) ORDER BY id FOR UPDATE;
@@ -299,7 +299,7 @@ BEGIN
       (v_amount, pl.currency, 'order_payment', 'order:' || v_order || ':pay',
        'order ' || v_order, p_now, r.float_account_id, v_clearing, v_balance, NULL);
   END IF;
-  -- api.serializers.topup_body: the API's answer, stored and replayed as it is.
+  -- resellers.bodies.topup_body: the API's answer, stored and replayed as it is.
   v_at := to_char(p_now AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
   v_body := json_build_object(
     'id', v_order,
