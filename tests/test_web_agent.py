@@ -394,7 +394,8 @@ def test_the_statement_csv_has_a_bom_and_a_running_balance(owner: Client, actors
     assert rows[2][2:4] == ["1000.00", "1000.00"]
     assert rows[3][2:4] == ["-46.00", "954.00"]
     assert rows[3][5] == form["reference"]
-    assert rows[3][10] == Order.objects.get().receipt_no
+    assert rows[3][8:10] == ["50.00", "4.00"]  # retail price, margin (8 % off ¥50.00)
+    assert rows[3][11] == Order.objects.get().receipt_no
     assert rows[-1][1] == "Closing balance"
     assert rows[-1][3] == "954.00"
     assert float_of(actors.alice) == 95400

@@ -27,6 +27,7 @@ from django.contrib.auth import authenticate, update_session_auth_hash
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
 from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
+from django.core import signing
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -55,6 +56,7 @@ from simtopup.core.http import client_ip
 from simtopup.core.money import format_money, to_decimal_string
 from simtopup.core.transactions import durable
 from simtopup.devices.identifiers import rechargeable_device
+from simtopup.devices.models import Device
 from simtopup.ledger.actions import balance
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.orders.receipts import (
@@ -79,6 +81,13 @@ from simtopup.resellers.models import (
     Reseller,
     ResellerMember,
     WebhookDelivery,
+)
+from simtopup.resellers.reports import (
+    movement_money,
+    recent_devices,
+    sale_money,
+    sales_today,
+    top_plans,
 )
 from simtopup.web.session import keeping_the_customer, safe_next
 
@@ -312,6 +321,7 @@ def _orders(member: ResellerMember) -> QuerySet[Order]:
 
 
 def _row(order: Order) -> dict[str, Any]:
+    sold = sale_money(order)
     return {
         "order": order,
         "time": _when(order.created_at),
@@ -319,6 +329,8 @@ def _row(order: Order) -> dict[str, Any]:
         "plan": order.plan.name,
         "charged": format_money(order.amount, order.currency),
         "retail": format_money(order.retail_amount, order.currency),
+        # A failed top-up is no sale: its price went back to the float.
+        "margin": format_money(sold.margin, order.currency) if sold else "",
         "status": order.status,
         "status_label": status_label(order.status),
     }
@@ -328,6 +340,7 @@ def _row(order: Order) -> dict[str, Any]:
 @require_GET
 def dashboard(request: HttpRequest, member: ResellerMember) -> HttpResponse:
     recent = [_row(o) for o in _orders(member).order_by("-pk")[:10]]
+    today = sales_today(member.reseller)
     return render(
         request,
         TEMPLATE.format("dashboard"),
@@ -335,6 +348,12 @@ def dashboard(request: HttpRequest, member: ResellerMember) -> HttpResponse:
             member,
             section="dashboard",
             recent=recent,
+            today={
+                "count": today.count,
+                "retail": format_money(today.retail, today.currency),
+                "cost": format_money(today.cost, today.currency),
+                "margin": format_money(today.margin, today.currency),
+            },
             verify_url=_verify_agent_url(member.reseller.code),
         ),
     )
@@ -346,7 +365,7 @@ def dashboard(request: HttpRequest, member: ResellerMember) -> HttpResponse:
 def _plan_choices(member: ResellerMember) -> list[tuple[str, str]]:
     reseller = member.reseller
     explicit = price_list(reseller)
-    choices = []
+    choices = [("", _("Choose a plan"))]
     for plan in Plan.objects.filter(active=True, currency=reseller.currency):
         choices.append(
             (
@@ -369,12 +388,21 @@ class SellForm(forms.Form):
         label=gettext_lazy("Device ID / serial number"),
         max_length=100,
         help_text=gettext_lazy(
-            "Printed on the back of the card or the device: IMEI, ICCID, EID or serial number."
+            "Printed on the back of the card or the device: IMEI, ICCID, EID or serial number. "
+            "Type it or scan its barcode, then press Enter."
         ),
         widget=forms.TextInput(
-            attrs={"autocomplete": "off", "spellcheck": "false", "autocapitalize": "characters"}
+            attrs={
+                "autocomplete": "off",
+                "spellcheck": "false",
+                "autocapitalize": "characters",
+                "autofocus": True,
+                "enterkeyhint": "next",
+            }
         ),
     )
+    # A recent device picked by its button: the field shows it masked, this says which it is.
+    recent = forms.CharField(required=False, max_length=200, widget=forms.HiddenInput)
     plan = forms.ChoiceField(label=gettext_lazy("Plan"))
 
     def __init__(self, member: ResellerMember, *args: Any, **kwargs: Any) -> None:
@@ -384,9 +412,57 @@ class SellForm(forms.Form):
 
 class ConfirmForm(forms.Form):
     device = forms.CharField(max_length=100, widget=forms.HiddenInput)
+    recent = forms.CharField(required=False, max_length=200, widget=forms.HiddenInput)
     plan = forms.CharField(max_length=40, widget=forms.HiddenInput)
     # One sale per reference: a double submit of this confirmation sells once.
     reference = forms.RegexField(regex=r"^P[0-9A-Z]{16}$", widget=forms.HiddenInput)
+
+
+# A recent device's button carries a token naming the device for this reseller only, so the
+# page never holds a full device ID the clerk did not type.
+RECENT_TOKEN_MAX_AGE = 7 * 24 * 3600
+
+
+def _recent_salt(member: ResellerMember) -> str:
+    return f"simtopup.web.agent.recent:{member.reseller_id}"
+
+
+def _recent_token(member: ResellerMember, device: Device) -> str:
+    return signing.dumps(device.pk, salt=_recent_salt(member), compress=False)
+
+
+def _recent_device(member: ResellerMember, token: str) -> Device | None:
+    if not token:
+        return None
+    try:
+        pk = signing.loads(token, salt=_recent_salt(member), max_age=RECENT_TOKEN_MAX_AGE)
+    except signing.BadSignature:
+        return None
+    return Device.objects.filter(pk=pk).first() if isinstance(pk, int) else None
+
+
+def _device_text(member: ResellerMember, shown: str, token: str) -> str:
+    """What the sale looks the device up by: a recent device's own identifier while the field
+    still shows it, else what the clerk typed or scanned (the identifier rules normalise it)."""
+    device = _recent_device(member, token)
+    if device is not None and shown == device.masked:
+        return device.display_identifier
+    return shown
+
+
+def _quick_picks(member: ResellerMember) -> dict[str, Any]:
+    """The counter's buttons: the devices sold to last, the plans sold most."""
+    reseller = member.reseller
+    return {
+        "recent_devices": [
+            {"masked": d.masked, "token": _recent_token(member, d)}
+            for d in recent_devices(reseller)
+        ],
+        "top_plans": [
+            {"code": p.code, "name": p.name, "retail": format_money(p.price, p.currency)}
+            for p in top_plans(reseller)
+        ],
+    }
 
 
 def _new_reference() -> str:
@@ -424,21 +500,44 @@ def _confirmation(member: ResellerMember, device_text: str, plan_code: str) -> d
     }
 
 
+def _sell_page(
+    request: HttpRequest, member: ResellerMember, form: SellForm, status: int
+) -> HttpResponse:
+    return render(
+        request,
+        TEMPLATE.format("sell"),
+        _context(member, section="sell", form=form, **_quick_picks(member)),
+        status=status,
+    )
+
+
 @portal()
 @require_http_methods(["GET", "POST"])
 def sell(request: HttpRequest, member: ResellerMember) -> HttpResponse:
-    """Step 1: device and plan. A valid form shows the confirmation (step 2)."""
-    form = SellForm(member, request.POST or None, initial={"plan": request.GET.get("plan")})
+    """Step 1: device and plan. A valid form shows the confirmation (step 2). ``?plan=`` picks
+    a plan and ``?recent=`` a recent device (the quick-pick buttons work without script)."""
+    initial: dict[str, Any] = {}
+    if request.method == "GET":
+        picked = _recent_device(member, request.GET.get("recent", ""))
+        if picked is not None:
+            initial = {"device": picked.masked, "recent": request.GET["recent"]}
+        top = top_plans(member.reseller, 1)
+        initial["plan"] = request.GET.get("plan") or (top[0].code if top else "")
+    form = SellForm(member, request.POST or None, initial=initial)
     if member.reseller.active and request.method == "POST" and form.is_valid():
-        device_text = form.cleaned_data["device"].strip()
+        shown = form.cleaned_data["device"].strip()
+        token = form.cleaned_data["recent"]
         try:
-            facts = _confirmation(member, device_text, form.cleaned_data["plan"])
+            facts = _confirmation(
+                member, _device_text(member, shown, token), form.cleaned_data["plan"]
+            )
         except DomainError as exc:
             _apply_error(form, exc)
         else:
             confirm = ConfirmForm(
                 initial={
-                    "device": device_text,
+                    "device": shown,
+                    "recent": token,
                     "plan": form.cleaned_data["plan"],
                     "reference": _new_reference(),
                 }
@@ -448,12 +547,7 @@ def sell(request: HttpRequest, member: ResellerMember) -> HttpResponse:
                 TEMPLATE.format("confirm"),
                 _context(member, section="sell", confirm=confirm, facts=facts),
             )
-    return render(
-        request,
-        TEMPLATE.format("sell"),
-        _context(member, section="sell", form=form),
-        status=400 if request.method == "POST" else 200,
-    )
+    return _sell_page(request, member, form, 400 if request.method == "POST" else 200)
 
 
 @portal()
@@ -466,10 +560,9 @@ def sell_confirm(request: HttpRequest, member: ResellerMember) -> HttpResponse:
     if not confirm.is_valid():
         return redirect("web:agent-sell")
     data = confirm.cleaned_data
+    device_text = _device_text(member, data["device"], data["recent"])
     try:
-        order = durable(
-            lambda: sell_topup(reseller, data["device"], data["plan"], data["reference"])
-        )
+        order = durable(lambda: sell_topup(reseller, device_text, data["plan"], data["reference"]))
     except DomainError as exc:
         if exc.code == "duplicate_reference":
             # Sold by the first submit of this very form: show that sale.
@@ -480,7 +573,7 @@ def sell_confirm(request: HttpRequest, member: ResellerMember) -> HttpResponse:
             "duplicate"
         ):
             try:
-                facts = _confirmation(member, data["device"], data["plan"])
+                facts = _confirmation(member, device_text, data["plan"])
             except DomainError:
                 facts = None
             if facts is not None:
@@ -493,15 +586,12 @@ def sell_confirm(request: HttpRequest, member: ResellerMember) -> HttpResponse:
                     status=exc.status,
                 )
         # The device or plan is no longer good (suspended card, withdrawn plan): start again.
-        form = SellForm(member, {"device": data["device"], "plan": data["plan"]})
+        form = SellForm(
+            member, {"device": data["device"], "recent": data["recent"], "plan": data["plan"]}
+        )
         form.is_valid()
         _apply_error(form, exc)
-        return render(
-            request,
-            TEMPLATE.format("sell"),
-            _context(member, section="sell", form=form),
-            status=exc.status,
-        )
+        return _sell_page(request, member, form, exc.status)
     return redirect("web:agent-topup", topup_id=order.pk)
 
 
@@ -657,7 +747,9 @@ KIND_LABELS = {
 @require_GET
 def statement_csv(request: HttpRequest, member: ResellerMember) -> HttpResponse:
     """The float statement: every movement in the chosen days with the balance after it, and
-    the top-up it belongs to. UTF-8 with a BOM, so spreadsheet programs read Chinese right."""
+    the top-up it belongs to with its retail price and margin (signed like the movement: the
+    refund of a failed top-up takes its sale back, so each column adds up to the net figure).
+    UTF-8 with a BOM, so spreadsheet programs read Chinese right."""
     form = FilterForm(request.GET)
     if not form.is_valid():
         raise Http404
@@ -682,6 +774,7 @@ def statement_csv(request: HttpRequest, member: ResellerMember) -> HttpResponse:
             _("Device"),
             _("Plan"),
             _("Retail price"),
+            _("Margin"),
             _("Status"),
             _("Receipt number"),
         ]
@@ -695,6 +788,7 @@ def statement_csv(request: HttpRequest, member: ResellerMember) -> HttpResponse:
     writer.writerow([_when(since) if since else "", _("Opening balance"), "", amount(opening), cur])
     for r in rows:
         order = orders.get(r.order_id) if r.order_id else None
+        sold = movement_money(r.kind, order) if order else None
         writer.writerow(
             [
                 f"{r.at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
@@ -705,7 +799,8 @@ def statement_csv(request: HttpRequest, member: ResellerMember) -> HttpResponse:
                 _cell((order.reference or "") if order else r.memo),
                 order.device.masked if order else "",
                 _cell(order.plan.name) if order else "",
-                amount(order.retail_amount) if order else "",
+                amount(sold.retail) if sold else "",
+                amount(sold.margin) if sold else "",
                 status_label(order.status) if order else "",
                 (order.receipt_no or "") if order else "",
             ]
