@@ -13,8 +13,14 @@ from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.errors import DomainError, FieldError
 
 
-def get_plan(code: str) -> Plan:
-    plan = Plan.objects.filter(code=code, active=True).first()
+def get_plan(code: str, currency: str | None = None) -> Plan:
+    """The active plan ``code``; with ``currency``, only if it is sold in that currency (a
+    reseller sells in its float's currency, a customer pays in the site's). Anything else is
+    ``unknown_plan``: a plan in another currency is not for sale here at all."""
+    plans = Plan.objects.filter(code=code, active=True)
+    if currency is not None:
+        plans = plans.filter(currency=currency)
+    plan = plans.first()
     if plan is None:
         raise DomainError(
             "unknown_plan",

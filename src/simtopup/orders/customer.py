@@ -39,15 +39,9 @@ def _field_error(code: str, message: object, field: str, status: int = 422) -> D
     return DomainError(code, message, status, errors=[FieldError(field, code, message)])  # type: ignore[arg-type]
 
 
-def _check_currency(plan: Plan) -> None:
-    if plan.currency != settings.CURRENCY:
-        raise _field_error("unknown_plan", _("There is no such plan."), "plan")
-
-
 def create_quote(customer: Customer, device_text: str, plan_code: str) -> Quote:
     device = rechargeable_device(device_text)
-    plan = get_plan(plan_code)
-    _check_currency(plan)
+    plan = get_plan(plan_code, settings.CURRENCY)
     return Quote.objects.create(
         customer=customer,
         device=device,
@@ -116,8 +110,7 @@ def resolve_order(
     if customer is None and quote_id is not None:
         raise _field_error("unknown_quote", _("There is no such quote."), "quote")
     device = rechargeable_device(device_text)
-    plan = get_plan(plan_code)
-    _check_currency(plan)
+    plan = get_plan(plan_code, settings.CURRENCY)
     amount = order_amount(customer, device, plan, quote_id=quote_id, confirmed=confirmed)
     return device, plan, amount
 

@@ -192,14 +192,7 @@ def sell_topup(
     ):
         raise DomainError("reseller_suspended", _("This reseller account is suspended."), 403)
     device = rechargeable_device(device_text)
-    plan = get_plan(plan_code)
-    if plan.currency != reseller.currency:
-        raise DomainError(
-            "unknown_plan",
-            _("There is no such plan."),
-            422,
-            errors=[FieldError("plan", "unknown_plan", _("There is no such plan."))],
-        )
+    plan = get_plan(plan_code, reseller.currency)
     amount = wholesale_price(reseller, plan)
     return place_reseller_topup(reseller, device, plan, amount, reference)
 

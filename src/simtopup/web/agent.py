@@ -484,9 +484,7 @@ def _confirmation(member: ResellerMember, device_text: str, plan_code: str) -> d
     """What the clerk confirms before money moves. Raises DomainError (device or plan)."""
     reseller = member.reseller
     device = rechargeable_device(device_text)
-    plan = get_plan(plan_code)
-    if plan.currency != reseller.currency:
-        raise DomainError("unknown_plan", _("There is no such plan."), 422)
+    plan = get_plan(plan_code, reseller.currency)
     charged = wholesale_price(reseller, plan)
     detail = plan_detail(plan)
     return {
