@@ -499,12 +499,16 @@ def _confirmation(member: ResellerMember, device_text: str, plan_code: str) -> d
 
 
 def _sell_page(
-    request: HttpRequest, member: ResellerMember, form: SellForm, status: int
+    request: HttpRequest,
+    member: ResellerMember,
+    form: SellForm,
+    status: int,
+    picks: dict[str, Any] | None = None,
 ) -> HttpResponse:
     return render(
         request,
         TEMPLATE.format("sell"),
-        _context(member, section="sell", form=form, **_quick_picks(member)),
+        _context(member, section="sell", form=form, **(picks or _quick_picks(member))),
         status=status,
     )
 
@@ -515,12 +519,14 @@ def sell(request: HttpRequest, member: ResellerMember) -> HttpResponse:
     """Step 1: device and plan. A valid form shows the confirmation (step 2). ``?plan=`` picks
     a plan and ``?recent=`` a recent device (the quick-pick buttons work without script)."""
     initial: dict[str, Any] = {}
+    picks = None
     if request.method == "GET":
+        picks = _quick_picks(member)
         picked = _recent_device(member, request.GET.get("recent", ""))
         if picked is not None:
             initial = {"device": picked.masked, "recent": request.GET["recent"]}
-        top = top_plans(member.reseller, 1)
-        initial["plan"] = request.GET.get("plan") or (top[0].code if top else "")
+        top = picks["top_plans"]
+        initial["plan"] = request.GET.get("plan") or (top[0]["code"] if top else "")
     form = SellForm(member, request.POST or None, initial=initial)
     if member.reseller.active and request.method == "POST" and form.is_valid():
         shown = form.cleaned_data["device"].strip()
@@ -545,7 +551,7 @@ def sell(request: HttpRequest, member: ResellerMember) -> HttpResponse:
                 TEMPLATE.format("confirm"),
                 _context(member, section="sell", confirm=confirm, facts=facts),
             )
-    return _sell_page(request, member, form, 400 if request.method == "POST" else 200)
+    return _sell_page(request, member, form, 400 if request.method == "POST" else 200, picks)
 
 
 @portal()
