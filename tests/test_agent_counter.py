@@ -306,6 +306,10 @@ def test_a_scanned_value_is_normalised_by_the_identifier_rules(actors: Actors) -
 def test_portal_pages_have_no_consumer_banner(actors: Actors) -> None:
     client = client_for(actors.alice, "clerk@alice.example")
     for path in ("/agent/", "/agent/sell", "/agent/transactions"):
-        assert 'class="official"' not in client.get(path).content.decode(), path
-    assert 'class="official"' not in Client().get("/agent/login").content.decode()
-    assert 'class="official"' in Client().get("/").content.decode()
+        page = client.get(path).content.decode()
+        assert 'class="official"' not in page, path
+        assert "consumer-warning" not in page, path
+    login = Client().get("/agent/login").content.decode()
+    assert 'class="official"' not in login and "consumer-warning" not in login
+    home = Client().get("/").content.decode()
+    assert 'class="official"' in home and "consumer-warning" in home
