@@ -3,12 +3,16 @@ zero — not even under concurrent orders — and refunded to the credit if fulf
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from simtopup.core.errors import DomainError
+from simtopup.devices.binding import unbind_device
+from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.models import Transfer
 from simtopup.network.adapters import AdapterError, Grant
 from simtopup.orders.actions import fulfil_pending
@@ -139,6 +143,78 @@ def test_place_balance_order_is_reusable_for_automatic_top_up(actors: Actors) ->
         assert Order.objects.count() == 1
     assert refused.value.code == "insufficient_balance"
     assert credit_of(actors.device) == 100
+    assert_ledger_clean()
+
+
+def test_an_unbinding_after_the_callers_read_stops_the_order(actors: Actors) -> None:
+    """The door read the card (owner: Ann), then Ann unbound it, then the order runs with
+    that read: the owner is checked again on the locked row, so nobody spends the credit."""
+    _token, ann = make_customer("+8613600000010")
+    bind(actors.device, ann)
+    give_credit(actors.device, 1200, "test:credit:10")
+    seen = Device.objects.select_related("credit_account").get(pk=actors.device.pk)
+    assert seen.owner_id == ann.pk
+    unbind_device(ann, seen.pk)
+    with transaction.atomic(), pytest.raises(DomainError) as refused:
+        place_balance_order(ann, seen, actors.plans["day-1g"])
+    assert (refused.value.code, refused.value.status) == ("not_device_owner", 403)
+    assert not Order.objects.exists()
+    assert not Transfer.objects.filter(kind="order_payment").exists()
+    assert credit_of(actors.device) == 1200
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_an_unbinding_waits_for_an_order_paid_from_the_credit(settings: Any) -> None:
+    """The other interleaving, with committed data: an order paid from the credit holds the
+    card's row, so an unbinding started meanwhile waits until the order commits — the owner
+    who paid is the owner when the money moved. (An active card: the sale does not change
+    it, so only the owner check takes that lock.)"""
+    settings.PAYMENT_PROVIDER = "sandbox"
+    actors = Actors()
+    _token, ann = make_customer("+8613600000011")
+    bind(actors.device, ann)
+    Device.objects.filter(pk=actors.device.pk).update(status=DeviceStatus.ACTIVE)
+    give_credit(actors.device, 1200, "test:credit:11")
+    device = Device.objects.get(pk=actors.device.pk)
+    ordered, commit = threading.Event(), threading.Event()
+    unbound: list[float] = []
+
+    def order() -> None:
+        try:
+            with transaction.atomic():
+                place_balance_order(ann, device, actors.plans["day-1g"])
+                ordered.set()
+                assert commit.wait(30)
+        finally:
+            connection.close()
+
+    def unbind() -> None:
+        try:
+            unbind_device(ann, device.pk)
+            unbound.append(time.monotonic())
+        finally:
+            connection.close()
+
+    buyer = threading.Thread(target=order, daemon=True)
+    buyer.start()
+    assert ordered.wait(30)
+    unbinder = threading.Thread(target=unbind, daemon=True)
+    unbinder.start()
+    unbinder.join(1.0)
+    assert unbinder.is_alive(), "the unbinding did not wait for the order's lock on the card"
+    released = time.monotonic()
+    commit.set()
+    buyer.join(30)
+    unbinder.join(30)
+    assert not buyer.is_alive()
+    assert not unbinder.is_alive()
+    assert unbound
+    assert unbound[0] >= released
+    assert Order.objects.get().status == OrderStatus.FULFILLED
+    assert credit_of(actors.device) == 700
+    assert Device.objects.get(pk=device.pk).owner_id is None
     assert_ledger_clean()
 
 

@@ -16,6 +16,8 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 from stdnum import luhn
 
+from simtopup.accounts.models import Customer
+from simtopup.catalog.models import Plan
 from simtopup.core.transactions import durable
 from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.actions import Posting, post, system_account
@@ -59,6 +61,42 @@ def outstanding_clearing() -> dict[str, int]:
         .annotate(total=Sum("amount"))
     )
     return {f"system:order_clearing:{currency}": int(total) for currency, total in rows}
+
+
+# --- placing ------------------------------------------------------------------------------
+
+
+def create_order(
+    channel: str,
+    device: Device,
+    plan: Plan,
+    amount: int,
+    *,
+    paid_at: datetime | None = None,
+    customer: Customer | None = None,
+    reseller_id: int | None = None,
+    reference: str | None = None,
+    payment_method: str = "",
+) -> Order:
+    """The order row of a sale of ``plan`` for ``device``, in the caller's transaction — the
+    one place every channel (reseller, app, website, automatic top-up) creates it. ``amount``
+    is what the payer pays (wholesale for a reseller, a quote's price); the retail amount and
+    the currency are the plan's. Paid at ``paid_at`` (from a float or the card's credit, in
+    the same transaction), else it awaits a provider's payment."""
+    return Order.objects.create(
+        channel=channel,
+        status=OrderStatus.AWAITING_PAYMENT if paid_at is None else OrderStatus.PAID,
+        device=device,
+        plan=plan,
+        customer=customer,
+        reseller_id=reseller_id,
+        reference=reference,
+        payment_method=payment_method,
+        amount=amount,
+        retail_amount=plan.price,
+        currency=plan.currency,
+        paid_at=paid_at,
+    )
 
 
 # --- fulfilling ---------------------------------------------------------------------------

@@ -24,11 +24,11 @@ from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError, FieldError
 from simtopup.devices.identifiers import rechargeable_device
 from simtopup.devices.models import Device
-from simtopup.ledger.actions import Posting, post, system_account
+from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
 from simtopup.ledger.keys import order_key
-from simtopup.orders.actions import fulfil_paid_order
-from simtopup.orders.locking import lock_sale
-from simtopup.orders.models import Channel, Order, OrderStatus, Quote
+from simtopup.orders.actions import create_order, fulfil_paid_order
+from simtopup.orders.locking import lock_card
+from simtopup.orders.models import Channel, Order, Quote
 
 # The payment method "the card's credit" (beside the providers' METHODS): one name for
 # every door.
@@ -37,6 +37,10 @@ BALANCE = "balance"
 
 def _field_error(code: str, message: object, field: str, status: int = 422) -> DomainError:
     return DomainError(code, message, status, errors=[FieldError(field, code, message)])  # type: ignore[arg-type]
+
+
+def _not_owner() -> DomainError:
+    return DomainError("not_device_owner", _("Only the card's owner can pay with its credit."), 403)
 
 
 def create_quote(customer: Customer, device_text: str, plan_code: str) -> Quote:
@@ -104,9 +108,7 @@ def resolve_order(
     """The device, plan and price of a customer's order, checked (the payment method is
     payments' to check: payments/checkout.py)."""
     if customer is None and payment_method == BALANCE:
-        raise DomainError(
-            "not_device_owner", _("Only the card's owner can pay with its credit."), 403
-        )
+        raise _not_owner()
     if customer is None and quote_id is not None:
         raise _field_error("unknown_quote", _("There is no such quote."), "quote")
     device = rechargeable_device(device_text)
@@ -126,7 +128,8 @@ def place_balance_order(
 
     Runs in its own savepoint inside the caller's transaction: credit that cannot cover the
     price raises ``insufficient_balance`` (402) and leaves no order behind. Concurrent
-    orders queue on the credit account's row lock, so credit never goes below zero.
+    orders of one card queue on its row lock, and only the owner as of that lock may pay
+    (``not_device_owner``, 403); the credit never goes below zero.
     Automatic top-up calls this with ``channel="auto"``.
     """
     if plan.is_payg:
@@ -135,32 +138,20 @@ def place_balance_order(
             _("Credit cannot buy more credit. Please choose another payment method."),
             "payment_method",
         )
-    if device.owner_id is None or device.owner_id != customer.pk:
-        raise DomainError(
-            "not_device_owner",
-            _("Only the card's owner can pay with its credit."),
-            403,
-        )
     if plan.currency != device.credit_account.unit:
         raise _field_error("unknown_plan", _("There is no such plan."), "plan")
     price = plan.price if amount is None else amount
     now = timezone.now()
     with transaction.atomic():
-        # The lock order of every sale (orders/locking.py): the card, then its credit.
-        credit = lock_sale(device, credit_plan=False, accounts=[device.credit_account_id])[
-            device.credit_account_id
-        ]
-        order = Order.objects.create(
-            channel=channel,
-            status=OrderStatus.PAID,
-            device=device,
-            plan=plan,
-            customer=customer,
-            payment_method=BALANCE,
-            amount=price,
-            retail_amount=plan.price,
-            currency=plan.currency,
-            paid_at=now,
+        # The lock order of every sale (orders/locking.py): the card, then its credit. The
+        # card's row is locked here even when the sale does not change it, and its owner is
+        # read under that lock: ``device`` is the caller's earlier read, which an unbinding
+        # committed since may have made stale.
+        if lock_card(device) != customer.pk:
+            raise _not_owner()
+        credit = lock_accounts([device.credit_account_id])[device.credit_account_id]
+        order = create_order(
+            channel, device, plan, price, paid_at=now, customer=customer, payment_method=BALANCE
         )
         post(
             [

@@ -44,6 +44,19 @@ def changes_device(device: Device, *, credit_plan: bool) -> bool:
     return device.status == DeviceStatus.IN_STOCK or (credit_plan and not device.payg)
 
 
+def lock_card(device: Device) -> int | None:
+    """Step 2 of the lock order above, inside the caller's transaction: lock the card's row
+    and return its owner as of now (None: nobody's). A sale paid from the card's credit
+    takes it whether or not the sale changes the card, and checks the owner it returns: an
+    unbinding then either committed before (the order sees no owner) or waits for the sale."""
+    return (
+        Device.objects.filter(pk=device.pk)
+        .select_for_update(of=("self",))
+        .values_list("owner_id", flat=True)
+        .first()
+    )
+
+
 def lock_sale(
     device: Device, *, credit_plan: bool, accounts: Iterable[int] = ()
 ) -> dict[int, Account]:
@@ -51,7 +64,5 @@ def lock_sale(
     if this sale changes it, then the given bounded accounts in primary-key order. Returns
     the locked accounts by id (as :func:`~simtopup.ledger.actions.lock_accounts`)."""
     if changes_device(device, credit_plan=credit_plan):
-        Device.objects.filter(pk=device.pk).select_for_update(of=("self",)).values_list(
-            "pk", flat=True
-        ).first()
+        lock_card(device)
     return lock_accounts(accounts)

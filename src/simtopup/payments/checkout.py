@@ -15,6 +15,7 @@ from simtopup.accounts.models import Customer
 from simtopup.catalog.models import Plan
 from simtopup.core.errors import DomainError, FieldError
 from simtopup.devices.models import Device
+from simtopup.orders.actions import create_order
 from simtopup.orders.customer import (
     BALANCE,
     get_customer_order,
@@ -117,16 +118,8 @@ def place_order(
         assert customer is not None  # resolve_order refuses credit without a customer
         return place_balance_order(customer, device, plan, channel=channel, amount=amount)
     provider = provider_for(payment_method)
-    order = Order.objects.create(
-        channel=channel,
-        status=OrderStatus.AWAITING_PAYMENT,
-        device=device,
-        plan=plan,
-        customer=customer,
-        payment_method=payment_method,
-        amount=amount,
-        retail_amount=plan.price,
-        currency=plan.currency,
+    order = create_order(
+        channel, device, plan, amount, customer=customer, payment_method=payment_method
     )
     start_payment(
         order,

@@ -26,9 +26,9 @@ from simtopup.ledger.actions import Posting, open_account, post, system_account
 from simtopup.ledger.keys import order_id_of, order_key
 from simtopup.ledger.models import AccountKind, Transfer
 from simtopup.network.adapters import get_adapter
-from simtopup.orders.actions import complete, enqueue_fulfilment
+from simtopup.orders.actions import complete, create_order, enqueue_fulfilment
 from simtopup.orders.locking import lock_sale
-from simtopup.orders.models import Channel, Order, OrderStatus
+from simtopup.orders.models import Channel, Order
 from simtopup.orders.payers import Payer
 from simtopup.resellers.models import (
     ApiKey,
@@ -214,17 +214,14 @@ def place_reseller_topup(
     )
     try:
         with transaction.atomic():
-            order = Order.objects.create(
-                channel=Channel.RESELLER,
-                status=OrderStatus.PAID,
-                device=device,
-                plan=plan,
-                reseller=reseller,
-                reference=reference,
-                amount=amount,
-                retail_amount=plan.price,
-                currency=plan.currency,
+            order = create_order(
+                Channel.RESELLER,
+                device,
+                plan,
+                amount,
                 paid_at=now,
+                reseller_id=reseller.pk,
+                reference=reference,
             )
     except IntegrityError:
         raise DomainError(
