@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -486,10 +487,16 @@ def usage_devices(seeded: dict[str, Any], args: argparse.Namespace) -> list[str]
 def run_wrk(
     wrk: str, server: Server, seeded: dict[str, Any], workdir: Path, seconds: int, run_id: str
 ) -> dict[str, Any]:
+    env = topup_env(server, seeded, workdir, run_id)
+    return wrk_script(wrk, server, "topup.lua", env, seconds)
+
+
+def topup_env(server: Server, seeded: dict[str, Any], workdir: Path, run_id: str) -> dict[str, str]:
+    """The environment bench/topup.lua reads: the resellers' keys, the devices, the plan."""
     args = server.args
     devices_file = workdir / "devices.txt"
     devices_file.write_text("\n".join(topup_devices(seeded, args)) + "\n")
-    env = {
+    return {
         **os.environ,
         "BENCH_API_KEYS": ",".join(seeded["api_keys"]),
         "BENCH_DEVICES_FILE": str(devices_file),
@@ -497,21 +504,26 @@ def run_wrk(
         "BENCH_RUN_ID": run_id,
         "BENCH_THREADS": str(args.wrk_threads),
     }
-    return wrk_script(wrk, server, "topup.lua", env, seconds)
 
 
 def wrk_script(
-    wrk: str, server: Server, script: str, env: dict[str, str], seconds: int
+    wrk: str,
+    server: Server,
+    script: str,
+    env: dict[str, str],
+    seconds: int,
+    connections: int | None = None,
 ) -> dict[str, Any]:
-    """Run wrk with the Lua ``script`` of this folder against ``server`` for ``seconds``; the
-    script prints one ``BENCH_JSON {…}`` line, returned with the command that made it."""
+    """Run wrk with the Lua ``script`` of this folder against ``server`` for ``seconds``
+    (``connections``, default ``--connections``); the script prints one ``BENCH_JSON {…}``
+    line, returned with the command that made it."""
     args = server.args
     command = [
         wrk,
         "-t",
         str(args.wrk_threads),
         "-c",
-        str(args.connections),
+        str(connections or args.connections),
         "-d",
         f"{seconds}s",
         "--timeout",
@@ -1062,7 +1074,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry(main: Callable[[list[str]], int]) -> None:
+    """A bench script's ``__main__``: exit with ``main``'s status; a BenchError (1) or Ctrl-C
+    (130) ends it with one line instead of a traceback."""
     try:
         sys.exit(main(sys.argv[1:]))
     except BenchError as exc:
@@ -1071,3 +1085,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    entry(main)
