@@ -147,3 +147,41 @@ class FastSaleFallback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.count}"
+
+
+class PartnerCredential(models.Model):
+    """OAuth2 client credentials for the Airalo-compatible partner API (``/partner/v2/``,
+    resellers/partner_access.py). The client secret is shown once. It is kept twice: as a
+    SHA-256 to check the token request, and encrypted with a key derived from the
+    installation's SECRET_KEY, because the partner signs each top-up with it (HMAC, the
+    ``airalo-signature`` header) and checking an HMAC needs its key. The row is the audit
+    record: who made it and when, who revoked it and when."""
+
+    reseller = models.ForeignKey(
+        Reseller, on_delete=models.CASCADE, related_name="partner_credentials"
+    )
+    client_id = models.CharField(max_length=64, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    secret_encrypted = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.CharField(max_length=150, blank=True)
+
+    def __str__(self) -> str:
+        return f"partner client {self.client_id} of reseller {self.reseller_id}"
+
+
+class PartnerToken(models.Model):
+    """An access token the partner API issued for a credential (opaque; only its SHA-256 is
+    stored). It works until it expires or its credential is revoked."""
+
+    credential = models.ForeignKey(
+        PartnerCredential, on_delete=models.CASCADE, related_name="tokens"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"partner token {self.pk} of {self.credential_id}"

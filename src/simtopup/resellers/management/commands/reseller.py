@@ -1,4 +1,4 @@
-"""`simtopup reseller create|credit|suspend|reinstate|list|key|staff`."""
+"""`simtopup reseller create|credit|suspend|reinstate|list|key|oauth|staff`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from simtopup.resellers.actions import (
     suspend,
     validate_webhook_url,
 )
-from simtopup.resellers.models import MemberRole, Reseller, ResellerMember
+from simtopup.resellers.models import MemberRole, PartnerCredential, Reseller, ResellerMember
+from simtopup.resellers.partner_access import create_credential, revoke_credential
 
 
 class Command(BaseCommand):
@@ -59,6 +60,16 @@ class Command(BaseCommand):
         key.add_argument("key_action", choices=["create", "revoke"])
         key.add_argument("id", type=int, help="reseller id (create) or key id (revoke)")
         key.add_argument("--name", default="")
+        oauth = sub.add_parser(
+            "oauth",
+            help="client credentials of the Airalo-compatible partner API (/partner/v2/): "
+            "create one (prints client_id and client_secret, the secret shown once), "
+            "revoke one, list them",
+        )
+        oauth.add_argument("oauth_action", choices=["create", "revoke", "list"])
+        oauth.add_argument(
+            "target", nargs="?", default="", help="reseller id (create, list) or client_id (revoke)"
+        )
         staff = sub.add_parser(
             "staff",
             help="reseller portal logins: add one (prints a temporary password, shown once), "
@@ -150,6 +161,38 @@ class Command(BaseCommand):
                 raise CommandError(f"no active API key with id {id}")
             self.stdout.write(json.dumps({"key_id": id, "revoked": True}))
 
+    def do_oauth(self, oauth_action: str, target: str, **_: Any) -> None:
+        actor = _actor()
+        if oauth_action == "revoke":
+            if not target or not revoke_credential(target, actor):
+                raise CommandError(f"no active partner credential with client_id {target!r}")
+            self.stdout.write(json.dumps({"client_id": target, "revoked": True}))
+            return
+        if oauth_action == "list":
+            rows = PartnerCredential.objects.order_by("pk")
+            if target:
+                rows = rows.filter(reseller_id=_reseller_id(target))
+            for c in rows:
+                self.stdout.write(
+                    json.dumps(
+                        {
+                            "reseller_id": c.reseller_id,
+                            "client_id": c.client_id,
+                            "created_at": c.created_at.isoformat(),
+                            "created_by": c.created_by,
+                            "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+                            "revoked_by": c.revoked_by or None,
+                        }
+                    )
+                )
+            return
+        if not target:
+            raise CommandError("give the reseller id")
+        made = create_credential(self._reseller(_reseller_id(target)), actor)
+        self.stdout.write(
+            json.dumps({"client_id": made.client_id, "client_secret": made.client_secret})
+        )
+
     def do_staff(self, staff_action: str, id: int | None, email: str, role: str, **_: Any) -> None:
         from urllib.parse import urljoin
 
@@ -203,3 +246,20 @@ class Command(BaseCommand):
                 }
             )
         )
+
+
+def _reseller_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise CommandError(f"a reseller id is a number, not {text!r}") from None
+
+
+def _actor() -> str:
+    """Who ran the command, for the audit: the operating-system user."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
