@@ -33,7 +33,7 @@ from django.utils.translation import gettext_lazy as _
 from simtopup.accounts import ratelimit
 from simtopup.accounts.models import AppToken, Customer, IdentityKind, LoginCode
 from simtopup.accounts.tokens import issue_token
-from simtopup.core.errors import DomainError, FieldError
+from simtopup.core.errors import DomainError, FieldError, field_error
 from simtopup.notifications.actions import send_now
 
 logger = logging.getLogger(__name__)
@@ -55,23 +55,19 @@ class Identity:
         return "sms" if self.kind == IdentityKind.PHONE else "email"
 
 
-def _field_error(code: str, message: object, field: str) -> DomainError:
-    return DomainError(code, message, 422, errors=[FieldError(field, code, message)])  # type: ignore[arg-type]
-
-
 def parse_phone(text: str) -> str:
     """E.164 of a valid phone number; numbers without ``+`` are read in the default region."""
     message = _("Enter a valid mobile phone number, e.g. +86 138 0013 8000.")
     if len(text) > 40:
-        raise _field_error("invalid_phone", message, "phone")
+        raise field_error("invalid_phone", message, "phone")
     try:
         number = phonenumbers.parse(text, settings.PHONE_DEFAULT_REGION)
     except phonenumbers.NumberParseException:
-        raise _field_error("invalid_phone", message, "phone") from None
+        raise field_error("invalid_phone", message, "phone") from None
     if not phonenumbers.is_valid_number(number):
-        raise _field_error("invalid_phone", message, "phone")
+        raise field_error("invalid_phone", message, "phone")
     if phonenumbers.number_type(number) not in SMS_CAPABLE:
-        raise _field_error(
+        raise field_error(
             "invalid_phone", _("Enter a mobile phone number: codes are sent by SMS."), "phone"
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
@@ -84,7 +80,7 @@ def parse_email(text: str) -> str:
             raise ValidationError("too long")
         validate_email(value)
     except ValidationError:
-        raise _field_error("invalid_email", _("Enter a valid email address."), "email") from None
+        raise field_error("invalid_email", _("Enter a valid email address."), "email") from None
     return value
 
 
@@ -165,9 +161,7 @@ def _invalid_code() -> DomainError:
     message = _(
         "The code is wrong or has expired. Check the latest message we sent, or ask for a new code."
     )
-    return DomainError(
-        "invalid_code", message, 422, errors=[FieldError("code", "invalid_code", message)]
-    )
+    return field_error("invalid_code", message, "code")
 
 
 def exchange_code(

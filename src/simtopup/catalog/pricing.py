@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.catalog.models import PaygTariff, Plan
-from simtopup.core.errors import DomainError, FieldError
+from simtopup.core.errors import field_error
 
 
 def get_plan(code: str, currency: str | None = None) -> Plan:
@@ -22,12 +22,7 @@ def get_plan(code: str, currency: str | None = None) -> Plan:
         plans = plans.filter(currency=currency)
     plan = plans.first()
     if plan is None:
-        raise DomainError(
-            "unknown_plan",
-            _("There is no such plan."),
-            422,
-            errors=[FieldError("plan", "unknown_plan", _("There is no such plan."))],
-        )
+        raise field_error("unknown_plan", _("There is no such plan."), "plan")
     return plan
 
 

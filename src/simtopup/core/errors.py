@@ -30,3 +30,9 @@ class DomainError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+def field_error(code: str, message: str | Promise, field: str, status: int = 422) -> DomainError:
+    """A refusal of one input field: the problem and the field carry the same code and
+    message (the API lists it under ``errors``, the website shows it next to the field)."""
+    return DomainError(code, message, status, errors=[FieldError(field, code, message)])

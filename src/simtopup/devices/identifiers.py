@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from stdnum import luhn
 from stdnum.iso7064 import mod_97_10
 
-from simtopup.core.errors import DomainError, FieldError
+from simtopup.core.errors import field_error
 from simtopup.devices.models import Device
 
 _SEPARATORS = re.compile(r"[\s\-]+")
@@ -37,10 +37,6 @@ class Parsed:
     kind: IdentifierKind | None  # None: digits of no known shape (may still be a serial)
     value: str  # normalised form
     check_ok: bool
-
-
-def _error(code: str, message: object, field: str, status: int = 422) -> DomainError:
-    return DomainError(code, message, status, errors=[FieldError(field, code, message)])  # type: ignore[arg-type]
 
 
 def normalise_digits(raw: str) -> str:
@@ -80,9 +76,11 @@ def find_device(raw: str, *, field: str = "device", for_update: bool = False) ->
     Does not check whether the device may be recharged: see :func:`rechargeable_device`.
     """
     if not isinstance(raw, str) or not raw.strip():
-        raise _error("invalid_identifier", _("Enter the device ID printed on the card."), field)
+        raise field_error(
+            "invalid_identifier", _("Enter the device ID printed on the card."), field
+        )
     if len(raw) > MAX_IDENTIFIER_LENGTH * 2:
-        raise _error("invalid_identifier", _("This is not a device ID we recognise."), field)
+        raise field_error("invalid_identifier", _("This is not a device ID we recognise."), field)
     stripped = raw.strip()
     digits = normalise_digits(stripped)
     query = Q(serial=stripped)
@@ -96,7 +94,7 @@ def find_device(raw: str, *, field: str = "device", for_update: bool = False) ->
         return device
     parsed = parse(stripped)
     if parsed.kind is None:
-        raise _error(
+        raise field_error(
             "invalid_identifier",
             _(
                 "This is not a device ID we recognise. It should be the IMEI (15 digits), "
@@ -106,7 +104,7 @@ def find_device(raw: str, *, field: str = "device", for_update: bool = False) ->
             field,
         )
     if not parsed.check_ok:
-        raise _error(
+        raise field_error(
             "check_digit_mismatch",
             _(
                 "This looks like an %(kind)s, but %(check)s does not match. Please re-read "
@@ -115,7 +113,7 @@ def find_device(raw: str, *, field: str = "device", for_update: bool = False) ->
             % {"kind": parsed.kind.value.upper(), "check": CHECK_NAMES[parsed.kind]},
             field,
         )
-    raise _error(
+    raise field_error(
         "unknown_device",
         _("This %(kind)s is valid, but it is not one of our cards. Please check the number.")
         % {"kind": parsed.kind.value.upper()},
@@ -126,7 +124,7 @@ def find_device(raw: str, *, field: str = "device", for_update: bool = False) ->
 def rechargeable_device(raw: str, *, field: str = "device") -> Device:
     device = find_device(raw, field=field)
     if not device.rechargeable:
-        raise _error(
+        raise field_error(
             "device_not_rechargeable",
             _(
                 "This card is suspended or retired and cannot be topped up. Please contact customer service."

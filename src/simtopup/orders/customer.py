@@ -21,7 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from simtopup.accounts.models import Customer
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
-from simtopup.core.errors import DomainError, FieldError
+from simtopup.core.errors import DomainError, field_error
 from simtopup.devices.identifiers import rechargeable_device
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import Posting, lock_accounts, post, system_account
@@ -33,10 +33,6 @@ from simtopup.orders.models import Channel, Order, Quote
 # The payment method "the card's credit" (beside the providers' METHODS): one name for
 # every door.
 BALANCE = "balance"
-
-
-def _field_error(code: str, message: object, field: str, status: int = 422) -> DomainError:
-    return DomainError(code, message, status, errors=[FieldError(field, code, message)])  # type: ignore[arg-type]
 
 
 def _not_owner() -> DomainError:
@@ -83,13 +79,11 @@ def order_amount(
 def _quoted_amount(customer: Customer, quote_id: int, device: Device, plan: Plan) -> int:
     quote = Quote.objects.filter(pk=quote_id, customer=customer).first()
     if quote is None:
-        raise _field_error("unknown_quote", _("There is no such quote."), "quote")
+        raise field_error("unknown_quote", _("There is no such quote."), "quote")
     if quote.device_id != device.pk or quote.plan_id != plan.pk:
-        raise _field_error(
-            "quote_mismatch", _("This quote is for another device or plan."), "quote"
-        )
+        raise field_error("quote_mismatch", _("This quote is for another device or plan."), "quote")
     if quote.expires_at <= timezone.now():
-        raise _field_error(
+        raise field_error(
             "quote_expired",
             _("This price confirmation has expired. Please confirm the order again."),
             "quote",
@@ -110,7 +104,7 @@ def resolve_order(
     if customer is None and payment_method == BALANCE:
         raise _not_owner()
     if customer is None and quote_id is not None:
-        raise _field_error("unknown_quote", _("There is no such quote."), "quote")
+        raise field_error("unknown_quote", _("There is no such quote."), "quote")
     device = rechargeable_device(device_text)
     plan = get_plan(plan_code, settings.CURRENCY)
     amount = order_amount(customer, device, plan, quote_id=quote_id, confirmed=confirmed)
@@ -133,13 +127,13 @@ def place_balance_order(
     Automatic top-up calls this with ``channel="auto"``.
     """
     if plan.is_payg:
-        raise _field_error(
+        raise field_error(
             "payment_method_not_allowed",
             _("Credit cannot buy more credit. Please choose another payment method."),
             "payment_method",
         )
     if plan.currency != device.credit_account.unit:
-        raise _field_error("unknown_plan", _("There is no such plan."), "plan")
+        raise field_error("unknown_plan", _("There is no such plan."), "plan")
     price = plan.price if amount is None else amount
     now = timezone.now()
     with transaction.atomic():

@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 
 from simtopup.accounts.models import Customer
 from simtopup.catalog.models import Plan
-from simtopup.core.errors import DomainError, FieldError
+from simtopup.core.errors import DomainError
 from simtopup.devices.models import Device
 from simtopup.orders.actions import create_order
 from simtopup.orders.customer import (
@@ -29,7 +29,7 @@ from simtopup.payments.actions import (
     prepare_payment,
     start_payment,
 )
-from simtopup.payments.providers.base import METHODS
+from simtopup.payments.providers.base import Provider
 from simtopup.payments.registry import provider_for
 
 
@@ -40,16 +40,14 @@ def _resolve(
     payment_method: str,
     quote_id: int | None,
     confirmed: tuple[int, str] | None = None,
-) -> tuple[Device, Plan, int]:
-    if payment_method != BALANCE and payment_method not in METHODS:
-        message = _("This payment method is not available.")
-        raise DomainError(
-            "payment_method_unavailable",
-            message,
-            422,
-            errors=[FieldError("payment_method", "payment_method_unavailable", message)],
-        )
-    return resolve_order(customer, device_text, plan_code, payment_method, quote_id, confirmed)
+) -> tuple[Device, Plan, int, Provider | None]:
+    """The provider that takes ``payment_method`` now (None: the card's credit; checked
+    first), and the order's device, plan and price (orders' rules)."""
+    provider = None if payment_method == BALANCE else provider_for(payment_method)
+    device, plan, amount = resolve_order(
+        customer, device_text, plan_code, payment_method, quote_id, confirmed
+    )
+    return device, plan, amount, provider
 
 
 def _language(customer: Customer | None) -> str:
@@ -80,13 +78,13 @@ def prepare_order(
     """Before :func:`place_order`'s transaction, outside it: check the request and, for
     card / Alipay / WeChat Pay, have the provider create the payment now, so that no
     database lock waits on the provider. Raises the same errors as :func:`place_order`."""
-    device, plan, amount = _resolve(
+    device, plan, amount, provider = _resolve(
         customer, device_text, plan_code, payment_method, quote_id, confirmed
     )
-    if payment_method == BALANCE:
+    if provider is None:
         return None
     return prepare_payment(
-        provider_for(payment_method),
+        provider,
         payment_method,
         amount,
         plan.currency,
@@ -111,13 +109,12 @@ def place_order(
     """Place an order in the caller's transaction. ``balance`` settles at once; the other
     methods leave the order ``awaiting_payment`` with a payment whose next action (checkout
     URL or QR code) the payer follows — the one :func:`prepare_order` got, if given."""
-    device, plan, amount = _resolve(
+    device, plan, amount, provider = _resolve(
         customer, device_text, plan_code, payment_method, quote_id, confirmed
     )
-    if payment_method == BALANCE:
+    if provider is None:
         assert customer is not None  # resolve_order refuses credit without a customer
         return place_balance_order(customer, device, plan, channel=channel, amount=amount)
-    provider = provider_for(payment_method)
     order = create_order(
         channel, device, plan, amount, customer=customer, payment_method=payment_method
     )

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
-from simtopup.core.errors import DomainError, FieldError
+from simtopup.core.errors import field_error
 from simtopup.payments.providers.base import METHODS, Provider
 
 PROVIDER_CLASSES = {
@@ -50,16 +50,9 @@ def provider_for(method: str) -> Provider:
     """The provider that takes payments by ``method`` now; a 422 if none can."""
     provider = get_provider(route(method)) if method in METHODS else None
     if provider is None or method not in provider.methods:
-        raise DomainError(
+        raise field_error(
             "payment_method_unavailable",
             _("This payment method is not available."),
-            422,
-            errors=[
-                FieldError(
-                    "payment_method",
-                    "payment_method_unavailable",
-                    _("This payment method is not available."),
-                )
-            ],
+            "payment_method",
         )
     return provider

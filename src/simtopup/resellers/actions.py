@@ -14,11 +14,12 @@ from django.core.validators import URLValidator, validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
-from simtopup.core.errors import DomainError, FieldError
+from simtopup.core.errors import DomainError, field_error
 from simtopup.core.money import exponent
 from simtopup.devices.identifiers import rechargeable_device
 from simtopup.devices.models import Device
@@ -308,12 +309,7 @@ def add_member(
     try:
         validate_email(email)
     except ValidationError:
-        raise DomainError(
-            "invalid_email",
-            _("Enter a valid email address."),
-            422,
-            errors=[FieldError("email", "invalid_email", _("Enter a valid email address."))],
-        ) from None
+        raise field_error("invalid_email", _("Enter a valid email address."), "email") from None
     if role not in MemberRole.values:
         raise DomainError("invalid_role", _("The role must be owner or clerk."), 422)
     password = _temporary_password()
@@ -327,17 +323,11 @@ def add_member(
                 user=user, reseller=reseller, role=role, must_change_password=True
             )
     except IntegrityError:
-        raise DomainError(
+        raise field_error(
             "member_exists",
             _("Somebody with this email address can already log in."),
+            "email",
             409,
-            errors=[
-                FieldError(
-                    "email",
-                    "member_exists",
-                    _("Somebody with this email address can already log in."),
-                )
-            ],
         ) from None
     return member, password
 
@@ -361,13 +351,8 @@ def password_changed(member: ResellerMember) -> None:
 _url_shape = URLValidator(schemes=["http", "https"])
 
 
-def _webhook_error(message: object) -> DomainError:
-    return DomainError(
-        "invalid_webhook_url",
-        message,  # type: ignore[arg-type]
-        422,
-        errors=[FieldError("webhook_url", "invalid_webhook_url", message)],  # type: ignore[arg-type]
-    )
+def _webhook_error(message: str | Promise) -> DomainError:
+    return field_error("invalid_webhook_url", message, "webhook_url")
 
 
 def validate_webhook_url(url: str) -> str:
