@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -70,6 +70,28 @@ def new_reference() -> str:
     """Our merchant reference: 28 characters of [a-z0-9_], fine for every provider (WeChat
     Pay allows at most 32)."""
     return "pay_" + secrets.token_hex(12)
+
+
+def _move_clearing(payment: Payment, leg: Literal["capture", "refund"], memo: str) -> None:
+    """A payment's money between the provider and orders (the module's "Money" above), in
+    the caller's transaction: a capture moves its amount from ``gateway_clearing`` into
+    ``order_clearing``, a refund back; the transfer is ``payment_<leg>``, once per payment
+    under the key ``payment:<id>:<leg>``."""
+    gateway = system_account("gateway_clearing", payment.currency)
+    orders = system_account("order_clearing", payment.currency)
+    source, destination = (gateway, orders) if leg == "capture" else (orders, gateway)
+    post(
+        [
+            Posting(
+                source,
+                destination,
+                payment.amount,
+                f"payment_{leg}",
+                f"payment:{payment.pk}:{leg}",
+                memo,
+            )
+        ]
+    )
 
 
 # --- starting -----------------------------------------------------------------------------
@@ -380,17 +402,8 @@ def apply_success(
     if won != 1:
         return EventOutcome.ALREADY_APPLIED, ""
     payment.status, payment.captured_at = PaymentStatus.SUCCEEDED, now
-    post(
-        [
-            Posting(
-                system_account("gateway_clearing", payment.currency),
-                system_account("order_clearing", payment.currency),
-                payment.amount,
-                "payment_capture",
-                f"payment:{payment.pk}:capture",
-                f"{payment.provider} {payment.reference} for order {payment.order_id}",
-            )
-        ]
+    _move_clearing(
+        payment, "capture", f"{payment.provider} {payment.reference} for order {payment.order_id}"
     )
     order = Order.objects.select_related("plan", "device").get(pk=payment.order_id)
     paid = Order.objects.filter(pk=order.pk, status=OrderStatus.AWAITING_PAYMENT).update(
@@ -520,17 +533,8 @@ def _start_refund(payment: Payment, reason: str) -> Refund | None:
         reason=reason[:40],
         next_attempt_at=now,
     )
-    post(
-        [
-            Posting(
-                system_account("order_clearing", payment.currency),
-                system_account("gateway_clearing", payment.currency),
-                payment.amount,
-                "payment_refund",
-                f"payment:{payment.pk}:refund",
-                f"refund {refund.reference} of order {payment.order_id} ({reason})",
-            )
-        ]
+    _move_clearing(
+        payment, "refund", f"refund {refund.reference} of order {payment.order_id} ({reason})"
     )
     # The task row commits with the refund (no refund without its trigger); the janitor
     # retries whatever is still pending.
