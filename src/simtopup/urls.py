@@ -23,6 +23,8 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
+    # The Airalo-compatible partner API, in Airalo's shapes (partner/, docs/api.md).
+    path("partner/", include("simtopup.partner.urls")),
     path("", include("simtopup.web.urls")),
     path("", include("simtopup.payments.urls")),
     # The return URL of every payment (payments/actions.py): a page, so the website's.
