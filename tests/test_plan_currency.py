@@ -1,6 +1,7 @@
 """One rule, ``catalog.pricing.get_plan(code, currency)``: a plan sold in another currency than
 the seller's is not for sale at all — ``unknown_plan`` on the plan field — for a reseller's API
-sale, the reseller portal's confirmation and a customer's order alike."""
+sale, the reseller portal's confirmation, a customer's order and an automatic top-up rule
+alike."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError
 from simtopup.orders.models import Order
 from simtopup.resellers.actions import create_reseller
+from simtopup.usage.autotopup import set_rule
+from simtopup.usage.models import AutoTopupRule
 from tests.agent_support import log_in, make_staff
 from tests.payments_support import app, make_customer, post_json, sandbox_direct
 from tests.support import GB, Actors, float_of, iccid, reseller_client
@@ -102,3 +105,16 @@ def test_a_customer_cannot_order_a_plan_in_another_currency(
     assert response.status_code == 422, response.content
     assert response.json()["code"] == "unknown_plan"
     assert not Order.objects.exists()
+
+
+def test_an_automatic_top_up_rule_cannot_buy_a_plan_in_another_currency(
+    actors: Actors, hkd_plan: Plan
+) -> None:
+    _token, ann = make_customer("+8613700000002")
+    with pytest.raises(DomainError) as refused:
+        set_rule(ann, actors.device, enabled=True, threshold_bytes=GB, plan_code=hkd_plan.code)
+    assert (refused.value.code, [e.field for e in refused.value.errors]) == (
+        "unknown_plan",
+        ["plan"],
+    )
+    assert not AutoTopupRule.objects.exists()

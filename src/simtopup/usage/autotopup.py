@@ -58,7 +58,7 @@ def set_rule(
             422,
             [FieldError("threshold_bytes", "invalid_threshold", _("Choose a threshold in bytes."))],
         )
-    plan = get_plan(plan_code)
+    plan = get_plan(plan_code, device.credit_account.unit)
     if plan.is_payg:
         raise DomainError(
             "plan_not_allowed",
@@ -66,8 +66,6 @@ def set_rule(
             422,
             [FieldError("plan", "plan_not_allowed", _("Choose a daily or monthly pass."))],
         )
-    if plan.currency != device.credit_account.unit:
-        raise DomainError("unknown_plan", _("There is no such plan."), 422)
     with transaction.atomic():
         rule, _created = AutoTopupRule.objects.update_or_create(
             device=device,
