@@ -111,6 +111,8 @@ def test_the_official_sdk_sells_a_topup_and_reads_the_card(sdk_url: str) -> None
     assert bought["package"]["id"] == "day-1g"
     assert bought["package"]["net_price"] == 4.6
 
+    # A card that is not ours: Airalo's 404, which the SDK reports as no data.
+    assert airalo.sim_usage(iccid(999)) is None
     # A card number with a wrong check digit: refused, nothing charged.
     with pytest.raises(APIError) as bad:
         airalo.topup("day-1g", bad_check_digit(iccid(9)))
@@ -478,6 +480,21 @@ def test_other_paths_and_methods_answer_in_airalos_shape(alice_partner: Partner)
     assert wrong.status_code == 405
     assert wrong["Allow"] == "POST"
     assert wrong.json()["data"] == []
+
+
+def test_a_crash_in_a_middleware_layer_answers_in_airalos_shape(
+    alice_partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("django.middleware.locale.LocaleMiddleware.process_request", crash)
+    response = Client(raise_request_exception=False).get(
+        BASE + "packages", headers=alice_partner.headers()
+    )
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == 53
 
 
 def test_a_crash_answers_airalos_unexpected_error(

@@ -83,6 +83,18 @@ def unexpected(status: int = 500) -> HttpResponse:
     )
 
 
+def for_exception(request: HttpRequest, exc: BaseException | None) -> HttpResponse:
+    """The answer to an exception no view caught (the root URLconf's handler500 asks, for a
+    crash in a middleware layer under /partner/): 503 while the database is out of reach,
+    else 500, in Airalo's shape."""
+    if exc is not None and database_unavailable(exc):
+        response = unexpected(503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        note_unavailable(request, exc, response)
+        return response
+    return unexpected()
+
+
 def english(exc: DomainError) -> str:
     with translation.override("en"):
         return str(exc.message)
@@ -128,13 +140,9 @@ def endpoint(*methods: str) -> Callable[[View], View]:
                 with translation.override("en"):
                     return view(request, *args, **kwargs)
             except Exception as exc:
-                if database_unavailable(exc):
-                    response = unexpected(503)
-                    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-                    note_unavailable(request, exc, response)
-                    return response
-                logger.exception("partner API %s %s failed", request.method, request.path)
-                return unexpected()
+                if not database_unavailable(exc):
+                    logger.exception("partner API %s %s failed", request.method, request.path)
+                return for_exception(request, exc)
 
         return csrf_exempt(run)
 
