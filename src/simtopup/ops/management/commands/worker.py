@@ -42,6 +42,10 @@ slowly — each delivery is cut off at its deadline, ``SIMTOPUP_WEBHOOK_TIMEOUT_
 keeps a lane thread busy, never payments or fulfilment. The lane threads ride out a lost
 database like the main loop (their own backoff; the delivery they were running goes back to
 the queue). ``--once`` runs the lane's work after the main queue's, in the same thread.
+
+Idle, the main loop polls every ``--poll`` seconds; on PostgreSQL it is woken as soon as a
+task is queued (the task bell, ops/bell.py: a trigger's NOTIFY at commit), so a payment's
+two queue hops (notification, fulfilment) add no polling delay to "paid → credited".
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
+from simtopup.ops.bell import TaskBell
 from simtopup.ops.checks import refuse_unsafe_start
 from simtopup.ops.janitor import run_janitor
 from simtopup.resellers.webhooks import WEBHOOK_QUEUE, deliver_due
@@ -344,6 +349,9 @@ class Command(BaseCommand):
             lane = WebhookLane(max(1, settings.WEBHOOK_WORKERS), poll, worker_id)
             lane.start()
             logger.info("worker started (pid %s)", os.getpid())
+        # Idle, the main loop waits for the task bell (PostgreSQL: woken as a task is queued;
+        # ops/bell.py) for at most ``poll`` seconds.
+        bell = TaskBell(ignore=frozenset({WEBHOOK_QUEUE}))
         next_janitor = 0.0
         failures = 0  # consecutive passes lost to the database: the backoff's position
         while self.running:
@@ -368,7 +376,8 @@ class Command(BaseCommand):
                 queue_worker(worker_id, webhooks=True).run()
                 break
             if worker._run_tasks == before:
-                time.sleep(poll)
+                bell.wait(poll)
+        bell.close()
         if lane is not None:
             lane.stop(settings.WEBHOOK_TIMEOUT_SECONDS + 5)
         logger.info("worker stopped")
