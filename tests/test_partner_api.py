@@ -8,6 +8,7 @@ refusal, and hold a partner sale equal to a ``/reseller/v1/topups`` sale, ledger
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,8 +16,9 @@ from airalo import Airalo
 from airalo.constants.api_constants import ApiConstants
 from airalo.exceptions.airalo_exception import AiraloException, APIError
 from airalo.helpers.signature import Signature
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import DeviceStatus
@@ -228,6 +230,24 @@ def test_calls_without_a_live_token_are_401(actors: Actors, alice_partner: Partn
         assert response.json()["data"] == []
         assert "Authentication failed" in response.json()["meta"]["message"]
     assert alice_partner.get("packages", include="topup").status_code == 200
+
+
+def test_an_expired_token_is_401_and_goes_with_the_next_one(
+    actors: Actors, alice_partner: Partner
+) -> None:
+    PartnerToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert alice_partner.get("packages", include="topup").status_code == 401
+    alice_partner.token = get_token(alice_partner.client, **alice_partner.creds)
+    assert alice_partner.get("packages", include="topup").status_code == 200
+    assert PartnerToken.objects.count() == 1
+
+
+def test_the_cli_refuses_an_unknown_reseller_or_client(db: None) -> None:
+    with pytest.raises(CommandError, match="no reseller"):
+        call_command("reseller", "oauth", "create", "999")
+    with pytest.raises(CommandError, match="no active partner credential"):
+        call_command("reseller", "oauth", "revoke", "nope")
+    assert PartnerCredential.objects.count() == 0
 
 
 def test_revoking_credentials_ends_their_tokens_at_once(

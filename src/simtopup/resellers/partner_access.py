@@ -94,10 +94,11 @@ def issue_token(client_id: str, client_secret: str) -> tuple[str, int] | None:
     ):
         return None
     token = secrets.token_urlsafe(40)
+    now = timezone.now()
+    # This credential's expired tokens go as it gets a new one: the table stays small.
+    PartnerToken.objects.filter(credential=credential, expires_at__lte=now).delete()
     PartnerToken.objects.create(
-        credential=credential,
-        token_hash=_sha256(token),
-        expires_at=timezone.now() + TOKEN_LIFETIME,
+        credential=credential, token_hash=_sha256(token), expires_at=now + TOKEN_LIFETIME
     )
     return token, int(TOKEN_LIFETIME.total_seconds())
 
