@@ -7,7 +7,8 @@ as a deadlock's victim):
 1. the row that starts it: an automatic top-up rule (``usage.autotopup``), an order's own
    row (every order transition is a compare-and-swap on it, taken first);
 2. the card's device row, when the sale changes it — a first sale activates the card, a
-   credit (pay-per-use) plan switches it to pay-per-use;
+   credit (pay-per-use) plan switches it to pay-per-use — or is paid from the card's credit,
+   which only the owner as of that lock may spend (:func:`lock_card`);
 3. bounded ledger accounts that already exist — reseller float, card credit, data
    bundles — in primary-key order (:func:`simtopup.ledger.actions.lock_accounts`, and
    ``lock_balances`` for usage batches, which never touch device rows). An account created
