@@ -452,9 +452,10 @@ def test_packages_filter_and_paginate_like_airalos(alice_partner: Partner) -> No
         == []
     )
     assert alice_partner.get("packages", include="topup", page="2").json()["data"] == []
-    bad = alice_partner.get("packages", include="topup", limit="x")
-    assert bad.status_code == 422
-    assert set(bad.json()["data"]) == {"limit"}
+    for limit in ("x", "0", "²", "9" * 20):
+        bad = alice_partner.get("packages", include="topup", limit=limit)
+        assert bad.status_code == 422
+        assert set(bad.json()["data"]) == {"limit"}
 
 
 def test_prices_follow_the_resellers_own_price_list(actors: Actors) -> None:
@@ -467,9 +468,10 @@ def test_prices_follow_the_resellers_own_price_list(actors: Actors) -> None:
     assert day["price"] == day["net_price"] == 5
 
 
-def test_a_card_not_in_inventory_is_not_found(alice_partner: Partner) -> None:
+@pytest.mark.parametrize("card", [iccid(999), "89%00", "x" * 300])
+def test_a_card_not_in_inventory_is_not_found(alice_partner: Partner, card: str) -> None:
     for path in ("usage", "packages", "topups"):
-        response = alice_partner.get(f"sims/{iccid(999)}/{path}")
+        response = alice_partner.get(f"sims/{card}/{path}")
         assert response.status_code == 404
         assert response.json() == {
             "data": [],

@@ -95,7 +95,9 @@ def _plans(reseller: Reseller) -> list[dict[str, Any]]:
 def _positive(text: str | None, default: int) -> int | None:
     if text is None or text == "":
         return default
-    return int(text) if text.isdigit() and 0 < int(text) < 10**6 else None
+    if not (text.isascii() and text.isdigit()) or len(text) > 6:
+        return None
+    return int(text) if int(text) > 0 else None
 
 
 @r.endpoint("GET")
@@ -250,6 +252,8 @@ def submit_topup(request: HttpRequest) -> HttpResponse:
 
 
 def _card(iccid: str) -> Device | HttpResponse:
+    if "\x00" in iccid:  # no card has one, and PostgreSQL refuses it in a query
+        return r.not_found()
     try:
         return find_device(iccid, field="iccid")
     except DomainError:
@@ -262,6 +266,8 @@ def sim_topups(request: HttpRequest, iccid: str) -> HttpResponse:
     partner = _partner(request)
     if isinstance(partner, HttpResponse):
         return partner
+    if "\x00" in iccid:
+        return r.not_found()
     try:
         rechargeable_device(iccid, field="iccid")
     except DomainError as exc:
