@@ -32,7 +32,15 @@ class DomainError(Exception):
         return f"{self.code}: {self.message}"
 
 
-def field_error(code: str, message: str | Promise, field: str, status: int = 422) -> DomainError:
+def field_error(
+    code: str,
+    message: str | Promise,
+    field: str,
+    status: int = 422,
+    headers: dict[str, str] | None = None,
+) -> DomainError:
     """A refusal of one input field: the problem and the field carry the same code and
     message (the API lists it under ``errors``, the website shows it next to the field)."""
-    return DomainError(code, message, status, errors=[FieldError(field, code, message)])
+    return DomainError(
+        code, message, status, errors=[FieldError(field, code, message)], headers=headers or {}
+    )

@@ -40,7 +40,7 @@ from django.utils.translation import ngettext
 
 from simtopup.accounts import ratelimit
 from simtopup.accounts.models import Customer
-from simtopup.core.errors import DomainError, FieldError
+from simtopup.core.errors import DomainError, field_error
 from simtopup.devices.identifiers import find_device
 from simtopup.devices.models import Device, DeviceKind
 
@@ -194,9 +194,7 @@ def _proof_required() -> DomainError:
     message = _(
         "Enter the binding PIN printed with the card (for an eSIM, its activation code also works)."
     )
-    return DomainError(
-        "proof_required", message, 422, errors=[FieldError("proof", "proof_required", message)]
-    )
+    return field_error("proof_required", message, "proof")
 
 
 def _proof_unavailable() -> DomainError:
@@ -204,12 +202,7 @@ def _proof_unavailable() -> DomainError:
         "This card has no binding PIN, so it cannot be added to an account here. Please "
         "contact the shop that sold it, or customer service."
     )
-    return DomainError(
-        "proof_unavailable",
-        message,
-        409,
-        errors=[FieldError("device", "proof_unavailable", message)],
-    )
+    return field_error("proof_unavailable", message, "device", 409)
 
 
 def _invalid_proof() -> DomainError:
@@ -217,9 +210,7 @@ def _invalid_proof() -> DomainError:
         "This PIN or activation code does not match the card. Check the card's packaging "
         "and try again."
     )
-    return DomainError(
-        "invalid_proof", message, 422, errors=[FieldError("proof", "invalid_proof", message)]
-    )
+    return field_error("invalid_proof", message, "proof")
 
 
 def _too_many_proofs(retry_after: int) -> DomainError:
@@ -229,12 +220,8 @@ def _too_many_proofs(retry_after: int) -> DomainError:
         "Too many wrong PINs or activation codes. Please try again in %(minutes)d minutes.",
         minutes,
     ) % {"minutes": minutes}
-    return DomainError(
-        "too_many_requests",
-        message,
-        429,
-        errors=[FieldError("proof", "too_many_requests", message)],
-        headers={"Retry-After": str(retry_after)},
+    return field_error(
+        "too_many_requests", message, "proof", 429, headers={"Retry-After": str(retry_after)}
     )
 
 
@@ -309,12 +296,7 @@ def bind_device(
         "This card is already in another account. If it is yours, ask its current holder to "
         "remove it, or contact customer service."
     )
-    raise DomainError(
-        "device_bound_elsewhere",
-        message,
-        409,
-        errors=[FieldError("device", "device_bound_elsewhere", message)],
-    )
+    raise field_error("device_bound_elsewhere", message, "device", 409)
 
 
 def _already_mine(customer: Customer, device: Device, nickname: str) -> Device:

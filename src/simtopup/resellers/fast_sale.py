@@ -226,7 +226,8 @@ BEGIN
                       ELSE v_order::text END;
   v_receipt := 'R' || left(v_number, 8) || '-' || substr(v_number, 9) || '-'
                || simtopup_luhn_check_digit(v_number);
-  -- resellers.actions.place_reseller_topup + orders.actions.complete: paid and fulfilled at once.
+  -- resellers.actions.place_reseller_topup (orders.actions.create_order) + orders.actions.complete:
+  -- paid and fulfilled at once.
   INSERT INTO orders_order (
     id, channel, status, reference, amount, retail_amount, currency, receipt_no, attempts,
     failure_code, failure_detail, payment_method, created_at, paid_at, fulfilled_at,
