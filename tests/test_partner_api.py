@@ -19,6 +19,9 @@ from airalo.helpers.signature import Signature
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import DeviceStatus
@@ -541,3 +544,37 @@ def test_a_partner_sale_leaves_the_card_fulfilled(actors: Actors, alice_partner:
     device.credit_account.refresh_from_db()
     assert device.credit_account.balance == 5000
     assert float_of(actors.alice) == 100000 - 4600
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=8,
+)
+
+
+@hypothesis_settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    payload=st.dictionaries(
+        st.sampled_from(["package_id", "iccid", "description", "other"]), json_values, max_size=4
+    )
+)
+def test_any_signed_body_is_answered_never_a_crash(
+    actors: Actors, alice_partner: Partner, payload: dict[str, Any]
+) -> None:
+    signature = Signature(alice_partner.creds["client_secret"]).get_signature(payload) or "none"
+    response = post_json(
+        alice_partner.client,
+        BASE + "orders/topups",
+        payload,
+        **alice_partner.headers(),
+        **{"airalo-signature": signature},
+    )
+    assert response.status_code in {200, 401, 422}, response.content
+    body = response.json()
+    assert ("data" in body and "meta" in body) or set(body) == {"code", "reason"}
+    assert float_of(actors.alice) == 100000 - 460 * Order.objects.count()
