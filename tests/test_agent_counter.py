@@ -310,6 +310,8 @@ def test_portal_pages_have_no_consumer_banner(actors: Actors) -> None:
         assert 'class="official"' not in page, path
         assert "consumer-warning" not in page, path
     login = Client().get("/agent/login").content.decode()
-    assert 'class="official"' not in login and "consumer-warning" not in login
+    assert 'class="official"' not in login
+    assert "consumer-warning" not in login
     home = Client().get("/").content.decode()
-    assert 'class="official"' in home and "consumer-warning" in home
+    assert 'class="official"' in home
+    assert "consumer-warning" in home
