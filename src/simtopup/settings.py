@@ -270,6 +270,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "ninja",  # its static files: Swagger UI for /api/docs, served by us (CSP: no CDN)
     "simtopup.core",
+    "simtopup.audit",
     "simtopup.ledger",
     "simtopup.catalog",
     "simtopup.accounts",

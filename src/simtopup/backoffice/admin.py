@@ -2,6 +2,8 @@
 
 Value never moves from here except through domain actions (admin actions call them), so the
 ledger stays provable: transfers, usage records and orders cannot be edited by hand.
+Every save, delete and action here writes the audit log (backoffice/audited.py), which the
+console lists read-only (backoffice/audit_log.py).
 """
 
 from __future__ import annotations
@@ -10,17 +12,22 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import revoke_token
+from simtopup.audit.models import Action
+from simtopup.backoffice import audit_log  # noqa: F401  (registers the audit log's admin)
+from simtopup.backoffice.audited import AuditedAdmin, audited_action
 from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.errors import DomainError
 from simtopup.core.money import to_decimal_string
 from simtopup.devices.binding import PIN_MAX_LENGTH, PIN_MIN_LENGTH, hash_pin, pin_problem
-from simtopup.devices.models import Device
+from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.models import Account, LedgerAudit, Transfer
 from simtopup.orders.models import Order, Quote
 from simtopup.payments.models import Payment, PaymentEvent, Refund
@@ -51,7 +58,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(AuditedAdmin):
+    audit_add = audit_change = Action.PLAN_CHANGE
+
     list_display = [
         "code",
         "kind",
@@ -74,7 +83,9 @@ class PlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(PaygTariff)
-class PaygTariffAdmin(admin.ModelAdmin):
+class PaygTariffAdmin(AuditedAdmin):
+    audit_add = audit_change = audit_delete = Action.PRICE_CHANGE
+
     list_display = ["price_per_mb", "currency", "effective_from", "created_at"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -117,7 +128,7 @@ class DeviceForm(forms.ModelForm):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(AuditedAdmin):
     form = DeviceForm
     list_display = [
         "id",
@@ -153,6 +164,18 @@ class DeviceAdmin(admin.ModelAdmin):
         *readonly_fields,
     ]
 
+    audit_change = Action.DEVICE_CHANGE
+
+    def audit_action(self, obj: Any, before: dict[str, Any], after: dict[str, Any]) -> Action:
+        status = after.get("status")
+        if status == DeviceStatus.SUSPENDED:
+            return Action.DEVICE_SUSPEND
+        if status == DeviceStatus.RETIRED:
+            return Action.DEVICE_RETIRE
+        if status and before.get("status") in (DeviceStatus.SUSPENDED, DeviceStatus.RETIRED):
+            return Action.DEVICE_REINSTATE
+        return Action.DEVICE_CHANGE
+
     @admin.display(boolean=True, description="binding PIN")
     def has_pin(self, device: Device) -> bool:
         return device.has_pin
@@ -179,7 +202,7 @@ class ResellerForm(forms.ModelForm):
 
 
 @admin.register(Reseller)
-class ResellerAdmin(admin.ModelAdmin):
+class ResellerAdmin(AuditedAdmin):
     form = ResellerForm
     list_display = ["id", "name", "code", "status", "discount_bps", "float_display", "created_at"]
     list_filter = ["status"]
@@ -187,6 +210,7 @@ class ResellerAdmin(admin.ModelAdmin):
     readonly_fields = ["code", "float_account", "status", "suspended_at", "created_at"]
     fields = ["name", "currency", "discount_bps", "webhook_url", "webhook_secret", *readonly_fields]
     actions = ["suspend_selected", "reinstate_selected"]
+    audit_change = Action.RESELLER_CHANGE
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # `simtopup reseller create` makes the float account and the first key
@@ -203,17 +227,39 @@ class ResellerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Suspend selected resellers")
     def suspend_selected(self, request: HttpRequest, queryset: QuerySet[Reseller]) -> None:
-        n = sum(reseller_actions.suspend(r) for r in queryset)
+        n = 0
+        for reseller in queryset:
+            with audited_action(request) as audit:
+                if reseller_actions.suspend(reseller):
+                    n += 1
+                    audit(
+                        Action.RESELLER_SUSPEND,
+                        reseller,
+                        before={"status": "active"},
+                        after={"status": "suspended"},
+                    )
         self.message_user(request, f"{n} reseller(s) suspended.", messages.SUCCESS)
 
     @admin.action(description="Reinstate selected resellers")
     def reinstate_selected(self, request: HttpRequest, queryset: QuerySet[Reseller]) -> None:
-        n = sum(reseller_actions.reinstate(r) for r in queryset)
+        n = 0
+        for reseller in queryset:
+            with audited_action(request) as audit:
+                if reseller_actions.reinstate(reseller):
+                    n += 1
+                    audit(
+                        Action.RESELLER_REINSTATE,
+                        reseller,
+                        before={"status": "suspended"},
+                        after={"status": "active"},
+                    )
         self.message_user(request, f"{n} reseller(s) reinstated.", messages.SUCCESS)
 
 
 @admin.register(ResellerPrice)
-class ResellerPriceAdmin(admin.ModelAdmin):
+class ResellerPriceAdmin(AuditedAdmin):
+    audit_add = audit_change = audit_delete = Action.PRICE_CHANGE
+
     list_display = ["reseller", "plan", "price"]
     list_filter = ["reseller"]
 
@@ -332,7 +378,7 @@ class CustomerAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AppToken)
-class AppTokenAdmin(ReadOnlyAdmin):
+class AppTokenAdmin(AuditedAdmin, ReadOnlyAdmin):
     list_display = ["prefix", "customer", "name", "created_at", "last_used_at", "revoked_at"]
     search_fields = ["prefix", "customer__phone", "customer__email"]
     exclude = ["token_hash"]
@@ -340,7 +386,12 @@ class AppTokenAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Revoke the selected tokens at once")
     def revoke(self, request: HttpRequest, queryset: QuerySet[AppToken]) -> None:
-        done = sum(revoke_token(token) for token in queryset)
+        done = 0
+        for token in queryset:
+            with audited_action(request) as audit:
+                if revoke_token(token):
+                    done += 1
+                    audit(Action.APP_TOKEN_REVOKE, token, after={"revoked": True})
         self.message_user(request, f"{done} token(s) revoked", messages.SUCCESS)
 
 
@@ -386,7 +437,7 @@ class NeedsReviewFilter(admin.SimpleListFilter):
 
 
 @admin.register(PaymentEvent)
-class PaymentEventAdmin(ReadOnlyAdmin):
+class PaymentEventAdmin(AuditedAdmin, ReadOnlyAdmin):
     list_display = [
         "received_at",
         "provider",
@@ -405,9 +456,15 @@ class PaymentEventAdmin(ReadOnlyAdmin):
     @admin.action(description="Mark the selected flagged notifications as reviewed")
     def mark_reviewed(self, request: HttpRequest, queryset: QuerySet[PaymentEvent]) -> None:
         # Only the review is recorded: a flagged notification never moves money or orders.
-        done = queryset.filter(flagged_at__isnull=False, reviewed_at__isnull=True).update(
-            reviewed_at=timezone.now(), reviewed_by=request.user.get_username()[:150]
-        )
+        pending = queryset.filter(flagged_at__isnull=False, reviewed_at__isnull=True)
+        done = 0
+        for event in pending:
+            with audited_action(request) as audit:
+                if PaymentEvent.objects.filter(pk=event.pk, reviewed_at__isnull=True).update(
+                    reviewed_at=timezone.now(), reviewed_by=request.user.get_username()[:150]
+                ):
+                    done += 1
+                    audit(Action.PAYMENT_EVENT_REVIEW, event, after={"reviewed": True})
         self.message_user(request, f"{done} notification(s) marked reviewed", messages.SUCCESS)
 
 
@@ -455,3 +512,24 @@ class ResellerMemberAdmin(ReadOnlyAdmin):
     list_display = ["user", "reseller", "role", "must_change_password", "created_at"]
     list_filter = ["role", "reseller"]
     search_fields = ["user__username", "user__email", "reseller__code", "reseller__name"]
+
+
+# --- staff and their roles (Django groups) -----------------------------------------------
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class StaffUserAdmin(AuditedAdmin, UserAdmin):
+    """Django's user admin, audited: a staff account's flags, groups (roles) and permissions."""
+
+    audit_add = audit_change = audit_delete = Action.STAFF_CHANGE
+
+
+@admin.register(Group)
+class RoleAdmin(AuditedAdmin, GroupAdmin):
+    """Django's group admin (a group is a staff role), audited."""
+
+    audit_add = audit_change = audit_delete = Action.ROLE_CHANGE
