@@ -322,3 +322,49 @@ def test_the_list_and_the_csv_export_for_staff_only(actors: Actors) -> None:
     clerk.force_login(User.objects.create_user("clerk", password="pw-clerk-1", is_staff=True))
     assert clerk.get("/admin/audit/auditentry/").status_code == 403
     assert clerk.get("/admin/audit/auditentry/export.csv").status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_staff_password_set_in_the_console_is_recorded_without_the_password(db: None) -> None:
+    user, console = operator()
+    clerk = User.objects.create_user("clerk", password="old-pw-123456", is_staff=True)
+    response = console.post(
+        f"/admin/auth/user/{clerk.pk}/password/",
+        {
+            "password1": "N3w-pw-secret",
+            "password2": "N3w-pw-secret",
+            "usable_password": "true",
+            "set-password": "1",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    clerk.refresh_from_db()
+    assert clerk.check_password("N3w-pw-secret")
+    [entry] = entries(Action.STAFF_CHANGE)
+    assert (entry.actor, entry.ip, entry.object_id) == (staff_actor(user), IP, str(clerk.pk))
+    assert entry.after == {"password": "[redacted] (usable)"}
+    assert "N3w-pw" not in str(entry.before) + str(entry.after)
+
+
+@pytest.mark.django_db
+def test_giving_a_staff_member_a_role_is_recorded(db: None) -> None:
+    user, console = operator()
+    finance = Group.objects.create(name="finance")
+    clerk = User.objects.create_user("clerk", password="pw-clerk-123")
+    response = console.post(
+        f"/admin/auth/user/{clerk.pk}/change/",
+        {
+            "username": "clerk",
+            "is_active": "on",
+            "is_staff": "on",
+            "groups": [str(finance.pk)],
+            "date_joined_0": "2026-12-01",
+            "date_joined_1": "10:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    [entry] = entries(Action.STAFF_CHANGE)
+    assert entry.actor == staff_actor(user)
+    assert (entry.before["is_staff"], entry.before["groups"]) == (False, [])
+    assert (entry.after["is_staff"], entry.after["groups"]) == (True, [finance.pk])
+    assert "password" not in entry.after  # unchanged, and never a value anyway

@@ -14,12 +14,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import revoke_token
+from simtopup.audit.log import REDACTED, from_request, record
 from simtopup.audit.models import Action
 from simtopup.backoffice import audit_log  # noqa: F401  (registers the audit log's admin)
 from simtopup.backoffice.audited import AuditedAdmin, audited_action
@@ -526,6 +528,25 @@ class StaffUserAdmin(AuditedAdmin, UserAdmin):
     """Django's user admin, audited: a staff account's flags, groups (roles) and permissions."""
 
     audit_add = audit_change = audit_delete = Action.STAFF_CHANGE
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> Any:
+        # Django's own view (not save_model): the change and its audit row in one transaction.
+        with transaction.atomic():
+            request._audit_password = True  # type: ignore[attr-defined]
+            return super().user_change_password(request, id, form_url)
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        entry = super().log_change(request, obj, message)
+        if getattr(request, "_audit_password", False):
+            changed = "usable" if obj.has_usable_password() else "disabled"
+            record(
+                Action.STAFF_CHANGE,
+                obj,
+                before={"password": REDACTED},
+                after={"password": f"{REDACTED} ({changed})"},
+                **from_request(request),
+            )
+        return entry
 
 
 @admin.register(Group)
