@@ -18,7 +18,7 @@ from simtopup.notifications.backends import memory
 from simtopup.orders.models import Channel, Order, OrderStatus
 from simtopup.usage import autotopup
 from simtopup.usage.bundles import remaining_bytes
-from simtopup.usage.models import AutoTopupRule
+from simtopup.usage.models import AlertSettings, AutoTopupRule
 from tests.customer_support import app_client, login_customer
 from tests.payments_support import bind
 from tests.support import GB, MB, Actors, network_post, post_json, run_worker
@@ -81,6 +81,8 @@ def owner(actors: Actors, alice: Client) -> tuple[Client, Customer]:
     topup(alice, actors.device, "credit-50")
     topup(alice, actors.device, "day-1g")
     memory.outbox.clear()  # the login code
+    # Usage alerts (tests/test_alerts.py) off: the messages counted here are the top-up's.
+    AlertSettings.objects.create(device=actors.device, sms=False, email=False, push=False)
     return app_client(token), customer
 
 
@@ -144,6 +146,7 @@ def test_too_little_credit_places_no_order_and_tells_the_customer(
     token, customer = login_customer("+8613700137000")
     device = actors.devices[1]
     bind(device, customer)
+    AlertSettings.objects.create(device=device, sms=False, email=False, push=False)
     topup(alice, device, "day-1g")  # a pass, but no credit at all
     client = app_client(token)
     memory.outbox.clear()  # the login code

@@ -117,6 +117,15 @@ IDEMPOTENCY_LEASE_SECONDS = envint("IDEMPOTENCY_LEASE_SECONDS", 60)
 # Automatic top-up: orders per device per 24 h, and the pause after a failed attempt.
 AUTO_TOPUP_DAILY_LIMIT = envint("AUTO_TOPUP_DAILY_LIMIT", 3)
 AUTO_TOPUP_RETRY_SECONDS = envint("AUTO_TOPUP_RETRY_SECONDS", 3600)
+# Alerts (usage/alerts.py): retries of a channel that failed, seconds; a bundle that ended
+# longer ago than this is closed by the expiry job without an `expired` alert (old data).
+ALERT_BACKOFF = [int(s) for s in envlist("ALERT_BACKOFF", "30,120,600,3600")]
+ALERT_EXPIRED_WINDOW_SECONDS = envint("ALERT_EXPIRED_WINDOW_SECONDS", 86400)
+# Web Push (VAPID): the application server's P-256 key is derived from this secret
+# (unset: generated per installation); the subject is sent to push services as a contact.
+VAPID_SECRET = env("VAPID_SECRET", "") or generated_secret("VAPID_SECRET", "vapid_secret", 32)
+VAPID_SUBJECT = env("VAPID_SUBJECT", "mailto:support@example.com")
+PUSH_TIMEOUT_SECONDS = envint("PUSH_TIMEOUT_SECONDS", 10)
 
 # --- customers: one-time codes, senders (accounts/, notifications/) ------------------------
 # Phone numbers typed without "+<country code>" are read as numbers of this region.

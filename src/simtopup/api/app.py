@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from ninja import Router
 
-from simtopup.api import app_auth, app_autotopup, app_devices, app_orders, app_receipts
+from simtopup.api import (
+    app_alerts,
+    app_auth,
+    app_autotopup,
+    app_devices,
+    app_orders,
+    app_receipts,
+)
 
 router = Router()
 router.add_router("", app_auth.router)
@@ -12,3 +19,4 @@ router.add_router("", app_devices.router)
 router.add_router("", app_orders.router)
 router.add_router("", app_receipts.router)
 router.add_router("", app_autotopup.router)
+router.add_router("", app_alerts.router)

@@ -57,3 +57,53 @@ TEMPLATES: dict[str, Template] = {
         _("The plan %(plan)s on card %(device)s expires at %(expires_at)s."),
     ),
 }
+
+# Alerts (usage/alerts.py). %(auto)s is empty or a sentence about automatic top-up, %(link)s
+# the one-tap top-up.
+TEMPLATES.update(
+    {
+        "alert_used_80": Template(
+            _("80% of your data used"),
+            _(
+                "Card %(device)s has used 80%% of %(plan)s; %(remaining)s left.%(auto)s "
+                "Top up: %(link)s"
+            ),
+        ),
+        "alert_used_100": Template(
+            _("Your data is used up"),
+            _("Card %(device)s has used all the data of %(plan)s.%(auto)s Top up: %(link)s"),
+        ),
+        "alert_expires_3d": Template(
+            _("Your plan expires in 3 days"),
+            _(
+                "%(plan)s on card %(device)s expires at %(expires_at)s; %(remaining)s left."
+                "%(auto)s Top up: %(link)s"
+            ),
+        ),
+        "alert_expires_1d": Template(
+            _("Your plan expires tomorrow"),
+            _(
+                "%(plan)s on card %(device)s expires at %(expires_at)s; %(remaining)s left."
+                "%(auto)s Top up: %(link)s"
+            ),
+        ),
+        "alert_expired": Template(
+            _("Your plan has expired"),
+            _("%(plan)s on card %(device)s expired at %(expires_at)s.%(auto)s Top up: %(link)s"),
+        ),
+        "alert_credit_low": Template(
+            _("Credit running low"),
+            _(
+                "The credit on card %(device)s is %(credit)s, below %(threshold)s.%(auto)s "
+                "Add credit: %(link)s"
+            ),
+        ),
+        "alert_credit_exhausted": Template(
+            _("Credit used up"),
+            _(
+                "The credit on card %(device)s (%(credit)s) no longer pays for data.%(auto)s "
+                "Add credit: %(link)s"
+            ),
+        ),
+    }
+)

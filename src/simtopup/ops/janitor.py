@@ -18,12 +18,31 @@ from simtopup.ledger.models import LedgerAudit
 from simtopup.orders.actions import reconcile
 from simtopup.orders.customer import prune_quotes
 from simtopup.payments.actions import sweep as sweep_payments
+from simtopup.usage import alerts as usage_alerts
+from simtopup.usage import expiry
 
 logger = logging.getLogger(__name__)
 
 # After an audit that failed (not one that found violations: that one is stored), this
 # process waits for the interval before trying again (monotonic time).
 _audit_retry_at = 0.0
+# The expiry job runs at most once a minute (this pass runs every reconcile interval).
+EXPIRY_INTERVAL_SECONDS = 60.0
+_expiry_due_at = 0.0
+
+
+def maybe_expire_bundles() -> dict[str, int] | None:
+    """The bundle expiry job (usage/expiry.py), once a minute; None when not due."""
+    global _expiry_due_at
+    if time.monotonic() < _expiry_due_at:
+        return None
+    _expiry_due_at = time.monotonic() + EXPIRY_INTERVAL_SECONDS
+    try:
+        return expiry.run()
+    except Exception:
+        # The rest of the pass goes on; the next pass resumes where this one stopped.
+        logger.exception("bundle expiry job failed; next attempt in a minute")
+        return None
 
 
 def maybe_audit_ledger() -> LedgerAudit | None:
@@ -54,12 +73,17 @@ def run_janitor() -> dict[str, object]:
     prune_quotes()
     if orders or payments:
         logger.info("reconciler: orders %s, payments %s", orders, payments)
+    bundles = maybe_expire_bundles()
+    alerts_sent = usage_alerts.deliver_due()
     audited = maybe_audit_ledger()
     return {
         "orders": orders,
         "payments": payments,
         "idempotency_pruned": pruned,
         "login_codes_pruned": prune_login_data(),
+        # Expiry job (None: not due this pass) and alert channels retried and sent.
+        "bundles": bundles,
+        "alerts_retried": alerts_sent,
         # Violations the ledger audit found in this pass; None: no audit was due.
         "ledger_violations": audited.violations_count if audited else None,
     }

@@ -388,6 +388,35 @@ def queue_event(order: Order, event: str) -> None:
     deliver_webhook_task.enqueue(delivery_id)
 
 
+# Alert events (usage/alerts.py): a bundle crossed a threshold (``data.threshold``: used_80,
+# used_100, expires_3d, expires_1d), ended, or a pay-per-use card's credit ran low.
+ALERT_EVENTS = ("bundle.threshold", "bundle.expired", "credit.low")
+
+
+def queue_alert_event(reseller_id: int, event: str, subject: str, data: dict[str, Any]) -> None:
+    """Queue an alert ``event`` for the reseller in the caller's transaction, once per event
+    and ``subject`` (``alert:<id>``)."""
+    from simtopup.resellers.tasks import deliver_webhook_task
+
+    assert event in ALERT_EVENTS, event
+    reseller = Reseller.objects.filter(pk=reseller_id).first()
+    if reseller is None or not reseller.webhook_url:
+        return
+    now = timezone.now()
+    key = f"{event}:{subject}"
+    payload = {"type": event, "created_at": now.isoformat().replace("+00:00", "Z"), "data": data}
+    WebhookDelivery.objects.bulk_create(
+        [
+            WebhookDelivery(
+                reseller=reseller, event=event, dedupe_key=key, payload=payload, next_attempt_at=now
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    delivery_id = WebhookDelivery.objects.values_list("pk", flat=True).get(dedupe_key=key)
+    deliver_webhook_task.enqueue(delivery_id)
+
+
 def deliver(delivery_id: int) -> str:
     """Try one delivery now if it is due; schedule the next try on failure."""
     now = timezone.now()

@@ -44,9 +44,18 @@ class Bundle(models.Model):
     starts_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set once by the expiry job (usage/expiry.py), by compare-and-swap, when the bundle's
+    # end has passed and its unused bytes went back to ``data_issued``.
+    closed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["device", "expires_at"])]
+        indexes = [
+            models.Index(fields=["device", "expires_at"]),
+            # The expiry job's scan: open bundles by end.
+            models.Index(
+                fields=["expires_at"], condition=Q(closed_at=None), name="usage_bundle_open_end"
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(granted_bytes__gt=0), name="usage_bundle_positive"),
             models.CheckConstraint(
@@ -129,3 +138,109 @@ class AutoTopupRule(models.Model):
 
     def __str__(self) -> str:
         return f"auto top-up of device {self.device_id}"
+
+
+class AlertKind(models.TextChoices):
+    USED_80 = "used_80", "80 % used"
+    USED_100 = "used_100", "100 % used"
+    EXPIRES_3D = "expires_3d", "expires in 3 days"
+    EXPIRES_1D = "expires_1d", "expires in 1 day"
+    EXPIRED = "expired", "expired"
+    CREDIT_LOW = "credit_low", "credit low"
+    CREDIT_EXHAUSTED = "credit_exhausted", "credit exhausted"
+
+
+class Alert(models.Model):
+    """A threshold crossed, raised exactly once: ``key`` is unique and names the bundle and
+    kind (``b:<bundle>:<kind>``) or, for credit, the card, kind and episode
+    (``c:<device>:<kind>:<episode>``, the episode being the transfer that last put credit on
+    the card). Inserted in the transaction that crossed the threshold; delivered after commit
+    (usage/alerts.py)."""
+
+    key = models.CharField(max_length=80)  # unique: see Meta
+    kind = models.CharField(max_length=20, choices=AlertKind.choices)
+    device = models.ForeignKey(
+        Device, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
+    bundle = models.ForeignKey(
+        Bundle,
+        on_delete=models.PROTECT,
+        related_name="alerts",
+        null=True,
+        blank=True,
+        db_index=False,
+        db_constraint=False,
+    )
+    # What the alert says, as of the crossing: remaining bytes or credit, threshold.
+    facts = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key"], name="usage_alert_once")]
+        indexes = [models.Index(fields=["device", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class AlertDelivery(models.Model):
+    """One channel of one alert, claimed by compare-and-swap: sent at most once."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=10)  # sms, email, push, webhook
+    status = models.CharField(max_length=10, default="pending")  # pending, sent, failed
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_error = models.CharField(max_length=300, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["alert", "channel"], name="usage_alert_channel_once")
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.channel} of alert {self.alert_id}"
+
+
+class AlertSettings(models.Model):
+    """The card owner's choice of channels for the card's alerts, and the credit below which
+    a pay-per-use card warns (null: enough for 100 MB at the current tariff)."""
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, related_name="alert_settings")
+    sms = models.BooleanField(default=True)
+    email = models.BooleanField(default=True)
+    push = models.BooleanField(default=True)
+    credit_threshold = models.BigIntegerField(null=True, blank=True)  # minor units
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(credit_threshold__gte=0), name="usage_alert_threshold_nonnegative"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"alert settings of device {self.device_id}"
+
+
+class PushSubscription(models.Model):
+    """A Web Push subscription of one of the customer's installed apps (browser/device)."""
+
+    customer = models.ForeignKey(
+        "accounts.Customer", on_delete=models.CASCADE, related_name="push_subscriptions"
+    )
+    endpoint = models.URLField(max_length=1000)  # unique: see Meta
+    p256dh = models.CharField(max_length=200)
+    auth = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint"], name="usage_push_endpoint_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"push subscription {self.pk} of customer {self.customer_id}"

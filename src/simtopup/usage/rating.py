@@ -25,10 +25,18 @@ from simtopup.core.bulk import insert_rows
 from simtopup.core.transactions import durable
 from simtopup.devices.identifiers import normalise_digits
 from simtopup.devices.models import RECHARGEABLE, Device
-from simtopup.ledger.actions import Leg, lock_balances, post_legs, system_account
+from simtopup.ledger.actions import Held, Leg, lock_balances, post_legs, system_account
 from simtopup.ledger.models import BYTES, Account
+from simtopup.usage.alerts import (
+    bundle_alert,
+    credit_alert,
+    credit_crossings,
+    credit_thresholds,
+    raise_alerts,
+    usage_crossings,
+)
 from simtopup.usage.autotopup import schedule_after_usage
-from simtopup.usage.models import Bundle, UsageRecord
+from simtopup.usage.models import Alert, Bundle, UsageRecord
 from simtopup.usage.reads import authorization_of
 
 MB = 1024 * 1024
@@ -90,6 +98,7 @@ class _Bundle:
     account_id: int
     starts_at: datetime
     expires_at: datetime
+    granted_bytes: int
 
 
 USAGE_COLUMNS = [
@@ -150,7 +159,7 @@ def _rate(records: Sequence[Usage], keys: list[str]) -> IngestResult:
             device_id__any=set(involved), expires_at__gt=earliest, account__balance__gt=0
         )
         .order_by("expires_at", "id")
-        .values_list("id", "device_id", "account_id", "starts_at", "expires_at")
+        .values_list("id", "device_id", "account_id", "starts_at", "expires_at", "granted_bytes")
     ]
     account_ids = [b.account_id for b in bundles]
     account_ids += [
@@ -269,6 +278,8 @@ def _rate(records: Sequence[Usage], keys: list[str]) -> IngestResult:
             )
         )
         result.accepted += 1
+    # Before posting (which moves the held balances on): the thresholds crossed.
+    crossed = _crossings(bundles, involved, held, balances, tariff_at(now), now) if rows else []
     insert_rows(UsageRecord, USAGE_COLUMNS, rows)
     # Second lock class: only the overage accounts this batch writes to (most batches
     # stay within bundles and lock none).
@@ -277,7 +288,51 @@ def _rate(records: Sequence[Usage], keys: list[str]) -> IngestResult:
         post_legs(legs, held, hot.values())
     if rows:
         schedule_after_usage(list(involved))
+        # After the automatic top-ups: their tasks run first, so an alert can say one ran.
+        raise_alerts(crossed)
     return result
+
+
+def _crossings(
+    bundles: list[_Bundle],
+    involved: dict[int, _Device],
+    held: dict[int, Held],
+    balances: dict[int, int],
+    tariff: int,
+    now: datetime,
+) -> list[Alert]:
+    """The alerts this batch raises: each bundle's and credit's balance before (as locked)
+    and after the batch, compared once per account — no query unless credit went down."""
+    alerts = []
+    for b in bundles:
+        before, after = held[b.account_id].balance, balances[b.account_id]
+        if after < before:
+            for kind in usage_crossings(b.granted_bytes, before, after):
+                alerts.append(bundle_alert(b.pk, b.device_id, kind, now, remaining=max(after, 0)))
+    charged = [
+        d
+        for d in involved.values()
+        if d.credit_account_id in held
+        and balances[d.credit_account_id] < held[d.credit_account_id].balance
+    ]
+    if charged:
+        thresholds = credit_thresholds([d.pk for d in charged], tariff)
+        for d in charged:
+            account = held[d.credit_account_id]
+            after = balances[d.credit_account_id]
+            for kind in credit_crossings(thresholds[d.pk], tariff, account.balance, after):
+                alerts.append(
+                    credit_alert(
+                        d.pk,
+                        d.credit_account_id,
+                        kind,
+                        now,
+                        credit=after,
+                        threshold=thresholds[d.pk],
+                        currency=account.unit,
+                    )
+                )
+    return alerts
 
 
 def authorization(device: Device) -> dict[str, object]:
