@@ -368,3 +368,16 @@ def test_giving_a_staff_member_a_role_is_recorded(db: None) -> None:
     assert (entry.before["is_staff"], entry.before["groups"]) == (False, [])
     assert (entry.after["is_staff"], entry.after["groups"]) == (True, [finance.pk])
     assert "password" not in entry.after  # unchanged, and never a value anyway
+
+
+@pytest.mark.django_db
+def test_deleting_a_role_in_the_console_is_recorded_with_what_it_was(db: None) -> None:
+    user, console = operator()
+    group = Group.objects.create(name="support")
+    response = console.post(f"/admin/auth/group/{group.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Group.objects.exists()
+    [entry] = entries(Action.ROLE_CHANGE)
+    assert (entry.actor, entry.ip, entry.object_id) == (staff_actor(user), IP, str(group.pk))
+    assert entry.before == {"id": group.pk, "name": "support", "permissions": []}
+    assert entry.after is None
