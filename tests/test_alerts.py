@@ -403,3 +403,44 @@ def test_concurrent_batches_raise_each_alert_once(actors: Actors, alice: Client)
     assert errors == []
     assert kinds(device) == ["used_100", "used_80"]
     assert audit() == []
+
+
+def test_the_website_subscribes_the_installed_app(db: None) -> None:
+    from simtopup.usage.models import PushSubscription
+    from simtopup.web.session import SESSION_KEY
+
+    customer = Customer.objects.create(phone="+8613800138078")
+    client = Client(enforce_csrf_checks=True)
+    client.get("/")  # the csrftoken cookie
+    csrf = client.cookies["csrftoken"].value
+    body = {
+        "endpoint": "http://127.0.0.1:9/push/xyz",
+        "keys": {"p256dh": "B" * 87, "auth": "a" * 22},
+    }
+
+    def send(method: str, payload: Any, token: str = csrf) -> Any:
+        return client.generic(
+            method,
+            "/push/subscription",
+            json.dumps(payload),
+            content_type="application/json",
+            HTTP_X_CSRFTOKEN=token,
+        )
+
+    assert send("POST", body).status_code == 401  # nobody logged in
+    session = client.session
+    session[SESSION_KEY] = customer.pk
+    session.save()
+    assert send("POST", body, token="wrong").status_code == 403  # CSRF
+    assert send("POST", {"endpoint": 5}).status_code == 400
+    assert send("POST", {**body, "endpoint": "ftp://127.0.0.1/x/y/z"}).status_code == 422
+    assert send("POST", body).status_code == 201
+    assert send("POST", body).status_code == 201  # again: the same row
+    assert PushSubscription.objects.filter(customer=customer).count() == 1
+    assert send("DELETE", {"endpoint": body["endpoint"]}).status_code == 204
+    assert not PushSubscription.objects.exists()
+    key = client.get("/push/key").json()["public_key"]
+    assert key == Client().get("/push/key").json()["public_key"]
+    worker = Client().get("/sw.js").content
+    assert b'addEventListener("push"' in worker
+    assert b'addEventListener("notificationclick"' in worker

@@ -13,10 +13,10 @@ from simtopup.api.app_autotopup import _my_device
 from simtopup.api.auth import AppBearer
 from simtopup.api.schemas import Problem, Strict
 from simtopup.catalog.pricing import tariff_per_mb
-from simtopup.core.errors import DomainError, FieldError
+from simtopup.core.errors import DomainError
 from simtopup.notifications import push
-from simtopup.usage.alerts import DEFAULT_CREDIT_MB
-from simtopup.usage.models import AlertSettings, PushSubscription
+from simtopup.usage.alerts import DEFAULT_CREDIT_MB, subscribe_push, unsubscribe_push
+from simtopup.usage.models import AlertSettings
 
 router = Router(auth=AppBearer(), tags=["app: alerts"])
 ERRORS = {400: Problem, 401: Problem, 404: Problem, 413: Problem, 422: Problem}
@@ -122,20 +122,8 @@ def push_key(request: HttpRequest) -> dict[str, str]:
 )
 def subscribe(request: HttpRequest, payload: PushSubscriptionIn) -> Status:
     token: AppToken = request.auth  # type: ignore[attr-defined]
-    if not push.endpoint_allowed(payload.endpoint):
-        raise DomainError(
-            "invalid_endpoint",
-            _("This push endpoint cannot be used."),
-            422,
-            [FieldError("endpoint", "invalid_endpoint", _("Use the push service's https URL."))],
-        )
-    sub, _created = PushSubscription.objects.update_or_create(
-        endpoint=payload.endpoint,
-        defaults={
-            "customer_id": token.customer_id,
-            "p256dh": payload.keys.p256dh,
-            "auth": payload.keys.auth,
-        },
+    sub = subscribe_push(
+        token.customer_id, payload.endpoint, payload.keys.p256dh, payload.keys.auth
     )
     return Status(201, {"id": sub.pk})
 
@@ -147,9 +135,6 @@ def subscribe(request: HttpRequest, payload: PushSubscriptionIn) -> Status:
 )
 def unsubscribe(request: HttpRequest, subscription_id: int) -> Status:
     token: AppToken = request.auth  # type: ignore[attr-defined]
-    deleted, _rows = PushSubscription.objects.filter(
-        pk=subscription_id, customer_id=token.customer_id
-    ).delete()
-    if not deleted:
+    if not unsubscribe_push(token.customer_id, pk=subscription_id):
         raise DomainError("not_found", _("There is no such push subscription."), 404)
     return Status(204, None)

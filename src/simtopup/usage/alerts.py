@@ -414,3 +414,34 @@ def deliver_due(limit: int = 200) -> int:
         .values_list("pk", flat=True)[:limit]
     )
     return sum(1 for pk in ids if attempt(pk) == "sent")
+
+
+# --- Web Push subscriptions (the app API and the website's service worker) -------------------
+
+
+def subscribe_push(customer_id: int, endpoint: str, p256dh: str, auth: str) -> PushSubscription:
+    """Store (or move to this customer) the subscription of one installed app."""
+    from django.utils.translation import gettext_lazy as _
+
+    from simtopup.core.errors import DomainError, FieldError
+    from simtopup.notifications import push
+
+    if not push.endpoint_allowed(endpoint):
+        raise DomainError(
+            "invalid_endpoint",
+            _("This push endpoint cannot be used."),
+            422,
+            [FieldError("endpoint", "invalid_endpoint", _("Use the push service's https URL."))],
+        )
+    sub, _created = PushSubscription.objects.update_or_create(
+        endpoint=endpoint, defaults={"customer_id": customer_id, "p256dh": p256dh, "auth": auth}
+    )
+    return sub
+
+
+def unsubscribe_push(customer_id: int, *, pk: int | None = None, endpoint: str = "") -> bool:
+    """Forget one of the customer's subscriptions (by id or endpoint); False if none."""
+    rows = PushSubscription.objects.filter(customer_id=customer_id)
+    rows = rows.filter(pk=pk) if pk is not None else rows.filter(endpoint=endpoint)
+    deleted, _rows = rows.delete()
+    return bool(deleted)

@@ -26,7 +26,7 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
 THEME_COLOUR = "#0b57d0"
 BACKGROUND_COLOUR = "#f4f5f7"
@@ -117,3 +117,49 @@ def offline(request: HttpRequest) -> HttpResponse:
     response = render(request, "web/offline.html", {"customer": None, "messages": []})
     response["Cache-Control"] = "no-cache"
     return response
+
+
+# --- Web Push of alerts (usage/alerts.py): the installed app subscribes ------------------------
+
+
+@require_GET
+def push_key(request: HttpRequest) -> JsonResponse:
+    """The application server key (VAPID) the service worker subscribes with."""
+    from simtopup.notifications.push import public_key
+
+    return JsonResponse({"public_key": public_key()})
+
+
+@require_http_methods(["POST", "DELETE"])
+def push_subscription(request: HttpRequest) -> HttpResponse:
+    """``POST`` ``{"endpoint", "keys": {"p256dh", "auth"}}`` (the browser's
+    ``PushSubscription.toJSON()``) subscribes the logged-in customer's app to alerts;
+    ``DELETE`` ``{"endpoint"}`` unsubscribes it. CSRF-protected like every form post."""
+    from simtopup.core.errors import DomainError
+    from simtopup.usage.alerts import subscribe_push, unsubscribe_push
+    from simtopup.web.session import current_customer
+
+    customer = current_customer(request)
+    if customer is None:
+        return JsonResponse({"code": "unauthenticated"}, status=401)
+    try:
+        body = json.loads(request.body or b"{}")
+        endpoint = body["endpoint"]
+        if not isinstance(endpoint, str) or not 10 <= len(endpoint) <= 1000:
+            raise ValueError(endpoint)
+        if request.method == "DELETE":
+            unsubscribe_push(customer.pk, endpoint=endpoint)
+            return HttpResponse(status=204)
+        keys = body["keys"]
+        p256dh, auth = keys["p256dh"], keys["auth"]
+        if not (isinstance(p256dh, str) and isinstance(auth, str)):
+            raise ValueError(keys)
+        if not (16 <= len(p256dh) <= 200 and 8 <= len(auth) <= 100):
+            raise ValueError(keys)
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"code": "invalid_subscription"}, status=400)
+    try:
+        sub = subscribe_push(customer.pk, endpoint, p256dh, auth)
+    except DomainError as exc:
+        return JsonResponse({"code": exc.code}, status=exc.status)
+    return JsonResponse({"id": sub.pk}, status=201)

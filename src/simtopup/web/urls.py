@@ -61,4 +61,6 @@ urlpatterns: list[object] = [
     path("manifest.webmanifest", pwa.manifest, name="manifest"),
     path("sw.js", pwa.service_worker, name="sw"),
     path("offline", pwa.offline, name="offline"),
+    path("push/key", pwa.push_key, name="push-key"),
+    path("push/subscription", pwa.push_subscription, name="push-subscription"),
 ]

@@ -73,3 +73,56 @@ self.addEventListener("fetch", (event) => {
     event.respondWith(shellFile(request));
   }
 });
+
+/* Alerts by Web Push (usage/alerts.py): the payload is JSON {title, body, url, tag}; a tap
+   opens the one-tap top-up link (same origin only) in an open window, else a new one. */
+self.addEventListener("push", (event) => {
+  let data = {};
+  try {
+    data = event.data ? event.data.json() : {};
+  } catch (error) {
+    data = { body: event.data ? event.data.text() : "" };
+  }
+  event.waitUntil(
+    self.registration.showNotification(data.title || "simtopup", {
+      body: data.body || "",
+      tag: data.tag || undefined,
+      icon: CONFIG.shell.find((path) => path.endsWith("icon-192.png")),
+      data: { url: data.url || "/" },
+    })
+  );
+});
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  let target = new URL("/", self.location.origin);
+  try {
+    const wanted = new URL(event.notification.data.url, self.location.origin);
+    if (wanted.origin === self.location.origin) target = wanted;
+  } catch (error) {
+    /* keep the home page */
+  }
+  event.waitUntil(
+    self.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
+      const open = windows.find((client) => "focus" in client);
+      if (open) return open.navigate(target.href).then((client) => (client || open).focus());
+      return self.clients.openWindow(target.href);
+    })
+  );
+});
+
+/* A subscription the push service replaced: send the new one to the site. */
+self.addEventListener("pushsubscriptionchange", (event) => {
+  const options = event.oldSubscription ? event.oldSubscription.options : null;
+  if (!options) return;
+  event.waitUntil(
+    self.registration.pushManager.subscribe(options).then((subscription) =>
+      fetch("/push/subscription", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(subscription.toJSON()),
+      })
+    )
+  );
+});
