@@ -234,6 +234,21 @@ def test_reseller_webhooks_signed(
     _path, headers, body = next(r for r in _Receiver.received if b"bundle.threshold" in r[2])
     verify("whsec-a", headers["X-Simtopup-Signature"], body)  # raises unless signed
     assert WebhookDelivery.objects.filter(event="bundle.threshold").count() == 1
+    # Credit a reseller sold, on a card nobody has bound: the webhook is the only channel.
+    card = actors.devices[1]
+    topup(alice, card, "credit-50")
+    _Receiver.received = []
+    use(card, (420 * MB, "w2"))
+    run_worker()
+    [(_path, headers, body)] = _Receiver.received
+    verify("whsec-a", headers["X-Simtopup-Signature"], body)
+    event = json.loads(body)
+    assert event["type"] == "credit.low"
+    assert event["data"]["threshold"] == "credit_low"
+    assert event["data"]["credit"] == {"amount": "8.00", "currency": "CNY"}
+    assert set(AlertDelivery.objects.filter(alert__device=card).values_list("channel")) == {
+        ("webhook",)
+    }
 
 
 def test_expiry_job_closes_once_and_balances_the_ledger(
@@ -444,3 +459,34 @@ def test_the_website_subscribes_the_installed_app(db: None) -> None:
     worker = Client().get("/sw.js").content
     assert b'addEventListener("push"' in worker
     assert b'addEventListener("notificationclick"' in worker
+
+
+def test_expiry_job_resumes_where_it_stopped(
+    actors: Actors, alice: Client, owner: tuple[Client, Customer]
+) -> None:
+    from django.core.management import call_command
+
+    for device in actors.devices[:3]:
+        topup(alice, device, "day-1g")
+    now = timezone.now()
+    Bundle.objects.update(starts_at=now - timedelta(days=1), expires_at=now - timedelta(seconds=5))
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        # A pass that stops after one bundle (limit: as if the worker died there) …
+        assert expiry.close_ended(now, limit=1) == 1
+        # … and the next passes finish the rest, closing nothing twice.
+        assert expiry.run(now) == {"warned": 0, "closed": 2}
+        assert expiry.run(now) == {"warned": 0, "closed": 0}
+    assert Bundle.objects.filter(closed_at=None).count() == 0
+    assert Transfer.objects.filter(kind="bundle_expiry").count() == 3
+    assert Alert.objects.filter(kind="expired").count() == 3
+    call_command("check_ledger")  # raises CommandError (exit 1) on a violation
+    # A bundle that ended long before (older than the alert window) is closed silently.
+    topup(alice, actors.devices[3], "day-1g")
+    old = Bundle.objects.get(device=actors.devices[3])
+    Bundle.objects.filter(pk=old.pk).update(
+        starts_at=now - timedelta(days=10), expires_at=now - timedelta(days=9)
+    )
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        assert expiry.run(now) == {"warned": 0, "closed": 1}
+    assert not Alert.objects.filter(bundle=old).exists()
+    assert audit() == []
