@@ -490,3 +490,26 @@ def test_expiry_job_resumes_where_it_stopped(
         assert expiry.run(now) == {"warned": 0, "closed": 1}
     assert not Alert.objects.filter(bundle=old).exists()
     assert audit() == []
+
+
+def test_an_alert_whose_task_was_lost_is_delivered_by_the_janitor(
+    actors: Actors, alice: Client, owner: tuple[Client, Customer]
+) -> None:
+    topup(alice, actors.device, "day-1g")
+    now = timezone.now()
+    # Raised, committed, but its task never enqueued (a crash right after the commit).
+    Alert.objects.create(
+        key=f"b:{Bundle.objects.get().pk}:used_80",
+        kind="used_80",
+        device=actors.device,
+        bundle=Bundle.objects.get(),
+        facts={"remaining": 100 * MB},
+        created_at=now,
+    )
+    assert alerts.deliver_due() == 0  # too young to count as lost
+    Alert.objects.update(created_at=now - timedelta(minutes=3))
+    assert alerts.deliver_due() == 1
+    assert alerts.deliver_due() == 0
+    [message] = memory.outbox
+    assert "80%" in message.body
+    assert Alert.objects.get().planned_at is not None

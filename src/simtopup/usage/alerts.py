@@ -283,6 +283,8 @@ def deliver_alert(key: str) -> dict[str, str]:
         ],
         ignore_conflicts=True,
     )
+    if alert.planned_at is None:
+        Alert.objects.filter(pk=alert.pk, planned_at=None).update(planned_at=now)
     ids = AlertDelivery.objects.filter(alert=alert, status="pending").values_list("pk", "channel")
     return {channel: attempt(pk, alert) for pk, channel in ids}
 
@@ -406,14 +408,30 @@ def _queue_webhook(alert: Alert) -> None:
             )
 
 
+# An alert whose delivery task has not run after this long was lost (a crash between the
+# commit and the enqueue): the janitor delivers it. Older ones are left alone (stale news).
+LOST_AFTER = timedelta(minutes=2)
+STALE_AFTER = timedelta(days=1)
+
+
 def deliver_due(limit: int = 200) -> int:
-    """Retries whose time has come (the janitor runs this every pass)."""
+    """Retries whose time has come, and alerts whose delivery task was lost (the janitor
+    runs this every pass). Returns the channels sent."""
+    now = timezone.now()
+    lost = list(
+        Alert.objects.filter(
+            planned_at=None, created_at__lt=now - LOST_AFTER, created_at__gt=now - STALE_AFTER
+        )
+        .order_by("created_at")
+        .values_list("key", flat=True)[:limit]
+    )
+    sent = sum(1 for key in lost for outcome in deliver_alert(key).values() if outcome == "sent")
     ids = list(
         AlertDelivery.objects.filter(status="pending", next_attempt_at__lte=timezone.now())
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
-    return sum(1 for pk in ids if attempt(pk) == "sent")
+    return sent + sum(1 for pk in ids if attempt(pk) == "sent")
 
 
 # --- Web Push subscriptions (the app API and the website's service worker) -------------------

@@ -174,10 +174,18 @@ class Alert(models.Model):
     # What the alert says, as of the crossing: remaining bytes or credit, threshold.
     facts = models.JSONField(default=dict)
     created_at = models.DateTimeField()
+    # When its channels were planned (AlertDelivery rows made); null: the delivery task has
+    # not run yet — the janitor plans alerts whose task was lost (usage/alerts.py).
+    planned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["key"], name="usage_alert_once")]
-        indexes = [models.Index(fields=["device", "-created_at"])]
+        indexes = [
+            models.Index(fields=["device", "-created_at"]),
+            models.Index(
+                fields=["created_at"], condition=Q(planned_at=None), name="usage_alert_unplanned"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.key
