@@ -513,3 +513,17 @@ def test_an_alert_whose_task_was_lost_is_delivered_by_the_janitor(
     [message] = memory.outbox
     assert "80%" in message.body
     assert Alert.objects.get().planned_at is not None
+
+
+def test_push_endpoints_are_vetted(settings: Any) -> None:
+    from simtopup.notifications import push
+
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    assert push.vet("https://127.0.0.1/push") == "refused"  # loopback
+    assert push.vet("http://push.example/x") == "refused"  # not https
+    assert push.vet("https://[ff02::1]/x") == "refused"
+    assert push.vet("https://no-such-host.invalid/x") == "lookup_failed"  # later, not never
+    assert push.send("https://no-such-host.invalid/x", "k", "a", b"{}").startswith("push failed")
+    assert push.send("https://10.0.0.1/x", "k", "a", b"{}") == "gone"
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    assert push.vet("http://127.0.0.1:9/push") is None

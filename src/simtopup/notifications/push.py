@@ -50,28 +50,32 @@ def public_key() -> str:
     return _b64url(point)
 
 
-def endpoint_allowed(endpoint: str) -> bool:
-    """Where a push may go (see the module's doc)."""
+def vet(endpoint: str) -> str | None:
+    """None when a push may go to ``endpoint`` (see the module's doc); else ``refused`` (the
+    policy says no: never) or ``lookup_failed`` (its host did not resolve now: try later)."""
     try:
         parts = urlsplit(endpoint)
         host = parts.hostname
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        return False
+        return "refused"
     relaxed = bool(settings.WEBHOOK_ALLOW_PRIVATE)
     if not host or parts.scheme not in (("https", "http") if relaxed else ("https",)):
-        return False
+        return "refused"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
-        return False
+        return "lookup_failed"
     for *_rest, sockaddr in infos:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if ip.is_multicast or ip.is_unspecified:
-            return False
-        if not (ip.is_global or relaxed):
-            return False
-    return bool(infos)
+        if ip.is_multicast or ip.is_unspecified or not (ip.is_global or relaxed):
+            return "refused"
+    return None if infos else "lookup_failed"
+
+
+def endpoint_allowed(endpoint: str) -> bool:
+    """Whether a browser's endpoint may be stored: allowed now."""
+    return vet(endpoint) is None
 
 
 def send(endpoint: str, p256dh: str, auth: str, payload: bytes) -> str:
@@ -79,8 +83,11 @@ def send(endpoint: str, p256dh: str, auth: str, payload: bytes) -> str:
     is dead, delete it) or why it failed (retry later)."""
     from pywebpush import WebPushException, webpush  # type: ignore[import-untyped]
 
-    if not endpoint_allowed(endpoint):
+    refusal = vet(endpoint)
+    if refusal == "refused":
         return "gone"
+    if refusal is not None:
+        return f"push failed: {refusal}"
     try:
         response = webpush(
             {"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}},
