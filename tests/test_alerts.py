@@ -391,19 +391,20 @@ def test_a_failed_channel_is_retried(
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers: PostgreSQL")
 def test_concurrent_batches_raise_each_alert_once(actors: Actors, alice: Client) -> None:
-    device = actors.device
+    device, card = actors.device, actors.devices[1]
     topup(alice, device, "day-1g")
+    topup(alice, card, "credit-50")  # 500 MB of credit, warned below 100 MB
     start = timezone.now()
     assert device.iccid is not None
-    iccid = device.iccid
+    assert card.iccid is not None
+    iccid, card_iccid = device.iccid, card.iccid
     errors: list[BaseException] = []
 
     def batch(n: int) -> None:
         try:
-            records = [
-                UsageIn(f"k{n}-{i}", iccid, 4 * MB, start, start + timedelta(seconds=1))
-                for i in range(40)
-            ]
+            end = start + timedelta(seconds=1)
+            records = [UsageIn(f"k{n}-{i}", iccid, 4 * MB, start, end) for i in range(40)]
+            records += [UsageIn(f"p{n}-{i}", card_iccid, 2 * MB, start, end) for i in range(40)]
             ingest(records)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -417,6 +418,7 @@ def test_concurrent_batches_raise_each_alert_once(actors: Actors, alice: Client)
         t.join()
     assert errors == []
     assert kinds(device) == ["used_100", "used_80"]
+    assert kinds(card) == ["credit_exhausted", "credit_low"]
     assert audit() == []
 
 
