@@ -12,6 +12,7 @@ from django.utils.translation import gettext as _
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from simtopup.api.schemas import Problem
+from simtopup.core import requestid
 from simtopup.core.errors import DomainError
 from simtopup.core.http import in_request_language
 from simtopup.core.unavailable import RETRY_AFTER_SECONDS, database_unavailable, note_unavailable
@@ -94,6 +95,10 @@ def problem(
     }
     if errors:
         body["errors"] = errors
+    # The id of the request (core/requestid.py), also in the X-Request-Id header: what a
+    # caller quotes to support, and what finds the request's log lines.
+    if request_id := requestid.current():
+        body["request_id"] = request_id
     response = HttpResponse(
         json.dumps(body, ensure_ascii=False), status=status, content_type=CONTENT_TYPE
     )

@@ -146,6 +146,11 @@ class Problem(Schema):
     errors: list[ProblemFieldError] | None = Field(
         None, description="one entry per field that is missing or not valid"
     )
+    request_id: str | None = Field(
+        None,
+        description="the request's id, also sent as the `X-Request-Id` response header",
+        examples=["9f1c2b7e4a6d4e0f8b3a5c7d9e1f2a4b"],
+    )
 
 
 class UsageRecordIn(BaseModel):
