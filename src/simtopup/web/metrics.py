@@ -6,14 +6,27 @@ Before the first audit they have no sample at all (only HELP/TYPE), so an alert 
 ``absent(simtopup_ledger_audit_timestamp_seconds)`` or on
 ``time() - simtopup_ledger_audit_timestamp_seconds > 900`` catches an audit that never ran
 or stopped running, and no made-up value can pass for a result.
+
+Business counters are counted from the rows that hold the truth, one GROUP BY query per
+table, never in a process's memory (which a restart or a second process would make wrong).
+They are Prometheus counters because those rows are never deleted (orders, payment
+notifications: nothing in the application deletes them) and what they count only grows: an
+order's ``attempts`` only goes up, and an order reaches one outcome once — ``fulfilled``
+(``fulfilled_at`` is set once and stays, whatever happens to the order later), ``failed``
+(failed, and then refunded, without being fulfilled) or ``cancelled`` (never paid) — and a
+notification's result is written in the transaction that stores it. What moves both ways
+(orders by status, deliveries by status, the backlog's age) is a gauge.
+The dashboard over these names is deploy/grafana/simtopup.json
+(tests/test_metrics.py checks that every name it uses is served here).
 """
 
 from __future__ import annotations
 
-from django.db.models import Count, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Min, Q, Sum
+from django.utils import timezone
 
 from simtopup.ledger.models import LedgerAudit
-from simtopup.orders.models import Order
+from simtopup.orders.models import Channel, Order, OrderStatus
 from simtopup.payments.models import PaymentEvent
 from simtopup.resellers.models import DeliveryStatus, FastSaleFallback, WebhookDelivery
 from simtopup.usage.models import UsageRecord
@@ -24,25 +37,9 @@ def _escape(value: str) -> str:
 
 
 def render_metrics() -> str:
-    lines = [
-        "# HELP simtopup_orders Orders by channel and status.",
-        "# TYPE simtopup_orders gauge",
-    ]
-    for row in (
-        Order.objects.values("channel", "status")
-        .annotate(n=Count("id"))
-        .order_by("channel", "status")
-    ):
-        lines.append(
-            f'simtopup_orders{{channel="{_escape(row["channel"])}",status="{_escape(row["status"])}"}} {row["n"]}'
-        )
-    lines += [
-        "# HELP simtopup_webhooks_pending Outgoing webhooks not yet delivered.",
-        "# TYPE simtopup_webhooks_pending gauge",
-    ]
-    lines.append(
-        f"simtopup_webhooks_pending {WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count()}"
-    )
+    lines = _orders()
+    lines += _payment_notifications()
+    lines += _webhooks()
     usage = UsageRecord.objects.aggregate(n=Count("id"), b=Sum("bytes"), o=Sum("overage_bytes"))
     lines += [
         "# HELP simtopup_usage_records_total Usage records rated.",
@@ -71,6 +68,128 @@ def render_metrics() -> str:
     for reason, count in FastSaleFallback.objects.order_by("reason").values_list("reason", "count"):
         lines.append(f'simtopup_fast_path_fallbacks_total{{reason="{_escape(reason)}"}} {count}')
     return "\n".join(lines) + "\n"
+
+
+# Where an order ended up, for simtopup_topups_total: FAILED and REFUNDED are one outcome (a
+# failed top-up's money goes back, and its status moves on to refunded when it is back).
+OUTCOMES = ("fulfilled", "failed", "cancelled")
+_OUTCOME_OF_STATUS: dict[str, str] = {
+    OrderStatus.FAILED: "failed",
+    OrderStatus.REFUNDED: "failed",
+    OrderStatus.CANCELLED: "cancelled",
+}
+
+
+def _labels(**labels: str) -> str:
+    return ",".join(f'{name}="{_escape(value)}"' for name, value in labels.items())
+
+
+def _orders() -> list[str]:
+    """Orders by channel and status (gauge), top-ups by channel and outcome, fulfilment
+    attempts and retries by channel (counters): one query over the orders."""
+    rows = (
+        Order.objects.annotate(
+            was_fulfilled=ExpressionWrapper(
+                Q(fulfilled_at__isnull=False), output_field=BooleanField()
+            )
+        )
+        .values("channel", "status", "was_fulfilled")
+        .annotate(
+            n=Count("id"),
+            tries=Sum("attempts"),
+            retries=Sum(F("attempts") - 1, filter=Q(attempts__gt=1)),
+        )
+        .order_by()
+    )
+    channels = [str(c) for c in Channel.values]
+    by_status: dict[tuple[str, str], int] = {}
+    outcomes = {(c, o): 0 for c in channels for o in OUTCOMES}
+    attempts = dict.fromkeys(channels, 0)
+    retries = dict.fromkeys(channels, 0)
+    for row in rows:
+        channel, status, n = row["channel"], row["status"], row["n"]
+        by_status[channel, status] = by_status.get((channel, status), 0) + n
+        outcome = "fulfilled" if row["was_fulfilled"] else _OUTCOME_OF_STATUS.get(status)
+        if outcome:
+            outcomes[channel, outcome] = outcomes.get((channel, outcome), 0) + n
+        attempts[channel] = attempts.get(channel, 0) + (row["tries"] or 0)
+        retries[channel] = retries.get(channel, 0) + (row["retries"] or 0)
+    lines = [
+        "# HELP simtopup_orders Orders by channel and status.",
+        "# TYPE simtopup_orders gauge",
+    ]
+    for (channel, status), n in sorted(by_status.items()):
+        lines.append(f"simtopup_orders{{{_labels(channel=channel, status=status)}}} {n}")
+    lines += [
+        "# HELP simtopup_topups_total Top-ups (orders of every channel) that reached an outcome:"
+        " fulfilled, failed (its money returned) or cancelled (never paid).",
+        "# TYPE simtopup_topups_total counter",
+    ]
+    for (channel, outcome), n in sorted(outcomes.items()):
+        lines.append(f"simtopup_topups_total{{{_labels(channel=channel, outcome=outcome)}}} {n}")
+    lines += [
+        "# HELP simtopup_fulfilment_attempts_total The worker's attempts to fulfil a paid order"
+        " (an order fulfilled in its sale's own transaction, by a synchronous network, makes"
+        " none).",
+        "# TYPE simtopup_fulfilment_attempts_total counter",
+    ]
+    for channel, n in sorted(attempts.items()):
+        lines.append(f"simtopup_fulfilment_attempts_total{{{_labels(channel=channel)}}} {n}")
+    lines += [
+        "# HELP simtopup_fulfilment_retries_total Fulfilment attempts after an order's first"
+        " (the one before failed, or its worker lost the lease).",
+        "# TYPE simtopup_fulfilment_retries_total counter",
+    ]
+    for channel, n in sorted(retries.items()):
+        lines.append(f"simtopup_fulfilment_retries_total{{{_labels(channel=channel)}}} {n}")
+    return lines
+
+
+def _payment_notifications() -> list[str]:
+    """Verified provider notifications by provider and result (a duplicate of one already
+    stored is not stored again, so not counted): one query."""
+    lines = [
+        "# HELP simtopup_payment_notifications_total Verified payment provider notifications"
+        " (and mismatching status answers) stored, by provider and result.",
+        "# TYPE simtopup_payment_notifications_total counter",
+    ]
+    rows = (
+        PaymentEvent.objects.values("provider", "outcome")
+        .annotate(n=Count("id"))
+        .order_by("provider", "outcome")
+    )
+    for row in rows:
+        labels = _labels(provider=row["provider"], result=row["outcome"])
+        lines.append(f"simtopup_payment_notifications_total{{{labels}}} {row['n']}")
+    return lines
+
+
+def _webhooks() -> list[str]:
+    """The outgoing webhook backlog: deliveries by status and the age of the oldest one not
+    yet delivered, in one query."""
+    counts = WebhookDelivery.objects.aggregate(
+        **{str(status): Count("id", filter=Q(status=status)) for status in DeliveryStatus.values},
+        oldest=Min("created_at", filter=Q(status=DeliveryStatus.PENDING)),
+    )
+    oldest = counts.pop("oldest")
+    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    lines = [
+        "# HELP simtopup_webhooks_pending Outgoing webhooks not yet delivered.",
+        "# TYPE simtopup_webhooks_pending gauge",
+        f"simtopup_webhooks_pending {counts[DeliveryStatus.PENDING]}",
+        "# HELP simtopup_webhook_deliveries Outgoing webhooks by status (failed: given up"
+        " after the last retry).",
+        "# TYPE simtopup_webhook_deliveries gauge",
+    ]
+    for status in sorted(counts):
+        lines.append(f"simtopup_webhook_deliveries{{{_labels(status=status)}}} {counts[status]}")
+    lines += [
+        "# HELP simtopup_webhook_oldest_pending_age_seconds How long the oldest outgoing"
+        " webhook not yet delivered has waited (0: none waits).",
+        "# TYPE simtopup_webhook_oldest_pending_age_seconds gauge",
+        f"simtopup_webhook_oldest_pending_age_seconds {max(age, 0.0):.3f}",
+    ]
+    return lines
 
 
 def _ledger_audit() -> list[str]:
