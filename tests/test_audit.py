@@ -158,6 +158,7 @@ def test_a_console_change_writes_one_row_with_the_staff_member_and_ip(actors: Ac
     response = console.post(url, _device_form(device, status=DeviceStatus.SUSPENDED))
     assert response.status_code == 302, response.content.decode()[:2000]
     [entry] = entries(Action.DEVICE_SUSPEND)
+    assert entry.request_id == response["X-Request-Id"]
     assert entry.actor == f"staff:{user.pk}:operator"
     assert entry.ip == IP
     assert (entry.object_type, entry.object_id) == ("devices.device", str(device.pk))
@@ -245,6 +246,7 @@ def test_staff_logins_and_failed_logins_are_recorded(db: None) -> None:
     wrong = browser.post("/admin/login/", {"username": "li.wei", "password": "wrong"})
     assert wrong.status_code == 200
     [failed] = entries(Action.STAFF_LOGIN_FAILED)
+    assert failed.request_id == wrong["X-Request-Id"]
     assert (failed.actor, failed.ip, failed.object_id) == ("anonymous", IP, str(staff.pk))
     assert failed.after == {"username": "li.wei"}
     # A name nobody has, at the console's login page, is recorded too.

@@ -21,6 +21,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.audit.models import MOVES_VALUE, Action, AuditEntry
+from simtopup.core import requestid
 from simtopup.core.errors import DomainError
 from simtopup.core.http import client_ip
 
@@ -48,7 +49,8 @@ def record(
     request_id: str = "",
 ) -> AuditEntry:
     """Write one audit row. ``obj``: the model instance acted on, or ``(object_type,
-    object_id)``; ``reason`` is required when the action moves value (``reason_required``)."""
+    object_id)``; ``reason`` is required when the action moves value (``reason_required``).
+    ``request_id``: by default the id of the request being served (core/requestid.py)."""
     action = Action(action)
     reason = (reason or "").strip()
     if action in MOVES_VALUE and not reason:
@@ -71,7 +73,7 @@ def record(
             before=_json(before),
             after=_json(after),
             reason=reason,
-            request_id=(request_id or "")[:64],
+            request_id=(request_id or requestid.current())[:64],
         )
 
 
@@ -128,7 +130,7 @@ def from_request(request: HttpRequest) -> dict[str, Any]:
     return {
         "actor": actor,
         "ip": client_ip(request),
-        "request_id": request.META.get("HTTP_X_REQUEST_ID", "")[:64],
+        "request_id": getattr(request, "request_id", "") or requestid.current(),
     }
 
 
