@@ -12,10 +12,15 @@ from simtopup.accounts.models import AppToken
 from simtopup.api.app_autotopup import _my_device
 from simtopup.api.auth import AppBearer
 from simtopup.api.schemas import Problem, Strict
-from simtopup.catalog.pricing import tariff_per_mb
 from simtopup.core.errors import DomainError
 from simtopup.notifications import push
-from simtopup.usage.alerts import DEFAULT_CREDIT_MB, subscribe_push, unsubscribe_push
+from simtopup.usage.alerts import (
+    alert_settings_of,
+    effective_credit_threshold,
+    set_alert_settings,
+    subscribe_push,
+    unsubscribe_push,
+)
 from simtopup.usage.models import AlertSettings
 
 router = Router(auth=AppBearer(), tags=["app: alerts"])
@@ -69,9 +74,7 @@ def _settings_body(chosen: AlertSettings) -> dict[str, object]:
         "email": chosen.email,
         "push": chosen.push,
         "credit_threshold": threshold,
-        "effective_credit_threshold": (
-            threshold if threshold is not None else DEFAULT_CREDIT_MB * tariff_per_mb()
-        ),
+        "effective_credit_threshold": effective_credit_threshold(chosen),
     }
 
 
@@ -82,7 +85,7 @@ def _settings_body(chosen: AlertSettings) -> dict[str, object]:
 )
 def get_alert_settings(request: HttpRequest, device_id: int) -> dict[str, object]:
     device = _my_device(request, device_id)
-    return _settings_body(AlertSettings.objects.filter(device=device).first() or AlertSettings())
+    return _settings_body(alert_settings_of(device))
 
 
 @router.put(
@@ -94,14 +97,12 @@ def put_alert_settings(
     request: HttpRequest, device_id: int, payload: AlertSettingsIn
 ) -> dict[str, object]:
     device = _my_device(request, device_id)
-    chosen, _created = AlertSettings.objects.update_or_create(
-        device=device,
-        defaults={
-            "sms": payload.sms,
-            "email": payload.email,
-            "push": payload.push,
-            "credit_threshold": payload.credit_threshold,
-        },
+    chosen = set_alert_settings(
+        device,
+        sms=payload.sms,
+        email=payload.email,
+        push=payload.push,
+        credit_threshold=payload.credit_threshold,
     )
     return _settings_body(chosen)
 

@@ -434,6 +434,35 @@ def deliver_due(limit: int = 200) -> int:
     return sent + sum(1 for pk in ids if attempt(pk) == "sent")
 
 
+# --- the owner's choices ------------------------------------------------------------------------
+
+
+def set_alert_settings(
+    device: Device, *, sms: bool, email: bool, push: bool, credit_threshold: int | None
+) -> AlertSettings:
+    """Create or change how the card's alerts reach its owner (the caller has checked that
+    the customer owns ``device``). ``credit_threshold``: minor units, None for the default."""
+    chosen, _created = AlertSettings.objects.update_or_create(
+        device=device,
+        defaults={"sms": sms, "email": email, "push": push, "credit_threshold": credit_threshold},
+    )
+    return chosen
+
+
+def effective_credit_threshold(chosen: AlertSettings) -> int:
+    """The credit threshold in force: the owner's, else 100 MB at the current tariff."""
+    from simtopup.catalog.pricing import tariff_per_mb
+
+    if chosen.credit_threshold is not None:
+        return chosen.credit_threshold
+    return DEFAULT_CREDIT_MB * tariff_per_mb()
+
+
+def alert_settings_of(device: Device) -> AlertSettings:
+    """The card's choices (unsaved defaults when none were made)."""
+    return AlertSettings.objects.filter(device=device).first() or AlertSettings(device=device)
+
+
 # --- Web Push subscriptions (the app API and the website's service worker) -------------------
 
 
