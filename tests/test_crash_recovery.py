@@ -1,7 +1,9 @@
-"""Crash recovery of asynchronous fulfilment against a slow upstream wholesale API.
+"""Crash recovery of asynchronous fulfilment against a slow upstream wholesale API (a fake
+Airalo Partner API, which has no idempotency key).
 
 A real ``simtopup worker`` process, pointed at the test database, is killed with SIGKILL while
-it waits for the upstream; a restarted worker's reconciler must take the stale lease over and
+it waits for Airalo, which has already made the top-up; a restarted worker's reconciler must
+take the stale lease over, find that top-up by our reference instead of buying another, and
 finish the order exactly once. And an upstream that never recovers: retries with backoff,
 then the order fails and the float is refunded once.
 """
@@ -31,7 +33,7 @@ from simtopup.orders.actions import fulfil_pending, reconcile
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.resellers.models import Reseller, WebhookDelivery
 from simtopup.usage.models import Bundle
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeAiralo, link_plans
 from tests.support import GB, Actors, float_of, post_json, reseller_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,18 +106,17 @@ class Workers:
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
+def upstream() -> Iterator[FakeAiralo]:
+    with FakeAiralo() as server:
         yield server
 
 
 @pytest.fixture
-def workers(transactional_db: None, upstream: FakeUpstream, tmp_path: Path) -> Iterator[Workers]:
+def workers(transactional_db: None, upstream: FakeAiralo, tmp_path: Path) -> Iterator[Workers]:
     # Depends on transactional_db so the workers are gone before the database is flushed.
     settings_env = {
         "SIMTOPUP_DATABASE_URL": worker_database_url(),
-        "SIMTOPUP_NETWORK_ADAPTER": "upstream",
-        "SIMTOPUP_UPSTREAM_URL": upstream.url,
+        **upstream.settings_env(),
         "SIMTOPUP_UPSTREAM_TIMEOUT_SECONDS": "20",
         "SIMTOPUP_FULFILMENT_LEASE_SECONDS": "2",
         "SIMTOPUP_RECONCILE_INTERVAL_SECONDS": "1",
@@ -133,10 +134,9 @@ def workers(transactional_db: None, upstream: FakeUpstream, tmp_path: Path) -> I
 
 
 @pytest.fixture
-def async_adapter(settings: Any, upstream: FakeUpstream) -> None:
-    settings.NETWORK_ADAPTER = "upstream"
-    settings.UPSTREAM_URL = upstream.url
-    settings.UPSTREAM_TIMEOUT_SECONDS = 10
+def async_adapter(settings: Any, upstream: FakeAiralo, actors: Actors) -> None:
+    upstream.configure(settings)
+    link_plans(**{"day-1g": "fake-1gb-1d-topup"})
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, why: Callable[[], str]) -> None:
@@ -171,9 +171,9 @@ def fulfil_tasks(order_id: int) -> list[DBTaskResult]:
 @pytest.mark.usefixtures("async_adapter")
 @pytest.mark.parametrize("killed_in", ["task", "reconciler"])
 def test_a_worker_killed_mid_fulfilment_is_taken_over_and_fulfils_once(
-    actors: Actors, upstream: FakeUpstream, workers: Workers, killed_in: str
+    actors: Actors, upstream: FakeAiralo, workers: Workers, killed_in: str
 ) -> None:
-    upstream.hold()  # the upstream grants at once but is slow to answer
+    upstream.hold()  # Airalo tops up at once but is slow to answer
     order_id = place_topup(actors)
     key = f"simtopup-order-{order_id}"
 
@@ -225,17 +225,24 @@ def test_a_worker_killed_mid_fulfilment_is_taken_over_and_fulfils_once(
     assert order.attempts == 2
     assert order.receipt_no
     bundle = Bundle.objects.get(order_id=order_id)
-    grant = upstream.grants[key]
-    assert bundle.granted_bytes == grant["data_bytes"] == 1 * GB
-    assert bundle.starts_at.isoformat() == grant["starts_at"]
+    topup = upstream.topup_for(key)
+    assert bundle.granted_bytes == 1 * GB
+    # The bundle starts when Airalo made the top-up, not when the second worker found it.
+    assert bundle.starts_at.strftime("%Y-%m-%d %H:%M:%S") == topup["created_at"]
     assert bundle.account.balance == 1 * GB
     assert Bundle.objects.count() == 1
     assert Transfer.objects.filter(kind="order_payment").count() == 1
     assert Transfer.objects.filter(kind="bundle_grant").count() == 1
     assert float_of(actors.alice) == 100000 - 460
-    calls = upstream.calls_for(key)
-    assert len(calls) == 2
-    assert calls[0].body == calls[1].body
+    # Airalo has no idempotency key: the second attempt looked the top-up up by our reference
+    # (the description) and did not order it again.
+    [call] = upstream.calls_for(key)
+    assert call.body == {
+        "package_id": "fake-1gb-1d-topup",
+        "iccid": actors.device.iccid,
+        "description": key,
+    }
+    assert upstream.lookups == 1
     assert dict(upstream.granted) == {key: 1}
     assert audit() == []
 
@@ -244,20 +251,20 @@ def test_a_worker_killed_mid_fulfilment_is_taken_over_and_fulfils_once(
 @pytest.mark.timeout(60)
 @pytest.mark.usefixtures("async_adapter")
 def test_an_upstream_that_keeps_failing_is_retried_with_backoff_then_refunded(
-    actors: Actors, upstream: FakeUpstream, settings: Any
+    actors: Actors, upstream: FakeAiralo, settings: Any
 ) -> None:
     settings.FULFILMENT_BACKOFF = [1, 1]  # two retries a second apart, then give up
     Reseller.objects.filter(pk=actors.alice.pk).update(
         webhook_url="http://127.0.0.1:9/simtopup-hooks", webhook_secret="whsec-alice"
     )
-    upstream.fail_with = 503
+    upstream.fail_with = (503, {"data": [], "meta": {"message": "Service Unavailable"}})
     order_id = place_topup(actors)
     key = f"simtopup-order-{order_id}"
 
     assert fulfil_pending(order_id) == "retry"
     order = Order.objects.get(pk=order_id)
     assert (order.status, order.attempts) == (OrderStatus.PAID, 1)
-    assert order.failure_detail == "upstream answered 503"
+    assert order.failure_detail == "airalo answered 503"
     assert order.next_attempt_at is not None
     assert order.next_attempt_at > timezone.now()
     assert float_of(actors.alice) == 100000 - 460  # held in clearing meanwhile

@@ -37,7 +37,7 @@ from simtopup.ops.management.commands.worker import (
     requeue_abandoned,
     retry_delay,
 )
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import LINK_DAY_1G, FakeAiralo
 from tests.pgcluster import PgCluster, throwaway_cluster
 from tests.processes import alive, children, cmdline, free_port, simtopup
 
@@ -127,6 +127,10 @@ class Processes:
                 os.kill(pid, signal.SIGKILL)
 
 
+def airalo_settings(fake: FakeAiralo) -> dict[str, str]:
+    return {k.removeprefix("SIMTOPUP_"): v for k, v in fake.settings_env().items()}
+
+
 def env_for(tmp_path: Path, **settings: str) -> dict[str, str]:
     """The environment of a simtopup process: ``settings`` are SIMTOPUP_<NAME> values."""
     ours = {f"SIMTOPUP_{name}": value for name, value in settings.items()}
@@ -145,6 +149,9 @@ class Shop:
         out = subprocess.run(
             simtopup("demo"), env=env, check=True, capture_output=True, text=True, timeout=120
         ).stdout
+        if env.get("SIMTOPUP_NETWORK_ADAPTER") == "airalo":
+            # The demo's day-1g is the fake Airalo's 1 GB top-up (what sync-catalogue records).
+            subprocess.run(simtopup("shell", "-c", LINK_DAY_1G), env=env, check=True, timeout=120)
         key = re.search(r"demo reseller API key: (\S+)", out)
         device = re.search(r"ICCID (\d+)  PIN ", out)  # the first demo card
         assert key, out
@@ -180,8 +187,8 @@ def ready(base: str) -> int | None:
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
+def upstream() -> Iterator[FakeAiralo]:
+    with FakeAiralo() as server:
         yield server
 
 
@@ -191,14 +198,14 @@ def upstream() -> Iterator[FakeUpstream]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_serve_replaces_dead_children_and_stops_gracefully(
-    tmp_path: Path, upstream: FakeUpstream
+    tmp_path: Path, upstream: FakeAiralo
 ) -> None:
     grace = 10
     env = env_for(
         tmp_path,
         DATABASE_URL=f"sqlite:///{tmp_path}/serve.sqlite3",
-        NETWORK_ADAPTER="upstream",  # top-ups are fulfilled by the worker, through the queue
-        UPSTREAM_URL=upstream.url,
+        # Top-ups are fulfilled by the worker (Airalo's adapter), through the queue.
+        **airalo_settings(upstream),
         RECONCILE_INTERVAL_SECONDS="600",  # ... and only through the queue
         SHUTDOWN_GRACE_SECONDS=str(grace),
     )
@@ -311,14 +318,13 @@ def task_rows(cluster: PgCluster) -> dict[str, int]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_worker_and_readyz_ride_out_a_postgresql_restart_and_crash(
-    tmp_path: Path, upstream: FakeUpstream
+    tmp_path: Path, upstream: FakeAiralo
 ) -> None:
     with throwaway_cluster() as pg:
         env = env_for(
             tmp_path,
             DATABASE_URL=pg.url,
-            NETWORK_ADAPTER="upstream",
-            UPSTREAM_URL=upstream.url,
+            **airalo_settings(upstream),
             RECONCILE_INTERVAL_SECONDS="600",
             FULFILMENT_LEASE_SECONDS="2",
         )

@@ -104,13 +104,23 @@ RECONCILE_INTERVAL_SECONDS = envint("RECONCILE_INTERVAL_SECONDS", 15)
 # How often the worker audits the ledger (check-ledger's checks, one snapshot) and stores the
 # result for /metrics; checked on each reconciler pass. 0 turns the scheduled audit off.
 LEDGER_AUDIT_INTERVAL_SECONDS = envint("LEDGER_AUDIT_INTERVAL_SECONDS", 300)
-# Network adapter: "builtin" (grants bundles locally) or a dotted path to an adapter class.
+# Network adapter: "builtin" (grants bundles locally), "airalo" (resells Airalo's data through
+# its Partner API, network/airalo.py) or a dotted path to an adapter class.
 NETWORK_ADAPTER = env("NETWORK_ADAPTER", "builtin")
 # On PostgreSQL with the builtin adapter, a reseller top-up that will succeed runs as one SQL
 # function call (resellers/fast_sale.py); 0 sends every top-up through the general path.
 FAST_TOPUP = envbool("FAST_TOPUP", True)
-UPSTREAM_URL = env("UPSTREAM_URL", "")
+# Airalo Partner API v2 (NETWORK_ADAPTER=airalo): the SDK's base URL is a constant; this one
+# is ours to point at (their sandbox, a test server). Client credentials from the Partner
+# Platform.
+AIRALO_URL = env("AIRALO_URL", "https://partners-api.airalo.com/v2/")
+AIRALO_CLIENT_ID = env("AIRALO_CLIENT_ID", "")
+AIRALO_CLIENT_SECRET = env("AIRALO_CLIENT_SECRET", "")
+# One call to a wholesale provider waits this long for its answer.
 UPSTREAM_TIMEOUT_SECONDS = envint("UPSTREAM_TIMEOUT_SECONDS", 30)
+# How often the usage of a card sold through a wholesale provider is read from it (the janitor,
+# ops/upstream_usage.py); never more often than the provider allows (Airalo: 10 / min / ICCID).
+UPSTREAM_USAGE_INTERVAL_SECONDS = envint("UPSTREAM_USAGE_INTERVAL_SECONDS", 300)
 SIGNATURE_TOLERANCE_SECONDS = 300
 IDEMPOTENCY_RETENTION_HOURS = envint("IDEMPOTENCY_RETENTION_HOURS", 48)
 IDEMPOTENCY_LEASE_SECONDS = envint("IDEMPOTENCY_LEASE_SECONDS", 60)

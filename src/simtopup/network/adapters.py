@@ -3,14 +3,13 @@
 Protocol: ``apply(order) -> Grant``, idempotent on the order id — calling it twice for one
 order must not grant twice upstream. Capability flag ``synchronous``: True when the grant can
 be recorded inside the order's own transaction (the built-in quota authority); False for
-upstream wholesale APIs, which the worker calls outside any transaction, with retries.
+upstream wholesale APIs (``airalo``: network/airalo.py), which the worker calls outside any
+transaction, with retries. A wholesale provider without idempotency keys is made idempotent by
+the adapter: it looks its earlier attempt up by our reference before trying again.
 """
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -18,13 +17,14 @@ from typing import Protocol
 
 from django.conf import settings
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
 
 
 # What an adapter reads of an order: the network sits below the sales (orders, payments,
 # usage call it), so it names only the fields it needs instead of importing the Order model.
 class GrantedPlan(Protocol):
+    @property
+    def pk(self) -> int: ...
     @property
     def code(self) -> str: ...
     @property
@@ -34,6 +34,8 @@ class GrantedPlan(Protocol):
 
 
 class GrantedDevice(Protocol):
+    @property
+    def pk(self) -> int: ...
     @property
     def iccid(self) -> str | None: ...
 
@@ -47,6 +49,10 @@ class Order(Protocol):
     def plan(self) -> GrantedPlan: ...
     @property
     def device(self) -> GrantedDevice: ...
+    @property
+    def attempts(self) -> int:
+        """This attempt's number: after the first, an earlier one may have reached upstream."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -58,11 +64,23 @@ class Grant:
 
 
 class AdapterError(Exception):
-    """The network could not apply the order now (retryable unless ``permanent``)."""
+    """The network could not apply the order now (retryable unless ``permanent``).
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    ``code``: ours for the provider's refusal (the order's failure code if it fails);
+    ``retry_after``: seconds the provider asked us to wait (429, maintenance)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        code: str = "fulfilment_failed",
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.code = code
+        self.retry_after = retry_after
 
 
 class NetworkAdapter(Protocol):
@@ -86,66 +104,14 @@ class BuiltinAdapter:
         return bundle_window(order)
 
 
-class UpstreamAdapter:
-    """An upstream wholesale eSIM API reached over HTTP (JSON).
-
-    ``POST {SIMTOPUP_UPSTREAM_URL}/orders`` with ``{"order_id", "iccid", "plan", "data_bytes",
-    "validity_hours"}`` and header ``Idempotency-Key: simtopup-order-<id>``; the upstream
-    answers ``{"id", "starts_at", "expires_at", "data_bytes"}``. Slow, as real ones are.
-    """
-
-    synchronous = False
-
-    def __init__(self, base_url: str | None = None, timeout: float | None = None) -> None:
-        self.base_url = (base_url or settings.UPSTREAM_URL).rstrip("/")
-        self.timeout = timeout or settings.UPSTREAM_TIMEOUT_SECONDS
-
-    def apply(self, order: Order) -> Grant:
-        body = json.dumps(
-            {
-                "order_id": order.pk,
-                "iccid": order.device.iccid,
-                "plan": order.plan.code,
-                "data_bytes": order.plan.data_bytes,
-                "validity_hours": order.plan.validity_hours,
-            }
-        ).encode()
-        request = urllib.request.Request(  # noqa: S310 - operator-configured URL
-            f"{self.base_url}/orders",
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Idempotency-Key": f"simtopup-order-{order.pk}",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                answer = json.load(response)
-        except urllib.error.HTTPError as exc:
-            raise AdapterError(
-                f"upstream answered {exc.code}", permanent=400 <= exc.code < 500 and exc.code != 429
-            ) from exc
-        except (OSError, ValueError) as exc:
-            raise AdapterError(f"upstream unreachable: {exc}") from exc
-        starts = parse_datetime(str(answer.get("starts_at", "")))
-        expires = parse_datetime(str(answer.get("expires_at", "")))
-        if starts is None or expires is None or expires <= starts:
-            raise AdapterError("upstream answered without a valid validity window")
-        return Grant(
-            int(answer.get("data_bytes") or order.plan.data_bytes),
-            starts,
-            expires,
-            str(answer.get("id", "")),
-        )
-
-
 @cache
 def _adapter_class(path: str) -> type:
     if path == "builtin":
         return BuiltinAdapter
-    if path == "upstream":
-        return UpstreamAdapter
+    if path == "airalo":
+        from simtopup.network.airalo import AiraloAdapter
+
+        return AiraloAdapter
     return import_string(path)
 
 

@@ -15,6 +15,7 @@ from simtopup.accounts.login import prune_login_data
 from simtopup.core import idempotency
 from simtopup.ledger.audit import record_audit
 from simtopup.ledger.models import LedgerAudit
+from simtopup.ops.upstream_usage import sync_usage as sync_upstream_usage
 from simtopup.orders.actions import reconcile
 from simtopup.orders.customer import prune_quotes
 from simtopup.payments.actions import sweep as sweep_payments
@@ -42,6 +43,16 @@ def maybe_expire_bundles() -> dict[str, int] | None:
     except Exception:
         # The rest of the pass goes on; the next pass resumes where this one stopped.
         logger.exception("bundle expiry job failed; next attempt in a minute")
+        return None
+
+
+def maybe_sync_upstream_usage() -> dict[str, int] | None:
+    """Usage of the cards a wholesale provider serves (ops/upstream_usage.py); each card is
+    read only when due, so this pass may run as often as it likes."""
+    try:
+        return sync_upstream_usage()
+    except Exception:
+        logger.exception("upstream usage sync failed; next attempt in the next pass")
         return None
 
 
@@ -74,6 +85,7 @@ def run_janitor() -> dict[str, object]:
     if orders or payments:
         logger.info("reconciler: orders %s, payments %s", orders, payments)
     bundles = maybe_expire_bundles()
+    upstream_usage = maybe_sync_upstream_usage()
     alerts_sent = usage_alerts.deliver_due()
     audited = maybe_audit_ledger()
     return {
@@ -83,6 +95,8 @@ def run_janitor() -> dict[str, object]:
         "login_codes_pruned": prune_login_data(),
         # Expiry job (None: not due this pass) and alert channels retried and sent.
         "bundles": bundles,
+        # Usage read from the wholesale provider's cards that were due ({}: none, or builtin).
+        "upstream_usage": upstream_usage,
         "alerts_retried": alerts_sent,
         # Violations the ledger audit found in this pass; None: no audit was due.
         "ledger_violations": audited.violations_count if audited else None,

@@ -18,6 +18,7 @@ from stdnum import luhn
 
 from simtopup.accounts.models import Customer
 from simtopup.catalog.models import Plan
+from simtopup.core import requestid
 from simtopup.core.transactions import durable
 from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.actions import Posting, post, system_account
@@ -109,7 +110,12 @@ def enqueue_fulfilment(order: Order, run_after: timedelta | None = None) -> None
     task = fulfil_order_task
     if run_after:
         task = task.using(run_after=timezone.now() + run_after)
-    task.enqueue(order.pk)
+    # The request that paid for it (and its retries, queued from the task) goes along: the
+    # worker's log lines and the reseller's webhook about it carry its id (core/requestid.py).
+    if request_id := requestid.current():
+        task.enqueue(order.pk, request_id=request_id)
+    else:
+        task.enqueue(order.pk)
 
 
 def fulfil_paid_order(order: Order, now: datetime | None = None) -> None:
@@ -225,7 +231,9 @@ def fulfil_pending(order_id: int) -> str:
     try:
         grant = adapter.apply(order) if not adapter.synchronous else bundle_window(order)
     except AdapterError as exc:
-        return _after_failure(order, str(exc), permanent=exc.permanent)
+        return _after_failure(
+            order, str(exc), permanent=exc.permanent, code=exc.code, wait=exc.retry_after
+        )
     except Exception as exc:
         logger.exception("network adapter crashed on order %s", order_id)
         return _after_failure(order, f"adapter error: {exc.__class__.__name__}", permanent=False)
@@ -243,13 +251,21 @@ def fulfil_pending(order_id: int) -> str:
     return "fulfilled" if done else "already_done"
 
 
-def _after_failure(order: Order, detail: str, *, permanent: bool) -> str:
+def _after_failure(
+    order: Order,
+    detail: str,
+    *,
+    permanent: bool,
+    code: str = "fulfilment_failed",
+    wait: float | None = None,
+) -> str:
+    """``code``: the network's refusal in our words; ``wait``: the least delay it asked for."""
     backoff = settings.FULFILMENT_BACKOFF
     if permanent or order.attempts >= len(backoff) + 1:
         with transaction.atomic(durable=True):
-            refunded = fail_and_refund(order, "fulfilment_failed", detail)
+            refunded = fail_and_refund(order, code, detail)
         return "failed" if refunded else "already_done"
-    delay = timedelta(seconds=backoff[min(order.attempts - 1, len(backoff) - 1)])
+    delay = timedelta(seconds=max(backoff[min(order.attempts - 1, len(backoff) - 1)], wait or 0))
     with transaction.atomic(durable=True):
         released = Order.objects.filter(pk=order.pk, status=OrderStatus.FULFILLING).update(
             status=OrderStatus.PAID,
