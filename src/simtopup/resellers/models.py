@@ -101,6 +101,8 @@ class WebhookDelivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     # When the latest attempt began (none yet: null); the reseller's delivery log shows it.
     last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The request that caused the event (core/requestid.py), sent as X-Request-Id; "" if none.
+    request_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["status", "next_attempt_at"])]

@@ -45,6 +45,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from simtopup.core import requestid
 from simtopup.core.signing import HEADER, sign
 from simtopup.resellers.bodies import topup_body
 from simtopup.resellers.models import DeliveryStatus, Reseller, WebhookDelivery
@@ -378,6 +379,7 @@ def queue_event(order: Order, event: str) -> None:
                 dedupe_key=f"{event}:order:{order.pk}",
                 payload=payload,
                 next_attempt_at=now,
+                request_id=requestid.current(),
             )
         ],
         ignore_conflicts=True,
@@ -408,7 +410,12 @@ def queue_alert_event(reseller_id: int, event: str, subject: str, data: dict[str
     WebhookDelivery.objects.bulk_create(
         [
             WebhookDelivery(
-                reseller=reseller, event=event, dedupe_key=key, payload=payload, next_attempt_at=now
+                reseller=reseller,
+                event=event,
+                dedupe_key=key,
+                payload=payload,
+                next_attempt_at=now,
+                request_id=requestid.current(),
             )
         ],
         ignore_conflicts=True,
@@ -438,6 +445,8 @@ def deliver(delivery_id: int) -> str:
         "X-Simtopup-Event": delivery.event,
         "X-Simtopup-Delivery": str(delivery.pk),
     }
+    if delivery.request_id:  # the request that caused the event (core/requestid.py)
+        headers["X-Request-Id"] = delivery.request_id
     try:
         status = post(reseller.webhook_url, body, headers, timeout)
     except UrlRefused as exc:
