@@ -184,8 +184,11 @@ def test_answers_are_the_same_for_known_and_unknown_accounts(db: None) -> None:
     assert known.content == unknown.content
     assert [m.recipient for m in sent] == [PHONE, "+8613700137000"]  # both get a code
 
-    wrong_known = exchange({"phone": PHONE, "code": "000000"})
-    wrong_unknown = exchange({"phone": "+8613600136000", "code": "000000"})  # never asked
+    # The same request id for both: the problem carries it (core/requestid.py).
+    same_id = {"X-Request-Id": "enumeration-check"}
+    wrong_known = exchange({"phone": PHONE, "code": "000000"}, **same_id)
+    never_asked = {"phone": "+8613600136000", "code": "000000"}
+    wrong_unknown = exchange(never_asked, **same_id)
     assert wrong_known.status_code == wrong_unknown.status_code == 422
     assert wrong_known.content == wrong_unknown.content
 
