@@ -328,6 +328,9 @@ MIDDLEWARE = [
     # The reseller top-up hot path (resellers/fast_sale.py, hooked in here): a bearer-key API
     # call that needs no session, language, CSRF, user or messages; any other request goes on.
     "simtopup.api.fast_topup.FastTopupMiddleware",
+    # The balance and authorization polls (api/hot_reads.py): answered here when the answer
+    # is a plain 200, from the API's own checks, read and body; anything else goes on.
+    "simtopup.api.hot_reads.HotReadsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",

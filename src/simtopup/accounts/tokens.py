@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -23,6 +23,30 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def token_hash(raw: str) -> str | None:
+    """The stored hash of ``raw`` if it can be one of our tokens at all, else None. Tokens
+    are random 256-bit strings, so a plain SHA-256 lookup is safe."""
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
+        return None
+    return hash_token(raw)
+
+
+def live_token_sql(alias: str) -> str:
+    """SQL condition: the app token row ``alias`` has the hash given as the next parameter
+    and is not revoked. The one definition of a live token, for every statement that
+    checks one (the token check below, the balance poll in usage/reads.py): a revoked
+    token fails at the next request, nothing caches it."""
+    return (
+        f"{alias}.{column(AppToken, 'token_hash')} = %s"
+        f" AND {alias}.{column(AppToken, 'revoked_at')} IS NULL"
+    )
+
+
+def used_recently(last_used_at: datetime | None, now: datetime) -> bool:
+    """True when a token's recorded use is recent enough not to be written again."""
+    return last_used_at is not None and now - last_used_at < LAST_USED_RESOLUTION
 
 
 def issue_token(customer: Customer, name: str = "") -> tuple[str, AppToken]:
@@ -51,8 +75,7 @@ def _token_sql() -> str:
     return (
         f"SELECT {', '.join(selected)} FROM {table(AppToken)} t "
         f"JOIN {table(Customer)} c ON c.{column(Customer, 'id')} = t.{column(AppToken, 'customer')}"
-        f" WHERE t.{column(AppToken, 'token_hash')} = %s"
-        f" AND t.{column(AppToken, 'revoked_at')} IS NULL"
+        f" WHERE {live_token_sql('t')}"
     )
 
 
@@ -67,11 +90,11 @@ def _instance[M: Model](model: type[M], values: Sequence[Any]) -> M:
 
 
 def authenticate_token(raw: str) -> AppToken | None:
-    """The unrevoked token row (with its customer) for ``raw``, or None. Tokens are random
-    256-bit strings, so a plain SHA-256 lookup is safe."""
-    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
+    """The unrevoked token row (with its customer) for ``raw``, or None."""
+    hashed = token_hash(raw)
+    if hashed is None:
         return None
-    rows = fetch("simtopup_app_token", _token_sql(), [hash_token(raw)])
+    rows = fetch("simtopup_app_token", _token_sql(), [hashed])
     if not rows:
         return None
     width = len(_fields(AppToken))
@@ -84,7 +107,7 @@ def authenticate_token(raw: str) -> AppToken | None:
 def touch(token: AppToken) -> None:
     """Record use, cheaply: only when the stored time is a minute old (conditional update)."""
     now = timezone.now()
-    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+    if used_recently(token.last_used_at, now):
         return
     AppToken.objects.filter(
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION),

@@ -36,7 +36,7 @@ from simtopup.devices.credit import CREDIT_KINDS, credit_transfers, movements
 from simtopup.devices.esim import activate
 from simtopup.devices.models import Device, DeviceKind, DeviceStatus
 from simtopup.usage.bundles import remaining_bytes
-from simtopup.usage.reads import device_balance, remaining_by_device
+from simtopup.usage.reads import BalanceRead, device_balance, remaining_by_device
 
 router = Router(auth=AppBearer(), tags=["app: devices"])
 
@@ -244,6 +244,11 @@ def balance(request: HttpRequest, device_id: int) -> dict[str, Any]:
     read = device_balance(token.customer_id, device_id)
     if read is None:
         raise not_found()
+    return balance_body(read)
+
+
+def balance_body(read: BalanceRead) -> dict[str, Any]:
+    """A card's balance as the app shows it (BalanceOut); also the hot path's (api/hot_reads.py)."""
     return {
         "device": read.device,
         "remaining_bytes": read.remaining_bytes,

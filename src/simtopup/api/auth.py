@@ -29,6 +29,10 @@ class AppBearer(HttpBearer):
     """``Authorization: Bearer <app token>`` of a customer. ``request.auth`` is the
     :class:`~simtopup.accounts.models.AppToken` (its ``customer`` loaded)."""
 
+    def __call__(self, request: HttpRequest) -> AppToken | None:
+        token = bearer_token(request)  # read as the hot path reads it (api/hot_reads.py)
+        return None if token is None else self.authenticate(request, token)
+
     def authenticate(self, request: HttpRequest, token: str) -> AppToken | None:
         return authenticate_token(token)
 
@@ -48,5 +52,21 @@ class NetworkSignature(APIKeyHeader):
     )
 
     def authenticate(self, request: HttpRequest, key: str | None) -> bool:
-        verify(settings.NETWORK_SECRET, key, request.body)
+        check_network_signature(request, key)
         return True
+
+
+def check_network_signature(request: HttpRequest, header: str | None) -> None:
+    """Raise a 401 DomainError unless ``header`` signs this request's body with the network
+    secret (core/signing.py)."""
+    verify(settings.NETWORK_SECRET, header, request.body)
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` as django-ninja's HttpBearer reads it
+    (scheme in any case, the token everything after the first space); None without one."""
+    value = request.META.get("HTTP_AUTHORIZATION")
+    if not value:
+        return None
+    scheme, _space, token = value.partition(" ")
+    return token if scheme.lower() == "bearer" else None

@@ -49,7 +49,13 @@ def device_authorization(request: HttpRequest, iccid: str) -> dict[str, object]:
     """``allowed`` while bundle data valid now remains (reason ``bundle``) or a pay-per-use
     card's credit buys at least one MB (``payg_credit``); otherwise ``no_data``,
     ``insufficient_balance`` or ``device_not_rechargeable`` (suspended or retired)."""
-    answer = authorization_by_iccid(normalise_digits(iccid))
+    answer = authorization_answer(iccid)
     if answer is None:
         raise DomainError("unknown_device", _("There is no device with this ICCID."), 404)
     return answer
+
+
+def authorization_answer(iccid: str) -> dict[str, object] | None:
+    """The authorization of the device with the ICCID as written in the path (None: no such
+    device); also the hot path's (api/hot_reads.py)."""
+    return authorization_by_iccid(normalise_digits(iccid))

@@ -14,11 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
+from simtopup.accounts.models import AppToken
+from simtopup.accounts.tokens import live_token_sql
 from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.prepared import aware, column, fetch, moment, table
 from simtopup.devices.models import RECHARGEABLE, Device, mask
@@ -61,8 +64,24 @@ def bundle_state(starts_at: datetime, expires_at: datetime, balance: int, now: d
 
 
 @cache
-def _balance_sql() -> str:
-    d, c, b, a, p = "d", "c", "b", "a", "p"
+def _balance_sql(whose: str) -> str:
+    """The balance statement. ``whose``: ``owner`` — the card's holder is the customer id
+    given; ``token`` — the holder of the live app token whose hash is given (the app's poll
+    checks its token in the same statement, accounts/tokens.py's condition), and the token's
+    ``last_used_at`` is selected last."""
+    d, c, b, a, p, t = "d", "c", "b", "a", "p", "t"
+    if whose == "owner":
+        token_column, token_join = "", ""
+        holder = f"{d}.{column(Device, 'owner')} = %s"
+    elif whose == "token":
+        token_column = f", {t}.{column(AppToken, 'last_used_at')}"
+        token_join = (
+            f"JOIN {table(AppToken)} {t} ON {t}.{column(AppToken, 'customer')} = "
+            f"{d}.{column(Device, 'owner')} "
+        )
+        holder = live_token_sql(t)
+    else:
+        raise ValueError(whose)
     return (
         f"SELECT {d}.{column(Device, 'id')}, {d}.{column(Device, 'iccid')}, "
         f"{d}.{column(Device, 'eid')}, {d}.{column(Device, 'imei')}, "
@@ -70,16 +89,17 @@ def _balance_sql() -> str:
         f"{c}.{column(Account, 'balance')}, {c}.{column(Account, 'unit')}, "
         f"{b}.{column(Bundle, 'id')}, {p}.{column(Plan, 'code')}, "
         f"{b}.{column(Bundle, 'granted_bytes')}, {b}.{column(Bundle, 'starts_at')}, "
-        f"{b}.{column(Bundle, 'expires_at')}, {a}.{column(Account, 'balance')} "
+        f"{b}.{column(Bundle, 'expires_at')}, {a}.{column(Account, 'balance')}{token_column} "
         f"FROM {table(Device)} {d} "
         f"JOIN {table(Account)} {c} ON {c}.{column(Account, 'id')} = "
         f"{d}.{column(Device, 'credit_account')} "
+        f"{token_join}"
         f"LEFT JOIN {table(Bundle)} {b} ON {b}.{column(Bundle, 'device')} = {d}.{column(Device, 'id')}"
         f" AND {b}.{column(Bundle, 'expires_at')} > %s "
         f"LEFT JOIN {table(Account)} {a} ON {a}.{column(Account, 'id')} = "
         f"{b}.{column(Bundle, 'account')} "
         f"LEFT JOIN {table(Plan)} {p} ON {p}.{column(Plan, 'id')} = {b}.{column(Bundle, 'plan')} "
-        f"WHERE {d}.{column(Device, 'id')} = %s AND {d}.{column(Device, 'owner')} = %s "
+        f"WHERE {d}.{column(Device, 'id')} = %s AND {holder} "
         f"ORDER BY {b}.{column(Bundle, 'expires_at')}, {b}.{column(Bundle, 'id')}"
     )
 
@@ -97,11 +117,36 @@ def device_balance(
     now = now or timezone.now()
     rows = fetch(
         "simtopup_device_balance",
-        _balance_sql(),
+        _balance_sql("owner"),
         [moment(now - EXPIRED_BUNDLES_SHOWN), device_id, owner_id],
+    )
+    return _balance(rows, now) if rows else None
+
+
+def device_balance_by_token(
+    hashed_token: str, device_id: int, now: datetime | None = None
+) -> tuple[BalanceRead, datetime | None] | None:
+    """:func:`device_balance` of the card ``device_id`` for the holder of the live app token
+    with this hash (accounts.tokens.token_hash), with the token's ``last_used_at``; None when
+    the token is not live, the card is not its holder's or there is no such card (the
+    caller finds out which the usual way). The same statement with the token check in it."""
+    if not 0 < device_id < 2**63:
+        return None
+    now = now or timezone.now()
+    rows = fetch(
+        "simtopup_device_balance_by_token",
+        _balance_sql("token"),
+        [moment(now - EXPIRED_BUNDLES_SHOWN), device_id, hashed_token],
     )
     if not rows:
         return None
+    last_used = rows[0][-1]
+    return _balance([row[:-1] for row in rows], now), None if last_used is None else aware(
+        last_used
+    )
+
+
+def _balance(rows: list[tuple[Any, ...]], now: datetime) -> BalanceRead:
     pk, iccid, eid, imei, serial, payg, credit, currency = rows[0][:8]
     identifier = iccid or eid or imei or serial or f"device {pk}"
     bundles: list[BundleRead] = []

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -15,6 +15,7 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from simtopup.accounts.models import Customer
 from simtopup.catalog.display import format_data
 from simtopup.catalog.models import Plan
 from simtopup.core.errors import DomainError
@@ -25,9 +26,8 @@ from simtopup.devices.credit import credit_transfers, movements
 from simtopup.devices.esim import activate, qr_code
 from simtopup.devices.models import Device
 from simtopup.usage import autotopup
-from simtopup.usage.bundles import remaining_bytes
-from simtopup.usage.models import AutoTopupRule, Bundle
-from simtopup.usage.reads import EXPIRED_BUNDLES_SHOWN, bundle_state
+from simtopup.usage.models import AutoTopupRule
+from simtopup.usage.reads import device_balance, remaining_by_device
 from simtopup.web.customer.common import (
     device_kinds,
     device_or_404,
@@ -47,13 +47,18 @@ def data_text(size: int) -> str:
     return format_data(size) if size > 0 else "0 MB"
 
 
-def _card(device: Device) -> dict[str, Any]:
+def _card(device: Device, remaining: int | None = None) -> dict[str, Any]:
+    """A card as the pages show it; ``remaining``: its data valid now, when the caller read
+    it already (the list reads all its cards' in one statement, a card's page with its
+    balance)."""
     credit = device.credit_account
+    if remaining is None:
+        remaining = remaining_by_device([device.pk])[device.pk]
     return {
         "device": device,
         "kind": device_kinds().get(device.kind, device.kind),
         "status": device_statuses().get(device.status, device.status),
-        "remaining": data_text(remaining_bytes(device)),
+        "remaining": data_text(remaining),
         "credit": format_money(credit.balance, credit.unit),
         "identifiers": [
             (label, value)
@@ -100,11 +105,12 @@ def device_list(request: HttpRequest) -> HttpResponse:
             status = 422
     else:
         form = BindForm()
-    devices = my_devices(customer).select_related("credit_account").order_by("pk")
+    devices = list(my_devices(customer).select_related("credit_account").order_by("pk"))
+    remaining = remaining_by_device([d.pk for d in devices])
     response = render(
         request,
         "web/customer/devices.html",
-        {"cards": [_card(d) for d in devices], "form": form},
+        {"cards": [_card(d, remaining[d.pk]) for d in devices], "form": form},
         status=status,
     )
     if retry_after:
@@ -112,33 +118,37 @@ def device_list(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _bundles(device: Device) -> list[dict[str, Any]]:
-    now = timezone.now()
+def _balance_page(customer: Customer, device: Device) -> dict[str, Any]:
+    """A card with its balance: the app's read model (usage.reads.device_balance) — the
+    data valid now, and its bundles active, upcoming, used up or expired in the last 30 days,
+    soonest expiring first — with the plans' names in the page's language."""
+    read = device_balance(customer.pk, device.pk)
+    if read is None:  # unbound between the two reads
+        raise Http404
+    plans = {p.code: p for p in Plan.objects.filter(code__in={b.plan for b in read.bundles})}
     rows = []
-    for bundle in (
-        Bundle.objects.filter(device=device, expires_at__gt=now - EXPIRED_BUNDLES_SHOWN)
-        .select_related("account", "plan")
-        .order_by("expires_at", "pk")
-    ):
-        state = bundle_state(bundle.starts_at, bundle.expires_at, bundle.account.balance, now)
-        left = max(bundle.account.balance, 0) if state != "expired" else 0
+    for bundle in read.bundles:
         rows.append(
             {
-                "bundle": bundle,
-                "state": state,
+                "bundle": {
+                    "plan": plans[bundle.plan],
+                    "granted_bytes": bundle.granted_bytes,
+                    "expires_at": bundle.expires_at,
+                },
+                "state": bundle.status,
                 "state_label": {
                     "active": _("Active"),
                     "upcoming": _("Not started yet"),
                     "expired": _("Expired"),
                     "used_up": _("Used up"),
-                }[state],
-                "left": left,
+                }[bundle.status],
+                "left": bundle.remaining_bytes,
                 "low": bundle.granted_bytes // 5,  # the meter turns amber below a fifth
-                "left_text": data_text(left),
+                "left_text": data_text(bundle.remaining_bytes),
                 "granted_text": format_data(bundle.granted_bytes),
             }
         )
-    return rows
+    return {**_card(device, read.remaining_bytes), "bundles": rows}
 
 
 @customer_required
@@ -151,8 +161,7 @@ def device_detail(request: HttpRequest, device_id: int) -> HttpResponse:
             request,
             "web/customer/device.html",
             {
-                **_card(device),
-                "bundles": _bundles(device),
+                **_balance_page(customer, device),
                 "rename": RenameForm(initial={"nickname": device.nickname}),
                 "zone": zone_of(customer).key,
                 "topup_url": f"{reverse('web:topup')}?{urlencode({'device': device.pk})}",
@@ -175,8 +184,7 @@ def device_rename(request: HttpRequest, device_id: int) -> HttpResponse:
             request,
             "web/customer/device.html",
             {
-                **_card(device),
-                "bundles": _bundles(device),
+                **_balance_page(customer, device),
                 "rename": form,
                 "zone": zone_of(customer).key,
                 "topup_url": f"{reverse('web:topup')}?{urlencode({'device': device.pk})}",
