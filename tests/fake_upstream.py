@@ -364,7 +364,7 @@ class FakeAiralo:
         return Handler
 
 
-def link_plans(**plans: str) -> None:
+def link_plans(provider: str = "airalo", **plans: str) -> None:
     """Link our plans to the fake's packages (what sync-catalogue records), by plan code:
     ``link_plans(**{"day-1g": "fake-1gb-1d-topup"})``."""
     from django.utils import timezone
@@ -377,7 +377,7 @@ def link_plans(**plans: str) -> None:
         UpstreamPackage.objects.update_or_create(
             plan=plan,
             defaults={
-                "provider": "airalo",
+                "provider": provider,
                 "package_id": package_id,
                 "net_price": 100,
                 "currency": plan.currency,

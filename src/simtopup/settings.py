@@ -105,7 +105,8 @@ RECONCILE_INTERVAL_SECONDS = envint("RECONCILE_INTERVAL_SECONDS", 15)
 # result for /metrics; checked on each reconciler pass. 0 turns the scheduled audit off.
 LEDGER_AUDIT_INTERVAL_SECONDS = envint("LEDGER_AUDIT_INTERVAL_SECONDS", 300)
 # Network adapter: "builtin" (grants bundles locally), "airalo" (resells Airalo's data through
-# its Partner API, network/airalo.py) or a dotted path to an adapter class.
+# its Partner API, network/airalo.py), "esimgo" (eSIM Go's API, network/esimgo.py) or a dotted
+# path to an adapter class.
 NETWORK_ADAPTER = env("NETWORK_ADAPTER", "builtin")
 # On PostgreSQL with the builtin adapter, a reseller top-up that will succeed runs as one SQL
 # function call (resellers/fast_sale.py); 0 sends every top-up through the general path.
@@ -116,6 +117,10 @@ FAST_TOPUP = envbool("FAST_TOPUP", True)
 AIRALO_URL = env("AIRALO_URL", "https://partners-api.airalo.com/v2/")
 AIRALO_CLIENT_ID = env("AIRALO_CLIENT_ID", "")
 AIRALO_CLIENT_SECRET = env("AIRALO_CLIENT_SECRET", "")
+# eSIM Go API v2.4 (NETWORK_ADAPTER=esimgo): its base URL and the organisation's API key (which
+# also signs its V3 callbacks).
+ESIMGO_URL = env("ESIMGO_URL", "https://api.esim-go.com/v2.4/")
+ESIMGO_API_KEY = env("ESIMGO_API_KEY", "")
 # One call to a wholesale provider waits this long for its answer.
 UPSTREAM_TIMEOUT_SECONDS = envint("UPSTREAM_TIMEOUT_SECONDS", 30)
 # How often the usage of a card sold through a wholesale provider is read from it (the janitor,

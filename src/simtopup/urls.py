@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from simtopup.api import upstream_webhooks
 from simtopup.api.urls import api_urlpatterns
 from simtopup.web import verify as web_verify
 from simtopup.web import views as web_views
@@ -29,6 +30,12 @@ urlpatterns = [
     path("", include("simtopup.payments.urls")),
     # The return URL of every payment (payments/actions.py): a page, so the website's.
     path("payments/return/<str:reference>", payment_return, name="payment-return"),
+    # The wholesale network provider's webhooks (api/upstream_webhooks.py).
+    path(
+        "network/upstream/<str:provider>/webhook",
+        upstream_webhooks.receive,
+        name="upstream-webhook",
+    ),
     *api_urlpatterns,
 ]
 

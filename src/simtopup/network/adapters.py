@@ -3,7 +3,7 @@
 Protocol: ``apply(order) -> Grant``, idempotent on the order id — calling it twice for one
 order must not grant twice upstream. Capability flag ``synchronous``: True when the grant can
 be recorded inside the order's own transaction (the built-in quota authority); False for
-upstream wholesale APIs (``airalo``: network/airalo.py), which the worker calls outside any
+upstream wholesale APIs (``airalo``: network/airalo.py, ``esimgo``: network/esimgo.py), which the worker calls outside any
 transaction, with retries. A wholesale provider without idempotency keys is made idempotent by
 the adapter: it looks its earlier attempt up by our reference before trying again.
 """
@@ -112,6 +112,10 @@ def _adapter_class(path: str) -> type:
         from simtopup.network.airalo import AiraloAdapter
 
         return AiraloAdapter
+    if path == "esimgo":
+        from simtopup.network.esimgo import EsimGoAdapter
+
+        return EsimGoAdapter
     return import_string(path)
 
 

@@ -292,6 +292,8 @@ class AiraloAdapter:
 
     synchronous = False
     provider = PROVIDER
+    # The least time between two usage reads of one card (Airalo: 10 / minute / ICCID).
+    usage_spacing_seconds = 6.0
 
     def apply(self, order: Order) -> Grant:
         from simtopup.network.models import UpstreamCard, UpstreamPackage
@@ -325,3 +327,16 @@ class AiraloAdapter:
 
     def packages(self) -> list[dict[str, Any]]:
         return Client().packages()
+
+
+def signature_valid(body: bytes, header: str) -> bool:
+    """A webhook's ``airalo-signature``: checked by the SDK's own Signature helper (HMAC-SHA512
+    of the body as compact JSON, with the client secret)."""
+    secret = settings.AIRALO_CLIENT_SECRET
+    if not secret or not header:
+        return False
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return False
+    return bool(Signature(secret).check_signature(header.strip(), text))

@@ -56,3 +56,41 @@ class UpstreamCard(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.device_id}"
+
+
+class UpstreamOrder(models.Model):
+    """The provider's reference for one of our orders, recorded the moment the provider
+    answers — before the order is completed — so that an attempt after a crash polls that
+    order instead of buying again (for a provider with no idempotency key, e.g. eSIM Go)."""
+
+    provider = models.CharField(max_length=20)
+    order_id = models.BigIntegerField(unique=True)  # ours (orders sit above the network)
+    reference = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "reference"], name="network_order_reference_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.reference}"
+
+
+class UpstreamEvent(models.Model):
+    """A provider's webhook delivery, by its body's SHA-256: a duplicate delivery is
+    acknowledged and changes nothing."""
+
+    provider = models.CharField(max_length=20)
+    key = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "key"], name="network_event_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.key[:12]}"

@@ -33,9 +33,6 @@ from simtopup.usage.rating import UsageIn, ingest
 
 logger = logging.getLogger(__name__)
 
-# The least time between two reads of one card, per provider (its published rate limit).
-MIN_SPACING_SECONDS = {"airalo": 6.0}
-
 
 def sync_usage(limit: int = 50, now: datetime | None = None) -> dict[str, int]:
     """One pass over the due cards; counts of what happened (empty: no provider)."""
@@ -47,7 +44,8 @@ def sync_usage(limit: int = 50, now: datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     interval = timedelta(
         seconds=max(
-            settings.UPSTREAM_USAGE_INTERVAL_SECONDS, MIN_SPACING_SECONDS.get(provider, 1.0)
+            settings.UPSTREAM_USAGE_INTERVAL_SECONDS,
+            float(getattr(adapter, "usage_spacing_seconds", 1.0)),
         )
     )
     due = (
