@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from simtopup.audit.models import AuditEntry
@@ -213,9 +213,10 @@ def test_wrong_credentials_are_retried_not_refunded(
 # --- the catalogue ------------------------------------------------------------------------
 
 
-def sync(margin: int = 2500) -> dict[str, Any]:
+def sync(margin: int = 2500, *options: str) -> dict[str, Any]:
     out = io.StringIO()
-    call_command("network", "sync-catalogue", "--margin-bps", str(margin), stdout=out)
+    options = options or ("--currency", "USD")
+    call_command("network", "sync-catalogue", "--margin-bps", str(margin), *options, stdout=out)
     return json.loads(out.getvalue())
 
 
@@ -268,11 +269,21 @@ def test_a_synced_plan_once_turned_on_sells_through_airalo(
     actors: Actors, airalo: FakeAiralo
 ) -> None:
     UpstreamPackage.objects.all().delete()
-    sync(0)
-    Plan.objects.filter(code="airalo-fake-1gb-1d-topup").update(active=True, currency="CNY")
+    sync(0, "--rate", "7.2")  # CNY (the operator's currency) per USD
+    plan = Plan.objects.get(code="airalo-fake-1gb-1d-topup")
+    assert (plan.currency, plan.price) == ("CNY", 2520)  # 3.50 USD × 7.2 = 25.20 CNY
+    Plan.objects.filter(pk=plan.pk).update(active=True)
     order = place(actors, plan="airalo-fake-1gb-1d-topup")
     assert fulfil_pending(order.pk) == "fulfilled"
     assert [c.body["package_id"] for c in airalo.calls] == ["fake-1gb-1d-topup"]
+
+
+def test_sync_catalogue_needs_a_rate_between_currencies(actors: Actors, airalo: FakeAiralo) -> None:
+    with pytest.raises(CommandError, match=r"airalo prices in USD: give --rate \(CNY"):
+        sync(2000, "--currency", "CNY")
+    with pytest.raises(CommandError, match="--rate: a positive number"):
+        sync(2000, "--rate", "-1")
+    assert not Plan.objects.filter(code__startswith="airalo-").exists()
 
 
 def test_sync_catalogue_refuses_without_a_provider(settings: Any) -> None:

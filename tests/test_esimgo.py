@@ -221,7 +221,9 @@ def test_usage_from_esimgo_drains_the_bundle(actors: Actors, esimgo: FakeEsimGo)
 def test_sync_catalogue_from_esimgo(actors: Actors, esimgo: FakeEsimGo) -> None:
     UpstreamPackage.objects.all().delete()
     out = io.StringIO()
-    call_command("network", "sync-catalogue", "--margin-bps", "1000", stdout=out)
+    call_command(
+        "network", "sync-catalogue", "--margin-bps", "1000", "--currency", "USD", stdout=out
+    )
     result = json.loads(out.getvalue())
     assert result["provider"] == "esimgo"
     assert len(result["created"]) == 3  # two pages
@@ -333,3 +335,15 @@ def test_airalo_low_data_notice_is_verified_and_makes_the_card_due(
             headers={"airalo-signature": Signature(airalo.client_secret).get_signature("[1]")},
         )
         assert malformed.status_code == 400
+
+
+def test_old_webhook_deliveries_are_forgotten(esimgo: FakeEsimGo, monkeypatch: Any) -> None:
+    from simtopup.ops import upstream_usage
+
+    old = UpstreamEvent.objects.create(provider="esimgo", key="a" * 64)
+    UpstreamEvent.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(days=31))
+    UpstreamEvent.objects.create(provider="esimgo", key="b" * 64)
+    monkeypatch.setattr(upstream_usage, "_prune_due_at", 0.0)
+    assert sync_usage() == {"events_pruned": 1}
+    assert list(UpstreamEvent.objects.values_list("key", flat=True)) == ["b" * 64]
+    assert sync_usage() == {}  # not again within the hour

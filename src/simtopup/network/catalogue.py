@@ -4,8 +4,9 @@ sync-catalogue``).
 Each package becomes one plan (``<provider>-<package id>``), linked to it by an
 :class:`~simtopup.network.models.UpstreamPackage`. A new plan is inactive: the operator turns it
 on (console) once its name and price suit. The price is the margin rule over the provider's
-net price, in the provider's currency: ``net × (10,000 + margin_bps) / 10,000``, rounded up to
-the minor unit. While a plan is inactive a sync brings its size, validity and price up to date;
+net price: ``net × rate × (10,000 + margin_bps) / 10,000``, rounded up to the minor unit of the
+plan's currency (the operator's, ``--currency``; ``rate``: units of it per unit of the
+provider's currency, required when the two differ). While a plan is inactive a sync brings its size, validity and price up to date;
 an active plan keeps the price the operator sells it at (only the net price is recorded, and a
 plan now sold below cost is reported). A package the provider no longer lists switches its plan
 off. Every plan created or changed is in the audit log (the OS user, the reason).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
@@ -25,6 +27,7 @@ from django.utils.text import slugify
 from simtopup.audit.log import cli_actor, record, snapshot
 from simtopup.audit.models import Action
 from simtopup.catalog.models import Plan, PlanKind
+from simtopup.core.money import exponent
 from simtopup.network.airalo import MB, minor
 from simtopup.network.models import UpstreamPackage
 
@@ -55,24 +58,52 @@ def retail(net: int, margin_bps: int) -> int:
     return math.ceil(net * (10_000 + margin_bps) / 10_000)
 
 
-def sync(provider: str, packages: list[dict[str, Any]], margin_bps: int) -> SyncResult:
+class RateRequired(ValueError):
+    """The provider prices in another currency than the plans', and no rate was given."""
+
+
+def cost(net: int, currency: str, plan_currency: str, rate: Decimal | None) -> int | None:
+    """The provider's net price in minor units of the plan's currency (rounded up)."""
+    if plan_currency == currency:
+        return net
+    if rate is None:
+        return None
+    major = Decimal(net) / (10 ** exponent(currency))
+    return math.ceil(major * rate * (10 ** exponent(plan_currency)))
+
+
+def sync(
+    provider: str,
+    packages: list[dict[str, Any]],
+    margin_bps: int,
+    *,
+    currency: str | None = None,
+    rate: Decimal | None = None,
+) -> SyncResult:
     """``packages``: the provider's, flat (``id``, ``title``, ``amount`` MB, ``day``,
-    ``net_price``, ``currency``) as :meth:`Client.packages` lists them."""
+    ``net_price``, ``currency``) as :meth:`Client.packages` lists them. ``currency``: the
+    plans' (None: the provider's own); ``rate``: plan currency per provider currency."""
+    theirs = {str(p.get("currency") or "USD").upper() for p in packages}
+    if currency is not None and rate is None and theirs - {currency}:
+        raise RateRequired(", ".join(sorted(theirs - {currency})))
     result = SyncResult()
     now = timezone.now()
     actor = cli_actor()
-    reason = f"catalogue sync from {provider} (margin {margin_bps} bps)"
+    reason = f"catalogue sync from {provider} (margin {margin_bps} bps"
+    reason += f", {rate} {currency} per unit)" if rate is not None else ")"
     seen: set[str] = set()
     for package in packages:
         package_id = str(package.get("id") or "")
-        currency = str(package.get("currency") or "USD").upper()
-        net = minor(package.get("net_price"), currency)
+        their_currency = str(package.get("currency") or "USD").upper()
+        plan_currency = currency or their_currency
+        net = minor(package.get("net_price"), their_currency)
+        price_cost = cost(net, their_currency, plan_currency, rate) if net else None
         try:
             size = int(package.get("amount") or 0) * MB
             hours = int(package.get("day") or 0) * 24
         except (TypeError, ValueError):
             size = hours = 0
-        if not package_id or net is None or net <= 0 or size <= 0 or hours <= 0:
+        if not package_id or not net or not price_cost or net <= 0 or size <= 0 or hours <= 0:
             result.skipped.append(package_id or "?")
             continue
         seen.add(package_id)
@@ -80,8 +111,8 @@ def sync(provider: str, packages: list[dict[str, Any]], margin_bps: int) -> Sync
         wanted = {
             "data_bytes": size,
             "validity_hours": hours,
-            "price": retail(net, margin_bps),
-            "currency": currency,
+            "price": retail(price_cost, margin_bps),
+            "currency": plan_currency,
             "name_en": title,
         }
         with transaction.atomic():
@@ -94,7 +125,7 @@ def sync(provider: str, packages: list[dict[str, Any]], margin_bps: int) -> Sync
             link_values = {
                 "title": title[:200],
                 "net_price": net,
-                "currency": currency,
+                "currency": their_currency,
                 "data_bytes": size,
                 "validity_hours": hours,
                 "listed": True,
@@ -125,7 +156,8 @@ def sync(provider: str, packages: list[dict[str, Any]], margin_bps: int) -> Sync
             plan = link.plan
             before = snapshot(plan, PLAN_FIELDS)
             changes: dict[str, Any] = wanted if not plan.active else {}
-            if plan.active and plan.price < net:
+            now_cost = cost(net, their_currency, plan.currency, rate)
+            if plan.active and now_cost is not None and plan.price < now_cost:
                 result.below_cost.append(plan.code)
             if any(getattr(plan, k) != v for k, v in changes.items()):
                 for name, value in changes.items():

@@ -21,6 +21,7 @@ re-sends the same id, which rating refuses as a duplicate — never rated twice.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -28,10 +29,24 @@ from django.conf import settings
 from django.utils import timezone
 
 from simtopup.network.adapters import AdapterError, get_adapter
-from simtopup.network.models import UpstreamCard
+from simtopup.network.models import UpstreamCard, UpstreamEvent
 from simtopup.usage.rating import UsageIn, ingest
 
 logger = logging.getLogger(__name__)
+
+# Webhook deliveries are remembered this long (a duplicate later than that is not expected),
+# and forgotten at most once an hour per process.
+EVENT_RETENTION = timedelta(days=30)
+_prune_due_at = 0.0
+
+
+def prune_events(now: datetime | None = None) -> int:
+    global _prune_due_at
+    if time.monotonic() < _prune_due_at:
+        return 0
+    _prune_due_at = time.monotonic() + 3600
+    cutoff = (now or timezone.now()) - EVENT_RETENTION
+    return UpstreamEvent.objects.filter(received_at__lt=cutoff).delete()[0]
 
 
 def sync_usage(limit: int = 50, now: datetime | None = None) -> dict[str, int]:
@@ -54,6 +69,8 @@ def sync_usage(limit: int = 50, now: datetime | None = None) -> dict[str, int]:
         .order_by("next_read_at", "pk")[:limit]
     )
     counts: Counter[str] = Counter()
+    if pruned := prune_events(now):
+        counts["events_pruned"] = pruned
     for card in list(due):
         iccid = card.device.iccid or ""
         try:
