@@ -27,7 +27,17 @@ from simtopup.orders.actions import fulfil_pending
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.usage.models import Alert, Bundle, UsageRecord
 from tests.fake_upstream import FakeAiralo, link_plans
+from tests.payments_support import (
+    app,
+    assert_ledger_clean,
+    bind,
+    credit_of,
+    give_credit,
+    make_customer,
+    run_tasks,
+)
 from tests.support import GB, MB, Actors, float_of, post_json, reseller_client
+from tests.test_balance_payment import pay_with_credit
 
 pytestmark = pytest.mark.django_db
 
@@ -382,3 +392,23 @@ def test_the_janitor_reads_upstream_usage(actors: Actors, airalo: FakeAiralo) ->
 def test_no_usage_is_read_with_the_builtin_network(settings: Any, actors: Actors) -> None:
     settings.NETWORK_ADAPTER = "builtin"
     assert sync_usage() == {}
+
+
+def test_a_customer_paying_from_the_cards_credit_is_refunded_when_airalo_refuses(
+    actors: Actors, airalo: FakeAiralo
+) -> None:
+    airalo.fail_with = (422, {"code": 73, "reason": f"{actors.device.iccid}"})
+    token, owner = make_customer("+8613600000077")
+    bind(actors.device, owner)
+    give_credit(actors.device, 500, "test:credit:airalo")
+    response = pay_with_credit(token, actors.device.iccid)
+    assert response.status_code == 201
+    assert credit_of(actors.device) == 0
+    assert run_tasks() == ["failed"]  # the worker's attempt: Airalo says the eSIM is recycled
+    order = Order.objects.get()
+    assert (order.status, order.failure_code) == (OrderStatus.REFUNDED, "iccid_recycled")
+    assert credit_of(actors.device) == 500
+    body = app(token).get(f"/api/v1/orders/{order.pk}").json()
+    assert (body["status"], body["failure_code"]) == ("refunded", "iccid_recycled")
+    assert len(airalo.calls) == 1
+    assert_ledger_clean()
