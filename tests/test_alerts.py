@@ -529,3 +529,42 @@ def test_push_endpoints_are_vetted(settings: Any) -> None:
     assert push.send("https://10.0.0.1/x", "k", "a", b"{}") == "gone"
     settings.WEBHOOK_ALLOW_PRIVATE = True
     assert push.vet("http://127.0.0.1:9/push") is None
+
+
+def test_the_alerts_page_on_the_website(
+    actors: Actors, alice: Client, owner: tuple[Client, Customer]
+) -> None:
+    from simtopup.usage.models import AlertSettings
+    from simtopup.web.session import SESSION_KEY
+
+    _app, customer = owner
+    device = actors.device
+    web = Client()
+    session = web.session
+    session[SESSION_KEY] = customer.pk
+    session.save()
+    url = f"/my/devices/{device.pk}/alerts"
+    assert f'href="{url}"' in web.get(f"/my/devices/{device.pk}").content.decode()
+    page = web.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'name="sms"' in html
+    assert 'name="email"' not in html  # no email address to send to
+    assert "data-push-toggle" in html
+    assert "¥10.00" in html  # the default: 100 MB at ¥0.10
+    saved = web.post(url, {"push": "on", "credit_threshold": "25.50"})
+    assert saved.status_code == 302
+    chosen = AlertSettings.objects.get(device=device)
+    assert (chosen.sms, chosen.email, chosen.push) == (False, False, True)
+    assert chosen.credit_threshold == 2550
+    bad = web.post(url, {"sms": "on", "credit_threshold": "2.555"})
+    assert bad.status_code == 422
+    assert "invalid" in bad.content.decode()
+    assert AlertSettings.objects.get(device=device).sms is False  # nothing saved
+    assert web.post(url, {"sms": "on", "credit_threshold": ""}).status_code == 302
+    assert AlertSettings.objects.get(device=device).credit_threshold is None
+    # Someone else's card: a plain 404.
+    assert web.get(f"/my/devices/{actors.devices[2].pk}/alerts").status_code == 404
+    Customer.objects.filter(pk=customer.pk).update(language="zh-hans")
+    chinese = web.get(url, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "一键充值" in chinese

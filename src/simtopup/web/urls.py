@@ -11,6 +11,7 @@ from simtopup.web import (
     verify,
 )
 from simtopup.web import help as help_views
+from simtopup.web.customer import alerts as customer_alerts
 from simtopup.web.customer import devices as customer_devices
 from simtopup.web.customer import orders as customer_orders
 from simtopup.web.customer import topup as customer_topup
@@ -31,6 +32,7 @@ urlpatterns: list[object] = [
     path("my/devices/<int:device_id>/esim", customer_devices.esim, name="esim"),
     path("my/devices/<int:device_id>/credit", customer_devices.credit, name="credit"),
     path("my/devices/<int:device_id>/auto-topup", customer_devices.auto_topup, name="auto-topup"),
+    path("my/devices/<int:device_id>/alerts", customer_alerts.alert_settings, name="alerts"),
     path("topup", customer_topup.plans, name="topup"),
     path("topup/device", customer_topup.choose_device, name="topup-device"),
     path("topup/confirm", customer_topup.confirm, name="topup-confirm"),
