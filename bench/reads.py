@@ -1,6 +1,7 @@
 """The real-time reads against ``/healthz`` on the same server, in one run (issue 12):
 
     .venv/bin/python bench/reads.py [--devices 200] [--duration 10] [--rounds 2]
+    .venv/bin/python bench/reads.py --cpu [--requests 2000]   # in-process CPU per request
 
 - ``GET /healthz`` — the server's floor: the web server, Django's middleware, no database;
 - ``GET /api/v1/devices/{id}/balance`` — a customer's app polling a card it holds (app
@@ -15,6 +16,11 @@ cards. Each round measures the three one after another (after a warm-up each), s
 neighbour on a shared machine slows all three alike; the ratios to /healthz are what the
 goals are about: balance ≥ 0.4×, authorization ≥ 0.5×, p99 ≤ 20 ms for both (median over
 the rounds). Results: bench/RESULTS.md.
+
+``--cpu`` measures instead, on the same seeded database, the CPU time one request costs the
+web process (``time.process_time``, best of 3 × ``--requests``): the WSGI application
+called directly, as granian calls it, in one thread; no HTTP server, no wrk, the database's
+CPU not included. It moves much less with a busy neighbour than the rates do.
 
 Exit status: 0 after a valid run (goals met or not; with --check-goals, 2 when one is not
 met), 1 when the run is invalid (a response not 200) or could not run.
@@ -95,6 +101,71 @@ def seed(devices: int) -> dict[str, Any]:
         "device_ids": sorted(cards.values_list("pk", flat=True)),
         "iccids": iccids,
     }
+
+
+def cpu(seeded: dict[str, Any], requests: int) -> dict[str, float]:
+    """Milliseconds of this process's CPU per request of each target, best of 3 runs of
+    ``requests`` requests (after 200 to warm up), the WSGI application called directly."""
+    import io
+
+    from django.core.wsgi import get_wsgi_application
+
+    from simtopup.core.signing import HEADER, sign
+
+    application = get_wsgi_application()
+    signature = sign(os.environ["SIMTOPUP_NETWORK_SECRET"], b"")
+    targets = {
+        "healthz": (["/healthz"], {}),
+        "balance": (
+            [f"/api/v1/devices/{pk}/balance" for pk in seeded["device_ids"]],
+            {"HTTP_AUTHORIZATION": f"Bearer {seeded['token']}"},
+        ),
+        "authorization": (
+            [f"/network/v1/devices/{i}/authorization" for i in seeded["iccids"]],
+            {"HTTP_" + HEADER.upper().replace("-", "_"): signature},
+        ),
+    }
+
+    def call(path: str, headers: dict[str, str]) -> str:
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "127.0.0.1:8000",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            **headers,
+        }
+        status: list[str] = []
+        body = application(environ, lambda s, h, exc=None: status.append(s))
+        b"".join(body)
+        body.close()  # type: ignore[attr-defined]
+        return status[0]
+
+    result = {}
+    for target, (paths, headers) in targets.items():
+        for n in range(200):
+            status = call(paths[n % len(paths)], headers)
+            if not status.startswith("200"):
+                raise BenchError(f"{target}: {status}")
+        best = float("inf")
+        for _run in range(3):
+            started = time.process_time()
+            for n in range(requests):
+                call(paths[n % len(paths)], headers)
+            best = min(best, (time.process_time() - started) / requests * 1000)
+        result[target] = best
+    return result
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -226,12 +297,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--web-threads", type=int, help="threads per process (serve's default: 2)")
     p.add_argument("--json", type=Path, help="also write the results to this file")
     p.add_argument("--check-goals", action="store_true", help="exit 2 when a goal is not met")
+    p.add_argument(
+        "--cpu", action="store_true", help="measure in-process CPU per request instead (no server)"
+    )
+    p.add_argument("--requests", type=int, default=2000, help="requests per --cpu run")
     return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["seed"]:
         sys.stdout.write(json.dumps(seed(int(argv[1]))) + "\n")
+        return 0
+    if argv[:1] == ["cpu"]:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "simtopup.settings")
+        import django
+
+        django.setup()
+        sys.stdout.write(json.dumps(cpu(json.loads(sys.stdin.read()), int(argv[1]))) + "\n")
         return 0
     args = parse(argv)
     if args.database == "test":
@@ -247,6 +329,16 @@ def main(argv: list[str]) -> int:
         log(f"seeding {args.devices} cards")
         seeded = run_json([sys.executable, __file__, "seed", str(args.devices)], env)
         pg.vacuum(args.database)
+        if args.cpu:
+            measured = run_json(
+                [sys.executable, __file__, "cpu", str(args.requests)], env, json.dumps(seeded)
+            )
+            print(f"\nCPU ms per request in-process (best of 3 × {args.requests}):")
+            for target, ms in measured.items():
+                print(f"{target:15}{ms:8.3f}")
+            if args.json:
+                args.json.write_text(json.dumps({"cpu_ms": measured}, indent=2) + "\n")
+            return 0
         server = Server(env, workdir / "server.log", args)
         server.start()
         started = time.monotonic()
