@@ -347,3 +347,35 @@ def test_old_webhook_deliveries_are_forgotten(esimgo: FakeEsimGo, monkeypatch: A
     assert sync_usage() == {"events_pruned": 1}
     assert list(UpstreamEvent.objects.values_list("key", flat=True)) == ["b" * 64]
     assert sync_usage() == {}  # not again within the hour
+
+
+def test_airalo_order_webhook_with_our_reference_tries_the_order_now(
+    actors: Actors, settings: Any
+) -> None:
+    with FakeAiralo() as airalo:
+        airalo.configure(settings)
+        link_plans(**{"day-1g": "fake-1gb-1d-topup"})
+        airalo.throttle, airalo.retry_after = 1, 600
+        order = place(actors)
+        assert fulfil_pending(order.pk) == "retry"  # 429: next attempt in 10 minutes
+        tasks = fulfil_tasks(order)
+        text = json.dumps({"data": {"id": 9001, "description": f"simtopup-order-{order.pk}"}})
+        signature = Signature(airalo.client_secret).get_signature(text)
+        response = Client().post(
+            WEBHOOK.format("airalo"),
+            text,
+            content_type="application/json",
+            headers={"airalo-signature": signature},
+        )
+        assert response.json() == {"status": "accepted", "cards": 0, "orders": 1}
+        assert fulfil_tasks(order) == tasks + 1
+        assert fulfil_pending(order.pk) == "fulfilled"
+        # A description that is not ours changes nothing.
+        other = json.dumps({"data": {"id": 9002, "description": "simtopup-order-x1"}})
+        response = Client().post(
+            WEBHOOK.format("airalo"),
+            other,
+            content_type="application/json",
+            headers={"airalo-signature": Signature(airalo.client_secret).get_signature(other)},
+        )
+        assert response.json() == {"status": "accepted", "cards": 0, "orders": 0}

@@ -25,7 +25,8 @@ failed on a lost connection is recorded FAILED like any other error. Therefore:
 
 Running a task twice never doubles an effect: every domain task claims its work with its
 own compare-and-swap before acting and finishes it with another (fulfilment: the order's
-PAID → FULFILLING lease and the upstream's idempotency key; refunds: the refund's
+PAID → FULFILLING lease and the adapter's lookup of what an earlier attempt made upstream,
+by our reference; refunds: the refund's
 ``next_attempt_at`` claim and the provider's refund reference; reseller webhooks: the
 delivery's claim — delivered at least once, each with its ``X-Simtopup-Delivery`` id;
 automatic top-ups: the rule's row lock and the in-flight order check; the sandbox gateway's
