@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import translation
 from hypothesis import given
 from hypothesis import strategies as st
 from stdnum import luhn
@@ -151,23 +152,42 @@ def test_it_refuses_absurd_input_before_looking(card: Device) -> None:
 
 
 @pytest.mark.parametrize(
-    ("typed", "kind", "check"),
+    ("typed", "kind", "last"),
     [
-        (other_digit(iccid(2)), "ICCID", "Luhn"),
-        ("8986 0100 0000 0000 017", "ICCID", "Luhn"),
-        (other_digit(imei(2)), "IMEI", "Luhn"),
-        (other_digit(eid(2)), "EID", "MOD 97-10"),
+        (other_digit(iccid(2)), "ICCID", "The last digit doesn't match"),
+        ("8986 0100 0000 0000 017", "ICCID", "The last digit doesn't match"),
+        (other_digit(imei(2)), "IMEI", "The last digit doesn't match"),
+        (other_digit(eid(2)), "EID", "The last two digits don't match"),
     ],
 )
-def test_a_wrong_check_digit_says_so(card: Device, typed: str, kind: str, check: str) -> None:
+def test_a_wrong_check_digit_says_so(card: Device, typed: str, kind: str, last: str) -> None:
     error = refused(typed, field="card")
     assert error.code == "check_digit_mismatch"
     assert error.errors[0].field == "card"
     assert error.errors[0].code == "check_digit_mismatch"
     message = str(error.message)
-    assert f"looks like an {kind}" in message
-    assert check in message
-    assert "re-read the label" in message
+    assert message.startswith(f"{last} — check the number.")
+    assert f"re-read the {kind} on the back of the card" in message
+    # The customer's words, not the algorithm's name.
+    assert "Luhn" not in message
+    assert "MOD 97" not in message
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("en", "The last digit doesn't match — check the number."),
+        ("zh-hans", "最后一位数字对不上——请核对号码。"),
+        ("zh-hant", "最後一位數字對不上——請核對號碼。"),
+    ],
+)
+def test_a_wrong_check_digit_in_each_language(card: Device, language: str, expected: str) -> None:
+    with translation.override(language):
+        message = str(refused(other_digit(iccid(2))).message)
+    assert message.startswith(expected)
+    assert "ICCID" in message
+    for algorithm in ("Luhn", "校验位", "檢查碼"):
+        assert algorithm not in message
 
 
 @pytest.mark.parametrize("typed", [iccid(999), imei(999), eid(999)])

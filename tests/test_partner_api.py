@@ -124,7 +124,7 @@ def test_the_official_sdk_sells_a_topup_and_reads_the_card(sdk_url: str) -> None
     status, body = sdk_error(bad.value)
     assert status == 422
     assert body["code"] == 14
-    assert "check digit" in body["reason"]
+    assert "last digit doesn't match" in body["reason"]
     # A reseller whose float is empty: Airalo's "insufficient credit", nothing charged.
     carol, _key = create_reseller("Carol Cards")
     broke = Airalo(credentials(carol))

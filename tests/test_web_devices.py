@@ -91,8 +91,8 @@ def test_binding_by_the_printed_id_adds_the_card(actors: Actors) -> None:
     ("typed", "code_words"),
     [
         ("", "Enter the device ID"),
-        ("89860100000000000019", "ICCID's Luhn check digit"),
-        (imei(1)[:-1] + str((int(imei(1)[-1]) + 1) % 10), "IMEI's Luhn check digit"),
+        ("89860100000000000019", "The last digit doesn't match"),
+        (imei(1)[:-1] + str((int(imei(1)[-1]) + 1) % 10), "re-read the IMEI"),
         (iccid(777), "not one of our cards"),
         ("hello", "not a device ID we recognise"),
     ],
@@ -119,8 +119,8 @@ def test_the_check_digit_error_is_translated(actors: Actors) -> None:
         browser(me, language="zh-hans").post("/my/devices", {"device": wrong, "proof": PIN}),
         "device",
     )
-    assert "re-read the label" in english[0]
-    assert chinese
+    assert "last digit doesn't match" in english[0]
+    assert chinese[0].startswith("最后一位数字对不上")
     assert chinese != english
 
 

@@ -168,7 +168,7 @@ def test_the_status_page_and_receipt_need_the_signed_link_or_the_owner(actors: A
 def test_a_typo_in_the_device_id_is_shown_next_to_the_field(actors: Actors) -> None:
     number = actors.device.iccid
     wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
-    for language, word in (("en", "Luhn"), ("zh-hans", "ICCID"), ("zh-hant", "ICCID")):
+    for language, word in (("en", "last digit doesn't match"), ("zh-hans", "最后一位"), ("zh-hant", "最後一位")):
         page = browser(language=language).post("/topup/device", {"plan": "day-1g", "device": wrong})
         assert page.status_code == 422
         errors = field_errors(page, "device")

@@ -63,11 +63,20 @@ def parse(raw: str) -> Parsed:
     return Parsed(None, text, False)
 
 
-CHECK_NAMES = {
-    IdentifierKind.IMEI: _("the IMEI's Luhn check digit"),
-    IdentifierKind.ICCID: _("the ICCID's Luhn check digit"),
-    IdentifierKind.EID: _("the EID's MOD 97-10 check digits"),
-}
+def check_digit_message(kind: IdentifierKind) -> str:
+    """What a customer is told when a number's check digit(s) do not add up: the words they
+    use, not the algorithm's name (an EID's check is its last two digits)."""
+    if kind is IdentifierKind.EID:
+        return str(
+            _(
+                "The last two digits don't match — check the number. Please re-read the EID "
+                "on the back of the card: a digit is probably mistyped."
+            )
+        )
+    return _(
+        "The last digit doesn't match — check the number. Please re-read the %(kind)s "
+        "on the back of the card: a digit is probably mistyped."
+    ) % {"kind": kind.value.upper()}
 
 
 def find_device(raw: str, *, field: str = "device", for_update: bool = False) -> Device:
@@ -104,15 +113,7 @@ def find_device(raw: str, *, field: str = "device", for_update: bool = False) ->
             field,
         )
     if not parsed.check_ok:
-        raise field_error(
-            "check_digit_mismatch",
-            _(
-                "This looks like an %(kind)s, but %(check)s does not match. Please re-read "
-                "the label on the back of the card: a digit is probably mistyped."
-            )
-            % {"kind": parsed.kind.value.upper(), "check": CHECK_NAMES[parsed.kind]},
-            field,
-        )
+        raise field_error("check_digit_mismatch", check_digit_message(parsed.kind), field)
     raise field_error(
         "unknown_device",
         _("This %(kind)s is valid, but it is not one of our cards. Please check the number.")
