@@ -89,7 +89,7 @@ def test_usage_thresholds_raised_once_over_several_batches_and_replays(
     assert message.recipient == "+8613900139000"
     assert "80%" in message.body
     assert "204 MB left" in message.body
-    assert "/topup/device?plan=day-1g&device=" in message.body
+    assert f"/topup/confirm?device={device.pk}&plan=day-1g" in message.body
     use(device, (320 * MB, "a2"))  # a replay: a duplicate, nothing raised
     use(device, (10 * MB, "a3"))  # still below, already raised
     run_worker()
@@ -230,7 +230,7 @@ def test_reseller_webhooks_signed(
     assert len(threshold) == 1, events
     assert threshold[0]["data"]["threshold"] == "used_80"
     assert threshold[0]["data"]["bundle"]["plan"] == "day-1g"
-    assert "/topup/device?" in threshold[0]["data"]["topup_url"]
+    assert "/topup/confirm?device=" in threshold[0]["data"]["topup_url"]
     _path, headers, body = next(r for r in _Receiver.received if b"bundle.threshold" in r[2])
     verify("whsec-a", headers["X-Simtopup-Signature"], body)  # raises unless signed
     assert WebhookDelivery.objects.filter(event="bundle.threshold").count() == 1

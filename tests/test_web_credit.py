@@ -26,8 +26,8 @@ def test_it_shows_the_credit_and_its_movements(actors: Actors, language: str) ->
     assert "+¥20.00" in body
     assert "−¥5.00" in body
     assert f"#{order.pk}" in body
-    # "Add credit" is the top-up flow with the pay-per-use plan chosen, for this card.
-    assert f"/topup/device?plan=credit-50&amp;device={actors.device.pk}" in body
+    # "Add credit" is the confirmation of the pay-per-use plan for this card (buy again).
+    assert f"/topup/confirm?device={actors.device.pk}&amp;plan=credit-50" in body
     # Automatic top-up buys passes only.
     assert 'value="day-1g"' in body
     assert 'value="credit-50"' not in body

@@ -165,15 +165,16 @@ def _link(path: str, query: dict[str, object]) -> str:
 
 
 def topup_link(alert: Alert) -> str:
-    """The one-tap top-up: the same plan for the same card (bundles), the plans for the card
-    (credit)."""
+    """The one-tap top-up: "buy again" — the confirmation of the same plan for the same card
+    (bundles); the card's add-credit form (credit)."""
     if alert.bundle_id is not None:
         bundle = alert.bundle
         assert bundle is not None
         return _link(
-            reverse("web:topup-device"), {"plan": bundle.plan.code, "device": alert.device_id}
+            reverse("web:topup-confirm"), {"device": alert.device_id, "plan": bundle.plan.code}
         )
-    return _link(reverse("web:topup"), {"device": alert.device_id})
+    path = reverse("web:credit-add", kwargs={"device_id": alert.device_id})
+    return f"{settings.SITE_URL.rstrip('/')}{path}"
 
 
 def _auto_topup_note(alert: Alert) -> str:

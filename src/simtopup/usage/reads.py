@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Min, Sum
 from django.utils import timezone
 
 from simtopup.accounts.models import AppToken
@@ -166,17 +166,25 @@ def _balance(rows: list[tuple[Any, ...]], now: datetime) -> BalanceRead:
 def remaining_by_device(device_ids: list[int], now: datetime | None = None) -> dict[int, int]:
     """The data valid now of each of these cards (0 for none), in one statement: a list of
     cards shows every card's remaining data without a query per card."""
+    return {pk: left for pk, (left, _ends) in active_by_device(device_ids, now).items()}
+
+
+def active_by_device(
+    device_ids: list[int], now: datetime | None = None
+) -> dict[int, tuple[int, datetime | None]]:
+    """Each card's data valid now and the soonest end of its bundles holding it (0, None
+    when none), in one statement."""
     now = now or timezone.now()
     rows = (
         Bundle.objects.filter(
             device_id__in=device_ids, starts_at__lte=now, expires_at__gt=now, account__balance__gt=0
         )
         .values_list("device_id")
-        .annotate(left=Sum("account__balance"))
+        .annotate(left=Sum("account__balance"), ends=Min("expires_at"))
         .order_by()
     )
-    found = {device_id: int(left) for device_id, left in rows}
-    return {device_id: found.get(device_id, 0) for device_id in device_ids}
+    found = {device_id: (int(left), aware(ends)) for device_id, left, ends in rows}
+    return {device_id: found.get(device_id, (0, None)) for device_id in device_ids}
 
 
 @cache

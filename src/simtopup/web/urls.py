@@ -32,6 +32,7 @@ urlpatterns: list[object] = [
     path("my/devices/<int:device_id>/esim", customer_devices.esim, name="esim"),
     path("my/devices/<int:device_id>/credit", customer_devices.credit, name="credit"),
     path("my/devices/<int:device_id>/auto-topup", customer_devices.auto_topup, name="auto-topup"),
+    path("my/devices/<int:device_id>/credit/add", customer_devices.add_credit, name="credit-add"),
     path("my/devices/<int:device_id>/alerts", customer_alerts.alert_settings, name="alerts"),
     path("topup", customer_topup.plans, name="topup"),
     path("topup/device", customer_topup.choose_device, name="topup-device"),

@@ -3,7 +3,9 @@ activation; the card's credit and its automatic top-up."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.contrib import messages
 from django.db import transaction
@@ -13,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from simtopup.accounts.models import Customer
@@ -25,9 +28,10 @@ from simtopup.devices.binding import bind_device, my_devices, rename_device, unb
 from simtopup.devices.credit import credit_transfers, movements
 from simtopup.devices.esim import activate, qr_code
 from simtopup.devices.models import Device
+from simtopup.orders.customer import customer_orders
 from simtopup.usage import autotopup
 from simtopup.usage.models import AutoTopupRule
-from simtopup.usage.reads import device_balance, remaining_by_device
+from simtopup.usage.reads import active_by_device, device_balance
 from simtopup.web.customer.common import (
     device_kinds,
     device_or_404,
@@ -36,6 +40,7 @@ from simtopup.web.customer.common import (
     me,
     zone_of,
 )
+from simtopup.web.customer.topup import buy_again_url
 from simtopup.web.forms import GB, MB, AutoTopupForm, BindForm, RenameForm, show_error
 from simtopup.web.session import customer_required
 
@@ -47,15 +52,30 @@ def data_text(size: int) -> str:
     return format_data(size) if size > 0 else "0 MB"
 
 
-def _card(device: Device, remaining: int | None = None) -> dict[str, Any]:
-    """A card as the pages show it; ``remaining``: its data valid now, when the caller read
-    it already (the list reads all its cards' in one statement, a card's page with its
-    balance)."""
+def days_left(ends: datetime | None, zone: ZoneInfo, now: datetime | None = None) -> str | None:
+    """``5 days left``: calendar days in the customer's zone until the data's end (an end at
+    midnight belongs to the day before); ``Last day today`` on its last day."""
+    if ends is None:
+        return None
+    today = (now or timezone.now()).astimezone(zone).date()
+    days = ((ends - timedelta(microseconds=1)).astimezone(zone).date() - today).days
+    if days <= 0:
+        return _("Last day today")
+    return ngettext("%(count)d day left", "%(count)d days left", days) % {"count": days}
+
+
+def _card(device: Device, active: tuple[int, datetime | None] | None = None) -> dict[str, Any]:
+    """A card as the pages show it; ``active``: its data valid now and the soonest end of
+    that data, when the caller read them already (the list reads all its cards' in one
+    statement, a card's page with its balance)."""
     credit = device.credit_account
-    if remaining is None:
-        remaining = remaining_by_device([device.pk])[device.pk]
+    if active is None:
+        active = active_by_device([device.pk])[device.pk]
+    remaining, ends = active
     return {
         "device": device,
+        "ends": ends,
+        "has_data": remaining > 0,
         "kind": device_kinds().get(device.kind, device.kind),
         "status": device_statuses().get(device.status, device.status),
         "remaining": data_text(remaining),
@@ -106,13 +126,19 @@ def device_list(request: HttpRequest) -> HttpResponse:
     else:
         form = BindForm()
     devices = list(my_devices(customer).select_related("credit_account").order_by("pk"))
-    remaining = remaining_by_device([d.pk for d in devices])
-    response = render(
-        request,
-        "web/customer/devices.html",
-        {"cards": [_card(d, remaining[d.pk]) for d in devices], "form": form},
-        status=status,
-    )
+    active = active_by_device([d.pk for d in devices])
+    zone = zone_of(customer)
+    cards = []
+    for device in devices:
+        card = _card(device, active[device.pk])
+        cards.append({**card, "days_left": days_left(card["ends"], zone)})
+    with timezone.override(zone):
+        response = render(
+            request,
+            "web/customer/devices.html",
+            {"cards": cards, "form": form},
+            status=status,
+        )
     if retry_after:
         response["Retry-After"] = retry_after
     return response
@@ -148,7 +174,35 @@ def _balance_page(customer: Customer, device: Device) -> dict[str, Any]:
                 "granted_text": format_data(bundle.granted_bytes),
             }
         )
-    return {**_card(device, read.remaining_bytes), "bundles": rows}
+    ends = min((b.expires_at for b in read.bundles if b.status == "active"), default=None)
+    zone = zone_of(customer)
+    card = _card(device, (read.remaining_bytes, ends))
+    return {
+        **card,
+        "glance": {**card, "days_left": days_left(ends, zone)},
+        "bundles": rows,
+        "again": _again(customer, device, read.bundles),
+        "topup_url": f"{reverse('web:topup')}?{urlencode({'device': device.pk})}",
+        "zone": zone.key,
+    }
+
+
+def _again(customer: Customer, device: Device, bundles: list[Any]) -> dict[str, Any] | None:
+    """ "Buy again" on the card page: the plan of the card's newest bundle, or else of my
+    newest order for it, when that plan is still on sale."""
+    code = max(bundles, key=lambda b: b.starts_at).plan if bundles else None
+    if code is None:
+        code = (
+            customer_orders(customer)
+            .filter(device=device)
+            .order_by("-pk")
+            .values_list("plan__code", flat=True)
+            .first()
+        )
+    plan = Plan.objects.filter(code=code, active=True).first() if code else None
+    if plan is None:
+        return None
+    return {"plan": plan, "url": buy_again_url(device.pk, plan.code)}
 
 
 @customer_required
@@ -163,8 +217,6 @@ def device_detail(request: HttpRequest, device_id: int) -> HttpResponse:
             {
                 **_balance_page(customer, device),
                 "rename": RenameForm(initial={"nickname": device.nickname}),
-                "zone": zone_of(customer).key,
-                "topup_url": f"{reverse('web:topup')}?{urlencode({'device': device.pk})}",
             },
         )
 
@@ -186,8 +238,6 @@ def device_rename(request: HttpRequest, device_id: int) -> HttpResponse:
             {
                 **_balance_page(customer, device),
                 "rename": form,
-                "zone": zone_of(customer).key,
-                "topup_url": f"{reverse('web:topup')}?{urlencode({'device': device.pk})}",
             },
             status=422,
         )
@@ -289,8 +339,7 @@ def _credit_page(
         {
             "plan": plan,
             "price": format_money(plan.price, plan.currency),
-            "url": f"{reverse('web:topup-device')}?"
-            + urlencode({"plan": plan.code, "device": str(device.pk)}),
+            "url": buy_again_url(device.pk, plan.code),
         }
         for plan in payg
     ]
@@ -340,3 +389,28 @@ def auto_topup(request: HttpRequest, device_id: int) -> HttpResponse:
             messages.success(request, _("Automatic top-up settings saved."))
             return redirect("web:credit", device_id=device.pk)
     return _credit_page(request, device, form, status=422)
+
+
+def credit_plans(device: Device) -> Any:
+    """The amounts credit can be added in: the pay-per-use plans on sale in the card's
+    currency (a payg plan's price is the credit it adds)."""
+    return Plan.objects.filter(
+        active=True, kind="payg", currency=device.credit_account.unit
+    ).order_by("price", "pk")
+
+
+@customer_required
+@require_GET
+def add_credit(request: HttpRequest, device_id: int) -> HttpResponse:
+    """Add credit: the amounts as buttons; one tap opens the confirmation of that amount for
+    this card (the buy-again link), then pay — not the plan wizard."""
+    device = device_or_404(me(request), device_id)
+    amounts = [
+        {"plan": plan, "price": format_money(plan.price, plan.currency)}
+        for plan in credit_plans(device)
+    ]
+    return render(
+        request,
+        "web/customer/credit_add.html",
+        {**_card(device), "amounts": amounts},
+    )

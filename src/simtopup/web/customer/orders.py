@@ -24,6 +24,7 @@ from simtopup.orders.models import FINAL, Order, OrderStatus
 from simtopup.orders.receipts import format_time, normalise_language, render_receipt_pdf
 from simtopup.payments.providers.base import WECHAT_PAY
 from simtopup.web.customer.common import inline_qr, me, status_labels, visible_order, zone_of
+from simtopup.web.customer.topup import buy_again_url
 from simtopup.web.forms import payment_labels
 from simtopup.web.session import current_customer, customer_required
 
@@ -140,7 +141,9 @@ def receipt(request: HttpRequest, order_id: int) -> HttpResponse:
 # --- history ------------------------------------------------------------------------------
 
 
-def _rows(orders_: Any) -> list[dict[str, Any]]:
+def _rows(orders_: Any, customer: Any = None) -> list[dict[str, Any]]:
+    """History rows; with ``customer``, each row of a card still theirs and a plan still on
+    sale carries its "buy again" link (the confirmation of that plan for that card)."""
     labels = status_labels()
     methods = payment_labels()
     return [
@@ -153,6 +156,9 @@ def _rows(orders_: Any) -> list[dict[str, Any]]:
             if o.receipt_no
             else None,
             "status_url": reverse("web:order-status", kwargs={"order_id": o.pk}),
+            "again_url": buy_again_url(o.device_id, o.plan.code)
+            if customer is not None and o.device.owner_id == customer.pk and o.plan.active
+            else None,
         }
         for o in orders_
     ]
@@ -169,7 +175,7 @@ def history(request: HttpRequest) -> HttpResponse:
             request,
             "web/customer/history.html",
             {
-                "rows": _rows(page.object_list),
+                "rows": _rows(page.object_list, customer),
                 "page": page,
                 "zone": zone_of(customer).key,
             },

@@ -49,9 +49,9 @@ from simtopup.payments import checkout
 from simtopup.payments.actions import PreparedPayment
 from simtopup.payments.providers.base import METHODS, WECHAT_PAY
 from simtopup.payments.registry import provider_for
-from simtopup.web.customer.common import status_url
+from simtopup.web.customer.common import device_or_404, me, status_url
 from simtopup.web.forms import DeviceChoiceForm, PayForm, show_error
-from simtopup.web.session import current_customer
+from simtopup.web.session import current_customer, customer_required
 
 CONFIRMATION_SALT = "simtopup.web.topup-confirmation"
 IDEMPOTENCY_SCOPE = "web:topup"
@@ -285,6 +285,8 @@ def _place(
 
 @require_http_methods(["GET", "POST"])
 def confirm(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET" and "c" not in request.GET and "device" in request.GET:
+        return buy_again(request)
     customer = current_customer(request)
     token = request.POST.get("confirmation") if request.method == "POST" else request.GET.get("c")
     try:
@@ -363,3 +365,71 @@ def confirm(request: HttpRequest) -> HttpResponse:
         },
         status=status,
     )
+
+
+# --- one tap: buy again -------------------------------------------------------------------
+
+
+def buy_again_url(device_id: int, plan_code: str) -> str:
+    """The one-tap link (card page, history rows, alerts, the credit form): the confirmation
+    of ``plan_code`` for card ``device_id``, pre-filled."""
+    query = urlencode({"device": str(device_id), "plan": plan_code})
+    return f"{reverse('web:topup-confirm')}?{query}"
+
+
+@customer_required
+def buy_again(request: HttpRequest) -> HttpResponse:
+    """``/topup/confirm?device=…&plan=…``: one of my cards and a plan straight to the
+    confirmation (the same stored quote as the device step makes), then pay. Anybody else's
+    card is a plain 404; a plan no longer on sale goes back to the plans for the card, a
+    card that cannot be topped up to the device step with the error."""
+    wanted = request.GET.get("device", "")
+    if not (wanted.isdigit() and len(wanted) <= 18):
+        raise Http404
+    customer = me(request)
+    device = device_or_404(customer, int(wanted))
+    try:
+        plan = get_plan(request.GET.get("plan", ""), settings.CURRENCY)
+    except DomainError as exc:
+        messages.error(request, str(exc.message))
+        return redirect(f"{reverse('web:topup')}?{urlencode({'device': device.pk})}")
+    try:
+        with transaction.atomic(durable=True):
+            device = rechargeable_device(identifier_of(device), field="mine")
+            token = _confirmation(customer, device, plan)
+    except DomainError as exc:
+        messages.error(request, str(exc.message))
+        query = urlencode({"plan": plan.code, "device": str(device.pk)})
+        return redirect(f"{reverse('web:topup-device')}?{query}")
+    return redirect(f"{reverse('web:topup-confirm')}?{urlencode({'c': token})}")
+
+
+# --- another way to pay, after a decline -------------------------------------------------
+
+
+@require_GET
+def retry(request: HttpRequest, order_id: int) -> HttpResponse:
+    """``/topup/retry/<order>?m=<method>``: a payment that was declined (or never made) is
+    tried again another way — a new confirmation of the same card and plan at today's price,
+    with that method preselected; one tap on "Pay" places it. An order that was paid goes
+    back to its status page: nothing is offered twice."""
+    order, _token = visible_order(request, order_id)
+    if payment_state.state_of(order) not in ("declined", "cancelled"):
+        return HttpResponseRedirect(status_url(order))
+    customer = current_customer(request)
+    plan = Plan.objects.filter(pk=order.plan_id, active=True).first()
+    if plan is None:
+        messages.error(request, _("This plan is no longer on sale. Please choose another."))
+        return redirect(f"{reverse('web:topup')}?{urlencode({'device': order.device_id})}")
+    try:
+        with transaction.atomic(durable=True):
+            device = rechargeable_device(identifier_of(order.device))
+            confirmation = _confirmation(customer, device, plan)
+    except DomainError as exc:
+        messages.error(request, str(exc.message))
+        return redirect(f"{reverse('web:topup-device')}?{urlencode({'plan': plan.code})}")
+    query = {"c": confirmation}
+    method = request.GET.get("m", "")
+    if method in (*METHODS, BALANCE):
+        query["m"] = method
+    return redirect(f"{reverse('web:topup-confirm')}?{urlencode(query)}")
