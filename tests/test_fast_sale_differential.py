@@ -51,6 +51,7 @@ from simtopup.catalog.models import Plan
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.actions import clear_system_account_cache
+from simtopup.orders.models import Order
 from simtopup.resellers.actions import (
     create_reseller,
     credit_float,
@@ -72,7 +73,10 @@ TOPUPS = "/reseller/v1/topups"
 FAST_PATH_ONLY_TABLES = {FastSaleFallback._meta.db_table}
 # Columns holding JSON as text, compared parsed; see the module docstring.
 JSON_TEXT_COLUMNS = {("api_idempotencyrecord", "response_body")}
-START = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+# The world is seeded at 23:55 on 2 March in the operator's zone (Asia/Shanghai) and the sales
+# run from 16:00:00 UTC, which is already 3 March there: receipt numbers are dated in that
+# zone on both paths, so a path dating them in UTC (2 March) differs on every sale.
+START = datetime(2026, 3, 2, 15, 55, tzinfo=UTC)
 
 # --- the world ---------------------------------------------------------------------------
 
@@ -342,12 +346,18 @@ def device_text(sale: Sale) -> str:
     return forms[sale.form % len(forms)]
 
 
-def run(scenario: Scenario, keys: dict[str, str], clock: Clock) -> list[tuple[Any, ...]]:
-    """Send the sales, one second apart; what each answer said."""
+def run(
+    scenario: Scenario, keys: dict[str, str], clock: Clock, first: datetime | None = None
+) -> list[tuple[Any, ...]]:
+    """Send the sales, one second apart (from ``first``, else five minutes after START);
+    what each answer said."""
     answers = []
     for n, sale in enumerate(scenario.sales):
-        clock.at = START + timedelta(minutes=5, seconds=n)
-        headers = {"Idempotency-Key": sale.key} if sale.key else {}
+        clock.at = (first or START + timedelta(minutes=5)) + timedelta(seconds=n)
+        # The same request id on both copies (problem documents carry it, api/problems.py).
+        headers = {"X-Request-Id": f"diff-{n}"}
+        if sale.key:
+            headers["Idempotency-Key"] = sale.key
         response = Client(HTTP_AUTHORIZATION=f"Bearer {keys[sale.seller]}").post(
             TOPUPS,
             data=json.dumps(
@@ -531,3 +541,40 @@ def test_the_comparison_sees_a_changed_row(
     found = differences(*contents)
     assert len(found) == 1
     assert found[0].startswith("usage_bundle ")
+
+
+@override_settings(DISPLAY_TIME_ZONE="Asia/Shanghai")
+def test_a_receipt_number_is_dated_in_the_operators_zone_on_either_path(
+    migrated: dict[str, str], django_db_blocker: Any
+) -> None:
+    """A sale at 17:30 UTC on 4 December is 01:30 on 5 December in Beijing: its receipt
+    number says 20261205 on the fast path and on the general one (the function was installed
+    by ``migrate`` with the operator's zone, Asia/Shanghai, the default)."""
+    scenario = Scenario(
+        alice=ResellerWorld(800, (), "day-1g", 2, 0),
+        bob=ResellerWorld(0, (), "day-1g", 0, 0),
+        devices=("in_stock",) * len(DEVICES),
+        sales=(Sale("alice", 0, 0, "day-1g", "r1", "k1"),),
+    )
+    fast_db, general_db = migrated["fast"], migrated["general"]
+    with django_db_blocker.unblock(), fixed_clock() as clock:
+        _clone(fast_db, migrated["base"])
+        with on_database(fast_db):
+            keys = seed(scenario)
+        _clone(general_db, fast_db)
+        receipts = {}
+        for name, fast in ((fast_db, True), (general_db, False)):
+            with on_database(name), override_settings(FAST_TOPUP=fast):
+                answers = run(scenario, keys, clock, datetime(2026, 12, 4, 17, 30, tzinfo=UTC))
+                assert [a[0] for a in answers] == [201]
+                receipts[fast] = list(
+                    Order.objects.filter(reseller__name="Alice").values_list(
+                        "receipt_no", "created_at"
+                    )
+                )
+                if fast:
+                    assert fallbacks() == 0  # the function made this sale
+    assert receipts[True] == receipts[False]
+    [(receipt_no, created_at)] = receipts[True]
+    assert created_at == datetime(2026, 12, 4, 17, 30, tzinfo=UTC)
+    assert receipt_no.startswith("R20261205-")

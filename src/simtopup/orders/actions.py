@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
@@ -35,8 +36,12 @@ logger = logging.getLogger(__name__)
 
 def receipt_number(order: Order) -> str:
     """``R20261126-00000042-7``: date, order number, Luhn check digit. Never reused, because
-    order ids are never reused (sequences / AUTOINCREMENT)."""
-    body = f"{order.created_at:%Y%m%d}{order.pk:08d}"
+    order ids are never reused (sequences / AUTOINCREMENT). The date is the order's day in
+    the operator's zone (``DISPLAY_TIME_ZONE``), the day printed beside it on the receipt —
+    not UTC's, which is yesterday until 08:00 in Beijing. ``resellers/fast_sale.py`` dates
+    its receipt numbers the same way."""
+    day = order.created_at.astimezone(ZoneInfo(settings.DISPLAY_TIME_ZONE))
+    body = f"{day:%Y%m%d}{order.pk:08d}"
     return f"R{body[:8]}-{body[8:]}-{luhn.calc_check_digit(body)}"
 
 

@@ -30,9 +30,11 @@ uses it).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import iso4217
 from django.conf import settings
@@ -48,6 +50,7 @@ from simtopup.resellers.models import FastSaleFallback
 logger = logging.getLogger(__name__)
 
 FUNCTION = "simtopup_reseller_topup_v3"
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-/]*")
 # Raised by the function to undo its writes and hand the sale to the general path.
 FALLBACK_SQLSTATE = "STF01"
 # Also handed on: PostgreSQL chose this statement as a deadlock's victim (40P01; e.g. two
@@ -65,6 +68,17 @@ def _exponent_case() -> str:
         if int(c.exponent or 0) != 2
     ]
     return "CASE p_currency " + " ".join(arms) + " ELSE 2 END"
+
+
+def _operator_zone_literal() -> str:
+    """``DISPLAY_TIME_ZONE`` as a SQL string literal (receipt numbers are dated in the
+    operator's zone, like ``orders.actions.receipt_number``); an IANA name, checked, so it
+    cannot break out of the literal."""
+    name = settings.DISPLAY_TIME_ZONE
+    ZoneInfo(name)  # an unknown zone fails the install, not a sale
+    if not _ZONE_NAME.fullmatch(name):
+        raise ValueError(f"DISPLAY_TIME_ZONE is not an IANA zone name: {name!r}")
+    return f"'{name}'"
 
 
 def sql(order_sequence: str) -> list[str]:
@@ -219,9 +233,10 @@ BEGIN
   IF pl.kind = 'payg' AND NOT d.payg THEN
     UPDATE devices_device SET payg = true WHERE id = d.id AND NOT payg;
   END IF;
-  -- orders.actions.receipt_number: R<yyyymmdd>-<id, 8 digits at least>-<Luhn>
+  -- orders.actions.receipt_number: R<yyyymmdd in the operator's zone>-<id, 8 digits at
+  -- least>-<Luhn>
   v_order := nextval('{order_sequence}'::regclass);
-  v_number := to_char(p_now AT TIME ZONE 'UTC', 'YYYYMMDD')
+  v_number := to_char(p_now AT TIME ZONE {_operator_zone_literal()}, 'YYYYMMDD')
               || CASE WHEN v_order < 10000000 THEN lpad(v_order::text, 8, '0')
                       ELSE v_order::text END;
   v_receipt := 'R' || left(v_number, 8) || '-' || substr(v_number, 9) || '-'
