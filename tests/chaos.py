@@ -899,7 +899,7 @@ class Chaos:
         from simtopup.core.signing import HEADER, sign
 
         def signature(body: bytes) -> dict[str, str]:
-            return {HEADER: sign(self.network_secret, body)}
+            return {HEADER: sign(self.network_secret, "POST", "/network/v1/usage", body)}
 
         rng = random.Random(f"{self.run_id}-u{index}")
         cards = self.seeded["cards"]

@@ -17,7 +17,7 @@ from django_tasks_db.models import DBTaskResult
 
 from simtopup.accounts.models import Customer
 from simtopup.accounts.tokens import issue_token
-from simtopup.core.signing import sign
+from simtopup.core.signing import sign_body
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import Posting, post, system_account
 from simtopup.ledger.audit import audit
@@ -134,7 +134,7 @@ def sandbox_notification(
         {"id": event_id, "type": kind, "created": int(time.time()), "data": data},
         separators=(",", ":"),
     ).encode()
-    return {SIGNATURE_HEADER: sign(secret or webhook_secret(), body, timestamp)}, body
+    return {SIGNATURE_HEADER: sign_body(secret or webhook_secret(), body, timestamp)}, body
 
 
 def post_notification(client: Client, headers: dict[str, str], body: bytes) -> Any:

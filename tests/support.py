@@ -115,14 +115,15 @@ def network_post(
     client: Client, path: str, body: Any, *, timestamp: int | None = None, secret: str | None = None
 ) -> Any:
     raw = json.dumps(body).encode()
-    signature = sign(secret or settings.NETWORK_SECRET, raw, timestamp)
+    signature = sign(secret or settings.NETWORK_SECRET, "POST", path, raw, timestamp)
     return client.post(
         path, data=raw, content_type="application/json", headers={"X-Simtopup-Signature": signature}
     )
 
 
 def network_get(client: Client, path: str) -> Any:
-    return client.get(path, headers={"X-Simtopup-Signature": sign(settings.NETWORK_SECRET, b"")})
+    signature = sign(settings.NETWORK_SECRET, "GET", path, b"")
+    return client.get(path, headers={"X-Simtopup-Signature": signature})
 
 
 def float_of(reseller: Reseller) -> int:

@@ -231,8 +231,8 @@ def test_reseller_webhooks_signed(
     assert threshold[0]["data"]["threshold"] == "used_80"
     assert threshold[0]["data"]["bundle"]["plan"] == "day-1g"
     assert "/topup/confirm?device=" in threshold[0]["data"]["topup_url"]
-    _path, headers, body = next(r for r in _Receiver.received if b"bundle.threshold" in r[2])
-    verify("whsec-a", headers["X-Simtopup-Signature"], body)  # raises unless signed
+    path, headers, body = next(r for r in _Receiver.received if b"bundle.threshold" in r[2])
+    verify("whsec-a", headers["X-Simtopup-Signature"], "POST", path, body)  # raises unless signed
     assert WebhookDelivery.objects.filter(event="bundle.threshold").count() == 1
     # Credit a reseller sold, on a card nobody has bound: the webhook is the only channel.
     card = actors.devices[1]
@@ -240,8 +240,8 @@ def test_reseller_webhooks_signed(
     _Receiver.received = []
     use(card, (420 * MB, "w2"))
     run_worker()
-    [(_path, headers, body)] = _Receiver.received
-    verify("whsec-a", headers["X-Simtopup-Signature"], body)
+    [(path, headers, body)] = _Receiver.received
+    verify("whsec-a", headers["X-Simtopup-Signature"], "POST", path, body)
     event = json.loads(body)
     assert event["type"] == "credit.low"
     assert event["data"]["threshold"] == "credit_low"

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import LAST_USED_RESOLUTION, issue_token
 from simtopup.catalog.models import PaygTariff
-from simtopup.core.signing import HEADER, sign
+from simtopup.core.signing import HEADER, sign, sign_body
 from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device, DeviceStatus
 from simtopup.ledger.models import BYTES, Account, AccountKind
@@ -257,19 +257,39 @@ def test_a_stale_token_use_is_still_recorded(actors: Actors) -> None:
 
 # --- the authorization ---------------------------------------------------------------------
 
-SIGNATURES = ["good", "stale", "future", "wrong secret", "malformed", "empty", "none"]
+SIGNATURES = [
+    "good",
+    "stale",
+    "future",
+    "wrong secret",
+    "malformed",
+    "empty",
+    "none",
+    "v1 only",
+    "v1 and v2",
+    "another device",
+    "POST",
+]
 ICCID_FORMS = ["{i}", "{i}F", "{i}f", "{dashed}", "{spaced}", "{unknown}", "x{i}", "{i}/"]
 
 
-def signature(kind: str) -> dict[str, str]:
+def signature(kind: str, path: str) -> dict[str, str]:
+    """The signature header of a kind for ``GET path``."""
     now = int(timezone.now().timestamp())
+    secret = django_settings.NETWORK_SECRET
     value = {
-        "good": sign(django_settings.NETWORK_SECRET, b""),
-        "stale": sign(django_settings.NETWORK_SECRET, b"", now - 3600),
-        "future": sign(django_settings.NETWORK_SECRET, b"", now + 3600),
-        "wrong secret": sign("not-the-network-secret", b""),
+        "good": sign(secret, "GET", path, b""),
+        "stale": sign(secret, "GET", path, b"", now - 3600),
+        "future": sign(secret, "GET", path, b"", now + 3600),
+        "wrong secret": sign("not-the-network-secret", "GET", path, b""),
         "malformed": "t=1,v1=zz",
         "empty": "",
+        "v1 only": sign_body(secret, b""),  # the deprecated scheme: POST only
+        "v1 and v2": sign(secret, "GET", path, b"", with_v1=True),
+        "another device": sign(
+            secret, "GET", f"/network/v1/devices/{iccid(998)}/authorization", b""
+        ),
+        "POST": sign(secret, "POST", path, b""),
     }.get(kind)
     return {} if value is None else {HEADER: value}
 
@@ -296,7 +316,7 @@ def test_the_authorization_answers_what_the_api_answers(
             unknown=iccid(999),
         )
         path = f"/network/v1/devices/{written}/authorization"
-        headers = signature(signed)
+        headers = signature(signed, path)
         (hot_response, hot_sql), (api_response, _sql) = [
             get(path, headers, hot=hot) for hot in (True, False)
         ]
@@ -304,7 +324,8 @@ def test_the_authorization_answers_what_the_api_answers(
         if api_response.status_code == 200:
             assert len(hot_sql) == 1, hot_sql
             answered += 1
-    assert answered == 5  # the good signature, the ICCID as is, with F or f, dashes, a space
+    # The good signature: the ICCID as is, with F or f, dashes, a space; v1 next to v2.
+    assert answered == 6
 
 
 def test_the_operations_are_still_documented(actors: Actors) -> None:

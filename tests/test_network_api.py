@@ -28,6 +28,13 @@ from simtopup.usage.models import Bundle, UsageRecord
 from tests.support import GB, MB, Actors, iccid, network_get, network_post, post_json
 
 USAGE = "/network/v1/usage"
+
+
+def usage_sig(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """A v2 signature of ``POST /network/v1/usage`` with ``body``."""
+    return sign(secret, "POST", USAGE, body, timestamp)
+
+
 TARIFF = 10  # fen per started MB (tests.support.make_plans)
 
 
@@ -162,26 +169,29 @@ def _signed_body(actors: Actors) -> bytes:
     [
         (lambda body, now: None, "unauthenticated"),
         (lambda body, now: "", "unauthenticated"),
-        (lambda body, now: sign("not the network secret", body, now), "invalid_signature"),
-        (lambda body, now: sign(settings.NETWORK_SECRET, body + b" ", now), "invalid_signature"),
+        (lambda body, now: usage_sig("not the network secret", body, now), "invalid_signature"),
         (
-            lambda body, now: sign(settings.NETWORK_SECRET, body, now).replace("t=", "t=1"),
+            lambda body, now: usage_sig(settings.NETWORK_SECRET, body + b" ", now),
+            "invalid_signature",
+        ),
+        (
+            lambda body, now: usage_sig(settings.NETWORK_SECRET, body, now).replace("t=", "t=1"),
             "invalid_signature",
         ),
         (lambda body, now: "garbage", "invalid_signature"),
         (lambda body, now: "t=abc,v1=" + "0" * 64, "invalid_signature"),
         (
-            lambda body, now: sign(settings.NETWORK_SECRET, body, now).split(",")[0],
+            lambda body, now: usage_sig(settings.NETWORK_SECRET, body, now).split(",")[0],
             "invalid_signature",
         ),
         (lambda body, now: "t=" + "9" * 400 + ",v1=" + "0" * 64, "invalid_signature"),
         (lambda body, now: f"t={now},v1=é" + "0" * 63, "invalid_signature"),
         (
-            lambda body, now: sign(settings.NETWORK_SECRET, body, now - 301),
+            lambda body, now: usage_sig(settings.NETWORK_SECRET, body, now - 301),
             "signature_expired",
         ),
         (
-            lambda body, now: sign(settings.NETWORK_SECRET, body, now + 301),
+            lambda body, now: usage_sig(settings.NETWORK_SECRET, body, now + 301),
             "signature_expired",
         ),
     ],
@@ -226,16 +236,16 @@ def test_it_accepts_a_signature_within_the_skew_window(
 ) -> None:
     topup(alice, actors.device, "day-1g")
     body = _signed_body(actors)
-    response = raw_post(body, sign(settings.NETWORK_SECRET, body, int(time.time()) + skew))
+    response = raw_post(body, usage_sig(settings.NETWORK_SECRET, body, int(time.time()) + skew))
     assert response.status_code == 200, response.content
     assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
 
 
 def test_it_accepts_any_of_several_macs_during_secret_rotation(actors: Actors) -> None:
     body = _signed_body(actors)
-    good = sign(settings.NETWORK_SECRET, body)
+    good = usage_sig(settings.NETWORK_SECRET, body)
     t, mac = good.split(",")
-    old = sign("the old secret", body, int(t.removeprefix("t="))).split(",")[1]
+    old = usage_sig("the old secret", body, int(t.removeprefix("t="))).split(",")[1]
     response = raw_post(body, f"{t},{old},{mac}")
     assert response.status_code == 200, response.content
 
@@ -243,11 +253,11 @@ def test_it_accepts_any_of_several_macs_during_secret_rotation(actors: Actors) -
 def test_authorization_needs_a_valid_signature(actors: Actors) -> None:
     path = f"/network/v1/devices/{actors.device.iccid}/authorization"
     assert_problem(Client().get(path), 401, "unauthenticated")
-    forged = sign("not the network secret", b"")
+    forged = sign("not the network secret", "GET", path, b"")
     assert_problem(
         Client().get(path, headers={"X-Simtopup-Signature": forged}), 401, "invalid_signature"
     )
-    stale = sign(settings.NETWORK_SECRET, b"", int(time.time()) - 400)
+    stale = sign(settings.NETWORK_SECRET, "GET", path, b"", int(time.time()) - 400)
     assert_problem(
         Client().get(path, headers={"X-Simtopup-Signature": stale}), 401, "signature_expired"
     )
@@ -582,7 +592,7 @@ def test_invalid_usage_is_a_validation_error_and_changes_nothing(
 )
 def test_malformed_json_is_refused(actors: Actors, body: bytes) -> None:
     before = snapshot()
-    response = raw_post(body, sign(settings.NETWORK_SECRET, body))
+    response = raw_post(body, usage_sig(settings.NETWORK_SECRET, body))
     assert_problem(response, 400, "malformed_json")
     assert snapshot() == before
 
@@ -612,7 +622,7 @@ def test_a_body_over_one_mib_is_refused(actors: Actors) -> None:
     body = json.dumps(
         {"records": [record("r1", actors.device, 1)], "padding": "x" * (1024 * 1024)}
     ).encode()
-    response = raw_post(body, sign(settings.NETWORK_SECRET, body))
+    response = raw_post(body, usage_sig(settings.NETWORK_SECRET, body))
     assert_problem(response, 413, "payload_too_large")
     assert snapshot() == before
 

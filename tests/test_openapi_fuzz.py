@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import schemathesis
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 from django.utils import timezone
+from django.utils.encoding import escape_uri_path
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis.core import NotSet
@@ -74,7 +76,10 @@ def fuzz(operation: Any, headers_for: Callable[[Any], dict[str, str]], failures:
             # The signature covers the raw body: send exactly the bytes that were signed.
             has_body = not isinstance(case.body, NotSet)
             raw = json.dumps(case.body).encode() if has_body else b""
-            headers = {"X-Simtopup-Signature": sign(settings.NETWORK_SECRET, raw)}
+            # And the method and path as the server reads them (the network API has no query).
+            path = escape_uri_path(unquote(case.formatted_path))
+            signature = sign(settings.NETWORK_SECRET, case.method, path, raw)
+            headers = {"X-Simtopup-Signature": signature}
             if has_body:
                 headers["Content-Type"] = "application/json"
                 kwargs["data"] = raw

@@ -342,12 +342,12 @@ def test_a_notification_for_an_unknown_payment_is_stored_and_ignored(
 
 
 def test_a_malformed_but_signed_notification_is_refused(awaiting: tuple[Payment, dict]) -> None:
-    from simtopup.core.signing import sign
+    from simtopup.core.signing import sign_body
     from simtopup.payments.providers.sandbox import SIGNATURE_HEADER, webhook_secret
 
     payment, _data = awaiting
     body = b'{"id": "evt_1", "type": "payment.succeeded"}'
-    headers = {SIGNATURE_HEADER: sign(webhook_secret(), body)}
+    headers = {SIGNATURE_HEADER: sign_body(webhook_secret(), body)}
     assert post_notification(Client(), headers, body).status_code == 400
     assert_untouched(payment)
 

@@ -28,7 +28,7 @@ from django.db import transaction
 from django.test import Client, TestCase, override_settings
 
 from simtopup.accounts.models import Customer, LoginCode
-from simtopup.core.signing import verify
+from simtopup.core.signing import verify_body
 from simtopup.notifications.actions import notify, render
 from simtopup.notifications.backends import memory
 from simtopup.notifications.backends.console import ConsoleSender
@@ -269,7 +269,7 @@ def test_the_login_code_arrives_through_the_http_sms_provider(db: None) -> None:
     assert path == "/v1/messages"
     assert headers["Authorization"] == "Bearer key-123"
     assert headers["Content-Type"].startswith("application/json")
-    verify("sign-456", headers["X-Simtopup-Signature"], raw)  # raises if forged
+    verify_body("sign-456", headers["X-Simtopup-Signature"], raw)  # raises if forged
     body = json.loads(raw)
     assert body["to"] == "+85291234567"
     assert body["from"] == "SIMTOPUP"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +27,7 @@ SECRET = "whsec_test_secret"
 class Receiver:
     def __init__(self) -> None:
         self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.paths: list[str] = []  # the request target of each call, as received
         self.status = 200
         receiver = self
 
@@ -31,6 +35,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.calls.append(({k: v for k, v in self.headers.items()}, body))
+                receiver.paths.append(self.path)
                 self.send_response(receiver.status)
                 self.end_headers()
 
@@ -72,6 +77,33 @@ def fulfilled_order(actors: Actors, alice, receiver: Receiver, settings) -> Orde
     return Order.objects.get(pk=response.json()["id"])
 
 
+def test_a_receiver_checks_the_v2_signature_by_the_documented_recipe(
+    fulfilled_order: Order, receiver: Receiver
+) -> None:
+    """docs/api.md's receiver recipe, written out here (not core.signing): v2 over POST, the
+    path with query the receiver was called on, the timestamp and the body; v1 still sent."""
+    Reseller.objects.filter(pk=fulfilled_order.reseller_id).update(
+        webhook_url=receiver.url + "?tenant=7&x=a%20b"
+    )
+    queue_event(fulfilled_order, "topup.fulfilled")
+    assert deliver(WebhookDelivery.objects.get().pk) == "delivered"
+    [(headers, body)] = receiver.calls
+    [path] = receiver.paths
+    assert path == "/hooks?tenant=7&x=a%20b"
+    items = [item.split("=", 1) for item in headers["X-Simtopup-Signature"].split(",")]
+    assert [key for key, _value in items] == ["t", "v1", "v2"]
+    fields = dict(items)
+    t = fields["t"]
+    assert abs(int(t) - time.time()) < 60
+    key = SECRET.encode()
+    v2 = hmac.new(key, f"{t}.POST.{path}.".encode() + body, hashlib.sha256).hexdigest()
+    v1 = hmac.new(key, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(fields["v2"], v2)
+    assert hmac.compare_digest(fields["v1"], v1)  # deprecated, for one release
+    other = hmac.new(key, f"{t}.POST./hooks.".encode() + body, hashlib.sha256).hexdigest()
+    assert fields["v2"] != other  # the query is signed
+
+
 def test_it_delivers_a_signed_event_once(fulfilled_order: Order, receiver: Receiver) -> None:
     queue_event(fulfilled_order, "topup.fulfilled")
     queue_event(fulfilled_order, "topup.fulfilled")  # a retry of the same fact
@@ -81,9 +113,15 @@ def test_it_delivers_a_signed_event_once(fulfilled_order: Order, receiver: Recei
     assert deliver(delivery.pk) == "not_due"
     assert len(receiver.calls) == 1
     headers, body = receiver.calls[0]
-    verify(SECRET, headers["X-Simtopup-Signature"], body)  # raises if wrong
+    assert receiver.paths == ["/hooks"]
+    verify(SECRET, headers["X-Simtopup-Signature"], "POST", "/hooks", body)  # raises if wrong
     with pytest.raises(DomainError):
-        verify("another secret", headers["X-Simtopup-Signature"], body)
+        verify("another secret", headers["X-Simtopup-Signature"], "POST", "/hooks", body)
+    fields = dict(item.split("=", 1) for item in headers["X-Simtopup-Signature"].split(","))
+    v2_only = f"t={fields['t']},v2={fields['v2']}"
+    verify(SECRET, v2_only, "POST", "/hooks", body)
+    with pytest.raises(DomainError):  # v2 binds the receiver's path
+        verify(SECRET, v2_only, "POST", "/other", body)
     event = json.loads(body)
     assert event["type"] == "topup.fulfilled"
     assert event["data"]["id"] == fulfilled_order.pk

@@ -10,7 +10,7 @@ from ninja.security import APIKeyHeader, HttpBearer
 from simtopup.accounts.models import AppToken
 from simtopup.accounts.tokens import authenticate_token
 from simtopup.core.errors import DomainError
-from simtopup.core.signing import HEADER, verify
+from simtopup.core.signing import HEADER, request_target, verify
 from simtopup.resellers.actions import authenticate
 from simtopup.resellers.models import Reseller
 
@@ -38,7 +38,8 @@ class AppBearer(HttpBearer):
 
 
 class NetworkSignature(APIKeyHeader):
-    """``X-Simtopup-Signature`` over the raw body with the network secret.
+    """``X-Simtopup-Signature`` over the request (method, path with query, timestamp, raw body)
+    with the network secret.
 
     An API-key header for OpenAPI's sake, but verified here whether present or not, so a
     missing header is ``unauthenticated`` and a bad one ``invalid_signature`` or
@@ -47,8 +48,9 @@ class NetworkSignature(APIKeyHeader):
 
     param_name = HEADER
     openapi_description = (
-        "HMAC-SHA256: \"t=<unix seconds>,v1=<hex HMAC of '<t>.<raw body>' with the network "
-        'secret>"; at most 300 s of clock skew.'
+        'HMAC-SHA256 with the network secret: "t=<unix seconds>,v2=<hex HMAC of '
+        "'<t>.<METHOD>.<path with query, as sent>.<raw body>'>\"; at most 300 s of clock skew. "
+        "Deprecated for one release: v1=<hex HMAC of '<t>.<raw body>'>, on POST only."
     )
 
     def authenticate(self, request: HttpRequest, key: str | None) -> bool:
@@ -57,9 +59,12 @@ class NetworkSignature(APIKeyHeader):
 
 
 def check_network_signature(request: HttpRequest, header: str | None) -> None:
-    """Raise a 401 DomainError unless ``header`` signs this request's body with the network
-    secret (core/signing.py)."""
-    verify(settings.NETWORK_SECRET, header, request.body)
+    """Raise a 401 DomainError unless ``header`` signs this request — method, path with query
+    as sent, raw body — with the network secret (core/signing.py). The one check of the
+    network API, its operations' and the hot path's (api/hot_reads.py)."""
+    verify(
+        settings.NETWORK_SECRET, header, request.method or "", request_target(request), request.body
+    )
 
 
 def bearer_token(request: HttpRequest) -> str | None:

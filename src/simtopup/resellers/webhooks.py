@@ -311,6 +311,15 @@ class _DeadlineSocket:
         return io.BufferedReader(_DeadlineReader(self.sock, self.deadline, MAX_RESPONSE_BYTES))
 
 
+def signed_target(url: str) -> str:
+    """PATH of a webhook's v2 signature: the request target :func:`post` sends to ``url``
+    (path and query, as :func:`parse` writes them)."""
+    try:
+        return parse(url).target
+    except UrlRefused:
+        return "/"  # post() refuses the URL: nothing signed with it is sent
+
+
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
     """POST ``body`` to ``url`` and return the answer's HTTP status — the policy checked on
     the addresses used, no redirect followed, everything within ``timeout`` seconds. Raises
@@ -441,7 +450,10 @@ def deliver(delivery_id: int) -> str:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "simtopup-webhooks/1",
-        HEADER: sign(reseller.webhook_secret, body),
+        # v2 over POST and the target post() sends; v1 too, for one release (docs/api.md).
+        HEADER: sign(
+            reseller.webhook_secret, "POST", signed_target(reseller.webhook_url), body, with_v1=True
+        ),
         "X-Simtopup-Event": delivery.event,
         "X-Simtopup-Delivery": str(delivery.pk),
     }

@@ -15,7 +15,7 @@ from typing import ClassVar
 import requests
 from django.conf import settings
 
-from simtopup.core.signing import HEADER, sign
+from simtopup.core.signing import HEADER, sign_body
 from simtopup.notifications.senders import Message, SendError
 
 
@@ -36,7 +36,7 @@ class HttpSmsSender:
         if settings.SMS_HTTP_API_KEY:
             headers["Authorization"] = f"Bearer {settings.SMS_HTTP_API_KEY}"
         if settings.SMS_HTTP_SIGNING_SECRET:
-            headers[HEADER] = sign(settings.SMS_HTTP_SIGNING_SECRET, raw)
+            headers[HEADER] = sign_body(settings.SMS_HTTP_SIGNING_SECRET, raw)
         try:
             response = requests.post(
                 settings.SMS_HTTP_URL,

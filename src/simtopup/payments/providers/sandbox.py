@@ -27,7 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from simtopup.core.errors import DomainError
-from simtopup.core.signing import sign, verify
+from simtopup.core.signing import sign_body, verify_body
 from simtopup.payments.models import (
     SandboxCharge,
     SandboxChargeStatus,
@@ -98,7 +98,7 @@ class SandboxProvider(base.Provider):
             (v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None
         )
         try:
-            verify(webhook_secret(), header, body)
+            verify_body(webhook_secret(), header, body)
         except DomainError as exc:
             raise base.InvalidNotification(f"{exc.code}: {exc.message}") from None
         try:
@@ -270,7 +270,7 @@ def deliver(payload: dict[str, Any], notify_url: str, attempt: int) -> str:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "simtopup-sandbox-gateway/1",
-        SIGNATURE_HEADER: sign(webhook_secret(), body),
+        SIGNATURE_HEADER: sign_body(webhook_secret(), body),
     }
     if settings.SANDBOX_WEBHOOK_DELIVERY == "direct":
         from simtopup.payments.webhooks import receive
