@@ -201,7 +201,7 @@ def usage_request(devices: list[str], size: int) -> Callable[[], None]:
             "/network/v1/usage",
             body,
             content_type="application/json",
-            headers={HEADER: sign(settings.NETWORK_SECRET, body)},
+            headers={HEADER: sign(settings.NETWORK_SECRET, "POST", "/network/v1/usage", body)},
         )
         result = response.json() if response.status_code == 200 else None
         if result is None or result["accepted"] != size:

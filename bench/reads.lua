@@ -1,19 +1,21 @@
 -- wrk script for the read benchmark (bench/reads.py): GET requests rotating over the paths
--- of a file, each with one fixed header (the app token or the network signature). Sets:
---   BENCH_PATHS_FILE   one request path per line
---   BENCH_HEADER_NAME  header sent with every request (optional)
---   BENCH_HEADER_VALUE its value
+-- of a file, each with its header (the app token, or the network signature, which binds its
+-- path: made by reads.py, no HMAC in Lua). Sets:
+--   BENCH_PATHS_FILE   one request per line: the path, then a tab and its header's value
+--   BENCH_HEADER_NAME  the header sent with every request (optional; then no tab and value)
 --   BENCH_THREADS      wrk's -t (to interleave the threads' path sequences)
 -- done() prints one line "BENCH_JSON {...}" with counts by status and latency percentiles.
 
 local paths = {}
+local values = {}
 for line in io.lines(os.getenv("BENCH_PATHS_FILE")) do
   if line ~= "" then
-    paths[#paths + 1] = line
+    local path, value = string.match(line, "^([^\t]*)\t?(.*)$")
+    paths[#paths + 1] = path
+    values[#values + 1] = value
   end
 end
 local header_name = os.getenv("BENCH_HEADER_NAME") or ""
-local header_value = os.getenv("BENCH_HEADER_VALUE") or ""
 local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
 
 local threads = {}
@@ -30,15 +32,23 @@ counter = 0
 statuses = {}
 samples = {}
 
-local headers = {}
-if header_name ~= "" then
-  headers[header_name] = header_value
-end
+-- Each path's request, formatted on first use (wrk.format needs wrk's Host header, set after
+-- the script is loaded).
+local formatted = {}
 
 function request()
   counter = counter + 1
-  local n = counter * nthreads + thread_id
-  return wrk.format("GET", paths[(n % #paths) + 1], headers)
+  local i = ((counter * nthreads + thread_id) % #paths) + 1
+  local req = formatted[i]
+  if req == nil then
+    local headers = {}
+    if header_name ~= "" then
+      headers[header_name] = values[i]
+    end
+    req = wrk.format("GET", paths[i], headers)
+    formatted[i] = req
+  end
+  return req
 end
 
 function response(status, hdrs, body)

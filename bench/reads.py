@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +114,19 @@ def cpu(seeded: dict[str, Any], requests: int) -> dict[str, float]:
     from simtopup.core.signing import HEADER, sign
 
     application = get_wsgi_application()
-    signature = sign(os.environ["SIMTOPUP_NETWORK_SECRET"], b"")
-    targets = {
-        "healthz": (["/healthz"], {}),
+    secret = os.environ["SIMTOPUP_NETWORK_SECRET"]
+    signature_key = "HTTP_" + HEADER.upper().replace("-", "_")
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {seeded['token']}"}
+    authorizations = [f"/network/v1/devices/{i}/authorization" for i in seeded["iccids"]]
+    # A signature binds its request's path (v2): one per card, made before the clock starts.
+    signed = {path: {signature_key: sign(secret, "GET", path, b"")} for path in authorizations}
+    targets: dict[str, tuple[list[str], Callable[[str], dict[str, str]]]] = {
+        "healthz": (["/healthz"], lambda path: {}),
         "balance": (
             [f"/api/v1/devices/{pk}/balance" for pk in seeded["device_ids"]],
-            {"HTTP_AUTHORIZATION": f"Bearer {seeded['token']}"},
+            lambda path: bearer,
         ),
-        "authorization": (
-            [f"/network/v1/devices/{i}/authorization" for i in seeded["iccids"]],
-            {"HTTP_" + HEADER.upper().replace("-", "_"): signature},
-        ),
+        "authorization": (authorizations, signed.__getitem__),
     }
 
     def call(path: str, headers: dict[str, str]) -> str:
@@ -155,14 +158,16 @@ def cpu(seeded: dict[str, Any], requests: int) -> dict[str, float]:
     result = {}
     for target, (paths, headers) in targets.items():
         for n in range(200):
-            status = call(paths[n % len(paths)], headers)
+            path = paths[n % len(paths)]
+            status = call(path, headers(path))
             if not status.startswith("200"):
                 raise BenchError(f"{target}: {status}")
         best = float("inf")
         for _run in range(3):
             started = time.process_time()
             for n in range(requests):
-                call(paths[n % len(paths)], headers)
+                path = paths[n % len(paths)]
+                call(path, headers(path))
             best = min(best, (time.process_time() - started) / requests * 1000)
         result[target] = best
     return result
@@ -175,18 +180,19 @@ def wrk_run(
     wrk: str,
     server: Server,
     paths: list[str],
-    header: tuple[str, str] | None,
+    header: tuple[str, Callable[[str], str]] | None,
     seconds: int,
     args: argparse.Namespace,
     workdir: Path,
 ) -> dict[str, Any]:
+    """``header``: its name and its value for each path (a signature binds its path)."""
     paths_file = workdir / "paths.txt"
-    paths_file.write_text("\n".join(paths) + "\n")
+    lines = [f"{path}\t{header[1](path)}" if header else path for path in paths]
+    paths_file.write_text("\n".join(lines) + "\n")
     env = {
         **os.environ,
         "BENCH_PATHS_FILE": str(paths_file),
         "BENCH_HEADER_NAME": header[0] if header else "",
-        "BENCH_HEADER_VALUE": header[1] if header else "",
         "BENCH_THREADS": str(args.wrk_threads),
     }
     result = wrk_script(wrk, server, "reads.lua", env, seconds)
@@ -194,11 +200,12 @@ def wrk_run(
     return result
 
 
-def network_signature() -> tuple[str, str]:
-    """The network's signature of an empty body, fresh for this measurement (300 s)."""
+def network_signature() -> tuple[str, Callable[[str], str]]:
+    """The network's signature of each path's GET, fresh for this measurement (300 s)."""
     from simtopup.core.signing import HEADER, sign
 
-    return HEADER, sign(NETWORK_SECRET, b"")
+    t = int(time.time())
+    return HEADER, lambda path: sign(NETWORK_SECRET, "GET", path, b"", t)
 
 
 def measure(
@@ -217,7 +224,8 @@ def measure(
                 paths, header = ["/healthz"], None
             elif target == "balance":
                 paths = [f"/api/v1/devices/{pk}/balance" for pk in seeded["device_ids"]]
-                header = ("Authorization", f"Bearer {seeded['token']}")
+                bearer = f"Bearer {seeded['token']}"
+                header = ("Authorization", lambda path, value=bearer: value)
             else:
                 paths = [f"/network/v1/devices/{i}/authorization" for i in seeded["iccids"]]
                 header = network_signature()

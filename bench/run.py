@@ -729,7 +729,8 @@ def make_batches(
 def send_usage(client: Http, batch: Batch) -> tuple[int, Any]:
     from simtopup.core.signing import HEADER, sign
 
-    return client.post("/network/v1/usage", batch.body, {HEADER: sign(NETWORK_SECRET, batch.body)})
+    path = "/network/v1/usage"
+    return client.post(path, batch.body, {HEADER: sign(NETWORK_SECRET, "POST", path, batch.body)})
 
 
 def bench_usage(
