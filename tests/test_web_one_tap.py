@@ -266,3 +266,8 @@ def test_alerts_carry_the_buy_again_link(actors: Actors, settings: object) -> No
     assert topup_link(on_bundle) == f"{base}/topup/confirm?device={actors.device.pk}&plan=day-1g"
     on_credit = Alert(device=actors.device)
     assert topup_link(on_credit) == f"{base}/my/devices/{actors.device.pk}/credit/add"
+    # A card nobody has bound (a reseller's customer, told by webhook): the visitor's wizard.
+    type(actors.device).objects.filter(pk=actors.device.pk).update(owner=None)
+    on_bundle.device.refresh_from_db()
+    assert topup_link(on_bundle) == f"{base}/topup/device?plan=day-1g&device={actors.device.pk}"
+    assert topup_link(on_credit) == f"{base}/topup?device={actors.device.pk}"

@@ -165,16 +165,25 @@ def _link(path: str, query: dict[str, object]) -> str:
 
 
 def topup_link(alert: Alert) -> str:
-    """The one-tap top-up: "buy again" — the confirmation of the same plan for the same card
-    (bundles); the card's add-credit form (credit)."""
+    """The one-tap top-up. A card in a customer's account: "buy again" — the confirmation of
+    the same plan for it (bundles) — or its add-credit form (credit), both after logging in.
+    A card nobody has bound (a reseller's customer, told by the reseller's webhook): the
+    visitor's wizard, the same plan chosen (bundles) or the plans (credit)."""
+    owned = alert.device.owner_id is not None
     if alert.bundle_id is not None:
         bundle = alert.bundle
         assert bundle is not None
+        if owned:
+            return _link(
+                reverse("web:topup-confirm"), {"device": alert.device_id, "plan": bundle.plan.code}
+            )
         return _link(
-            reverse("web:topup-confirm"), {"device": alert.device_id, "plan": bundle.plan.code}
+            reverse("web:topup-device"), {"plan": bundle.plan.code, "device": alert.device_id}
         )
-    path = reverse("web:credit-add", kwargs={"device_id": alert.device_id})
-    return f"{settings.SITE_URL.rstrip('/')}{path}"
+    if owned:
+        path = reverse("web:credit-add", kwargs={"device_id": alert.device_id})
+        return f"{settings.SITE_URL.rstrip('/')}{path}"
+    return _link(reverse("web:topup"), {"device": alert.device_id})
 
 
 def _auto_topup_note(alert: Alert) -> str:
