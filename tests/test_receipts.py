@@ -355,7 +355,7 @@ def test_it_takes_a_face_number_from_the_font_setting(db: None, settings: Any) -
 def test_it_formats_money_and_data() -> None:
     assert format_money(3000, "CNY") == "¥30.00"
     assert format_money(5, "CNY") == "¥0.05"
-    assert format_money(1500, "JPY") == "¥1500"
+    assert format_money(1500, "JPY") == "¥1,500"
     assert format_money(1000, "CHF") == "CHF 10.00"
     assert format_data(3 * 1024**3 // 2) == "1.5 GB"
     assert format_data(20 * 1024**3) == "20 GB"

@@ -44,7 +44,8 @@ def test_it_shows_the_plans_in_the_page_language(actors: Actors, language: str) 
         assert "¥0.10" in cards["credit-50"]
         assert "<dd>" not in cards["credit-50"]
         assert translation.gettext("Top up your data card in seconds") in html
-        assert translation.gettext("Daily pass") in cards["day-1g"]
+        assert translation.gettext("%(count)d-day pass") % {"count": 1} in cards["day-1g"]
+        assert translation.gettext("%(count)d-day pass") % {"count": 30} in cards["month-20g"]
         assert translation.gettext("Pay per use") in cards["credit-50"]
 
 

@@ -25,6 +25,18 @@ def format_validity(hours: int) -> str:
     return ngettext("%(count)d hour", "%(count)d hours", hours) % {"count": hours}
 
 
+def plan_label(plan: Plan) -> str:
+    """What kind of plan this is, in the customer's words and from the plan's own validity —
+    ``7-day pass`` (7天套餐, 7天方案), never the catalogue's kind: a 7-day pass filed as
+    ``daily`` is not a 日套餐. Pay-per-use credit has no validity."""
+    if plan.is_payg:
+        return _("Pay per use")
+    hours = plan.validity_hours
+    if hours % 24 == 0:
+        return _("%(count)d-day pass") % {"count": hours // 24}
+    return _("%(count)d-hour pass") % {"count": hours}
+
+
 def plan_detail(plan: Plan, credit: int | None = None) -> str:
     """``1 GB, valid for 1 day``; for pay-per-use, the credit it puts on the card (its price
     unless ``credit`` says otherwise)."""

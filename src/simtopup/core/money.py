@@ -69,8 +69,14 @@ SYMBOLS = {
 
 
 def format_money(minor: int, currency: str) -> str:
-    """For people (glossary: ``¥30.00``): the currency's symbol and its exact decimals; the
-    ISO code where there is no well-known symbol (``THB 30.00``)."""
-    amount = to_decimal_string(minor, currency)
+    """For people (glossary: ``¥30.00``): the currency's symbol, thousands grouped and its
+    exact decimals (``¥1,000.00``, ``-¥1,234.50``); the ISO code where there is no
+    well-known symbol (``THB 1,000.00``). Chinese (zh-Hans, zh-Hant) and English all group
+    digits in threes with a comma, so one form serves the three languages. For machines
+    (API, CSV) use :func:`to_decimal_string`, which never groups."""
+    exp = exponent(currency)
+    value = Decimal(minor).scaleb(-exp)
+    amount = f"{abs(value):,.{exp}f}"
+    sign = "-" if minor < 0 else ""
     symbol = SYMBOLS.get(currency.upper())
-    return f"{symbol}{amount}" if symbol else f"{currency.upper()} {amount}"
+    return f"{sign}{symbol}{amount}" if symbol else f"{sign}{currency.upper()} {amount}"

@@ -13,8 +13,8 @@ from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from simtopup.catalog.display import format_data, format_validity
-from simtopup.catalog.models import Plan, PlanKind
+from simtopup.catalog.display import format_data, format_validity, plan_label
+from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import tariff_per_mb
 from simtopup.core.http import client_ip
 from simtopup.core.money import format_money
@@ -23,15 +23,10 @@ from simtopup.web.metrics import render_metrics
 
 def plan_card(plan: Plan, payg_tariff: int) -> dict[str, object]:
     """What a plan card shows, in the current language."""
-    kinds = {
-        PlanKind.DAILY: _("Daily pass"),
-        PlanKind.MONTHLY: _("Monthly pass"),
-        PlanKind.PAYG: _("Pay per use"),
-    }
     card: dict[str, object] = {
         "code": plan.code,
         "kind": plan.kind,
-        "kind_label": kinds.get(PlanKind(plan.kind), plan.kind),
+        "kind_label": plan_label(plan),
         "name": plan.name,
         "price": format_money(plan.price, plan.currency),
     }
