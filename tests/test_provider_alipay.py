@@ -569,3 +569,51 @@ def test_it_refuses_to_start_misconfigured(
     setattr(settings, setting, value)
     with pytest.raises(ImproperlyConfigured, match=message):
         AlipayProvider()
+
+
+# --- the flow for where the payer is ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("surface", [base.PHONE, base.WECHAT])
+def test_a_phone_pays_through_wap_pay_whatever_the_configured_mode(
+    settings: Any, gateway: FakeAlipayGateway, app_keys: KeyPair, surface: str
+) -> None:
+    settings.ALIPAY_PAYMENT_MODE = "qr"  # the desktop's mode must not reach a phone
+    created = AlipayProvider().create_payment(request(surface=surface))
+
+    assert created.next_action.kind == "redirect"
+    assert created.next_action.qr_data is None  # never a QR code on the phone that scans
+    url = created.next_action.url or ""
+    params = dict(parse_qsl(urlsplit(url).query))
+    assert params["method"] == "alipay.trade.wap.pay"
+    biz = json.loads(params["biz_content"])
+    assert (biz["product_code"], biz["out_trade_no"], biz["total_amount"]) == (
+        "QUICK_WAP_WAY",
+        REF,
+        "30.00",
+    )
+    assert biz["quit_url"] == "https://shop.example/return/pay_7Hk2mQ9xLr"
+    assert app_keys.verify_sha256(
+        alipay_sign_content(params, exclude=("sign",)).encode(), params["sign"]
+    )
+    assert gateway.requests == []
+
+
+def test_a_desktop_gets_a_precreated_qr_code_whatever_the_configured_mode(
+    settings: Any, gateway: FakeAlipayGateway
+) -> None:
+    settings.ALIPAY_PAYMENT_MODE = "page"
+    gateway.answers["alipay.trade.precreate"] = lambda biz: {
+        "code": "10000",
+        "msg": "Success",
+        "out_trade_no": biz["out_trade_no"],
+        "qr_code": "https://qr.alipay.com/bax03206ug0kulveg4m6002c",
+    }
+    created = AlipayProvider().create_payment(request(surface=base.DESKTOP))
+
+    assert created.next_action == base.NextAction(
+        "qr", qr_data="https://qr.alipay.com/bax03206ug0kulveg4m6002c"
+    )
+    [sent] = gateway.requests  # signed by us, verified by the fake gateway
+    assert sent["method"] == "alipay.trade.precreate"
+    assert sent["biz_content"]["product_code"] == "FACE_TO_FACE_PAYMENT"

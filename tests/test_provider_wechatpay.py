@@ -702,3 +702,84 @@ def test_it_refuses_to_start_misconfigured(
         setattr(settings, name, value)
     with pytest.raises(ImproperlyConfigured, match=message):
         WechatPayProvider()
+
+
+# --- the flow for where the payer is ----------------------------------------------------------
+
+
+def test_a_phone_browser_pays_through_h5_on_the_same_phone(gateway: FakeWechatGateway) -> None:
+    h5_url = "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=wx2016&package=1"
+    gateway.routes[("POST", "/v3/pay/transactions/h5")] = (200, {"h5_url": h5_url})
+    created = WechatPayProvider().create_payment(request(surface=base.PHONE))
+
+    # A page that opens WeChat on this phone: no QR code for the phone to scan itself.
+    assert created == base.CreatedPayment(None, base.NextAction("redirect", url=h5_url))
+    [sent] = gateway.requests  # the gateway verified our merchant signature
+    assert sent["path"] == "/v3/pay/transactions/h5"
+    assert sent["json"]["scene_info"] == {
+        "payer_client_ip": "203.0.113.7",
+        "h5_info": {"type": "Wap"},
+    }
+    assert sent["json"]["amount"] == {"total": 3000, "currency": "CNY"}
+    assert sent["json"]["out_trade_no"] == REF
+
+
+def test_h5_needs_the_payers_ip_and_an_https_page(gateway: FakeWechatGateway) -> None:
+    with pytest.raises(base.ProviderError) as caught:
+        WechatPayProvider().create_payment(request(surface=base.PHONE, client_ip=None))
+    assert caught.value.code == "provider_rejected"
+    assert gateway.requests == []  # refused before asking WeChat Pay
+
+    gateway.routes[("POST", "/v3/pay/transactions/h5")] = (200, {"h5_url": "http://evil.example/"})
+    with pytest.raises(base.ProviderError) as caught:
+        WechatPayProvider().create_payment(request(surface=base.PHONE))
+    assert caught.value.code == "provider_rejected"
+
+
+def test_a_desktop_gets_a_native_qr_code(gateway: FakeWechatGateway) -> None:
+    gateway.routes[("POST", "/v3/pay/transactions/native")] = (
+        200,
+        {"code_url": "weixin://wxpay/bizpayurl?pr=Qx7f2Lk"},
+    )
+    created = WechatPayProvider().create_payment(request(surface=base.DESKTOP))
+    assert created.next_action == base.NextAction(
+        "qr", qr_data="weixin://wxpay/bizpayurl?pr=Qx7f2Lk"
+    )
+    assert [r["path"] for r in gateway.requests] == ["/v3/pay/transactions/native"]
+
+
+def test_inside_wechat_it_places_a_jsapi_order_and_signs_the_bridge_parameters(
+    gateway: FakeWechatGateway, merchant_keys: KeyPair
+) -> None:
+    prepay_id = "wx201410272009395522657a690389285100"
+    gateway.routes[("POST", "/v3/pay/transactions/jsapi")] = (200, {"prepay_id": prepay_id})
+    provider = WechatPayProvider()
+    created = provider.create_payment(
+        request(surface=base.WECHAT, payer_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o")
+    )
+
+    assert created == base.CreatedPayment(prepay_id, base.NextAction("jsapi"))
+    [sent] = gateway.requests
+    assert sent["path"] == "/v3/pay/transactions/jsapi"
+    assert sent["json"]["payer"] == {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}
+    assert sent["json"]["appid"] == APPID
+
+    params = provider.jsapi_parameters(prepay_id)
+    assert params["appId"] == APPID
+    assert params["package"] == f"prepay_id={prepay_id}"
+    assert params["signType"] == "RSA"
+    assert abs(int(params["timeStamp"]) - time.time()) < 60
+    assert len(params["nonceStr"]) == 32
+    # What WeChat checks: our merchant key over appId, timeStamp, nonceStr, package, one a line.
+    message = f"{APPID}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n"
+    assert merchant_keys.verify_sha256(message.encode(), params["paySign"])
+    assert not merchant_keys.verify_sha256(b"tampered\n", params["paySign"])
+
+
+def test_inside_wechat_without_the_payers_openid_it_refuses_and_never_shows_a_qr_code(
+    gateway: FakeWechatGateway,
+) -> None:
+    with pytest.raises(base.ProviderError) as caught:
+        WechatPayProvider().create_payment(request(surface=base.WECHAT))
+    assert caught.value.code == "payer_openid_required"
+    assert gateway.requests == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
@@ -69,6 +69,12 @@ class OrderIn(Strict):
     )
     quote: StrictInt | None = Field(
         None, ge=1, description="a quote id: the order pays the quoted price (while valid)"
+    )
+    surface: Literal["wechat", "phone", "desktop"] | None = Field(
+        None,
+        description="where the payer is: the provider's flow for it (phone: Alipay WAP, "
+        "WeChat Pay H5; desktop: QR codes; wechat: WeChat Pay JSAPI, not yet available "
+        "through the API); absent: the operator's configured flow",
     )
 
 
@@ -199,6 +205,7 @@ def create_order(request: HttpRequest, payload: OrderIn) -> HttpResponse:
                 payload.payment_method,
                 quote_id=payload.quote,
                 client_ip=payer_ip,
+                surface=payload.surface,
             )
         )
 
@@ -211,6 +218,7 @@ def create_order(request: HttpRequest, payload: OrderIn) -> HttpResponse:
             quote_id=payload.quote,
             client_ip=payer_ip,
             prepared=prepared[-1] if prepared else None,
+            surface=payload.surface,
         )
         return 201, order_body(orders.get_customer_order(customer, order.pk))
 

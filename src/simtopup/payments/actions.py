@@ -118,6 +118,7 @@ def prepare_payment(
     description: str,
     language: str = "zh-hans",
     client_ip: str | None = None,
+    surface: str | None = None,
 ) -> PreparedPayment:
     """Ask the provider for a payment under a new reference and the payer's next action.
 
@@ -140,6 +141,7 @@ def prepare_payment(
                 language=language,
                 client_ip=client_ip,
                 expires_at=timezone.now() + timedelta(seconds=settings.PAYMENT_EXPIRY_SECONDS),
+                surface=surface,
             )
         )
     except ProviderError as exc:
@@ -168,6 +170,7 @@ def start_payment(
     language: str = "zh-hans",
     client_ip: str | None = None,
     prepared: PreparedPayment | None = None,
+    surface: str | None = None,
 ) -> Payment:
     """Record the order's payment, in the caller's transaction, from a payment prepared
     beforehand (if it still fits the order) or asked for now."""
@@ -186,6 +189,7 @@ def start_payment(
             description=description,
             language=language,
             client_ip=client_ip,
+            surface=surface,
         )
     payment = Payment.objects.create(
         order=order,
@@ -639,6 +643,16 @@ def check_payment(payment_id: int) -> str:
     ).update(next_check_at=_next_check(payment.created_at, now), checks=F("checks") + 1)
     if claimed != 1:
         return "not_claimed"
+    return _query_and_apply(payment)
+
+
+def check_on_return(payment_id: int) -> str:
+    """The payer is back from the provider's page: ask the provider once, now, where the
+    payment stands (outside the query schedule), so that a payment the provider already has
+    is shown as paid — never as still to be paid — before its notification arrives."""
+    payment = Payment.objects.filter(pk=payment_id).first()
+    if payment is None or payment.status != PaymentStatus.PENDING:
+        return "not_open"
     return _query_and_apply(payment)
 
 

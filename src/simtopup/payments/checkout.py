@@ -74,6 +74,7 @@ def prepare_order(
     quote_id: int | None = None,
     confirmed: tuple[int, str] | None = None,
     client_ip: str | None = None,
+    surface: str | None = None,
 ) -> PreparedPayment | None:
     """Before :func:`place_order`'s transaction, outside it: check the request and, for
     card / Alipay / WeChat Pay, have the provider create the payment now, so that no
@@ -91,6 +92,7 @@ def prepare_order(
         description=_description(customer, device, plan),
         language=_language(customer),
         client_ip=client_ip,
+        surface=surface,
     )
 
 
@@ -105,10 +107,12 @@ def place_order(
     channel: str = Channel.APP,
     client_ip: str | None = None,
     prepared: PreparedPayment | None = None,
+    surface: str | None = None,
 ) -> Order:
     """Place an order in the caller's transaction. ``balance`` settles at once; the other
     methods leave the order ``awaiting_payment`` with a payment whose next action (checkout
-    URL or QR code) the payer follows — the one :func:`prepare_order` got, if given."""
+    URL or QR code) the payer follows — the one :func:`prepare_order` got, if given.
+    ``surface`` (payments/surface.py) picks the provider's flow for where the payer is."""
     device, plan, amount, provider = _resolve(
         customer, device_text, plan_code, payment_method, quote_id, confirmed
     )
@@ -126,6 +130,7 @@ def place_order(
         language=_language(customer),
         client_ip=client_ip,
         prepared=prepared,
+        surface=surface,
     )
     return order
 

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from simtopup.core.money import format_money
 from simtopup.orders.models import Channel, OrderStatus
+from simtopup.payments.actions import check_on_return
 from simtopup.payments.models import Payment
 from simtopup.web.customer.common import status_url
 
@@ -24,6 +25,12 @@ def payment_return(request: HttpRequest, reference: str) -> HttpResponse:
     )
     if payment is None:
         raise Http404
+    if payment.order.status == OrderStatus.AWAITING_PAYMENT:
+        # Back from the provider's page: ask the provider now, so that a payment it already
+        # has is shown paid at once, not "awaiting payment" with an offer to pay again until
+        # its notification arrives.
+        check_on_return(payment.pk)
+        payment.order.refresh_from_db()
     order = payment.order
     if order.channel == Channel.WEB:
         # Website payers go on to the page that follows the order until it is credited.

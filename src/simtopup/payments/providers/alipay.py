@@ -12,7 +12,10 @@ Settings (environment variables, ``SIMTOPUP_`` prefix, ``*_FILE`` variants for t
   gateway URL altogether.
 - ``ALIPAY_PAYMENT_MODE`` (``page``): ``page`` (alipay.trade.page.pay, the desktop cashier),
   ``wap`` (alipay.trade.wap.pay, a mobile browser) — both redirect the payer to the gateway
-  with a signed query string — or ``qr`` (alipay.trade.precreate: a QR code to scan).
+  with a signed query string — or ``qr`` (alipay.trade.precreate: a QR code to scan). It is
+  the flow for payments that do not say where the payer is; one that does gets the flow of
+  its surface: ``wap`` in a phone's browser or WeChat's, ``qr`` on a desktop (never a QR
+  code on the screen of the phone that would have to scan it).
 - ``ALIPAY_NOTIFY_MAX_AGE_SECONDS`` (93600 = 26 h): notifications whose ``notify_time`` is
   older are refused. Alipay retries an unanswered notification about eight times over
   25 hours (4 m, 10 m, 10 m, 1 h, 2 h, 6 h, 15 h); 26 h lets the last retry in, with room
@@ -77,6 +80,9 @@ _MODES = {
     "wap": ("alipay.trade.wap.pay", "QUICK_WAP_WAY"),
     "qr": ("alipay.trade.precreate", "FACE_TO_FACE_PAYMENT"),
 }
+
+# The flow for where the payer is (PaymentRequest.surface).
+_SURFACE_MODES = {base.PHONE: "wap", base.WECHAT: "wap", base.DESKTOP: "qr"}
 
 
 def _beijing_text(moment: datetime) -> str:
@@ -222,7 +228,8 @@ class AlipayProvider(base.Provider):
     def create_payment(self, request: base.PaymentRequest) -> base.CreatedPayment:
         check_payment_request(request, self.methods, yuan_only=True)
         check_reference(request.reference)
-        api, product = _MODES[self._mode]
+        mode = _SURFACE_MODES.get(request.surface or "", self._mode)
+        api, product = _MODES[mode]
         biz: dict[str, Any] = {
             "out_trade_no": request.reference,
             "total_amount": to_decimal_string(request.amount, CURRENCY),
@@ -231,12 +238,12 @@ class AlipayProvider(base.Provider):
         }
         if request.expires_at is not None:
             biz["time_expire"] = _beijing_text(request.expires_at)
-        if self._mode == "qr":
+        if mode == "qr":
             answer = self._client.server_api(api, biz, notify_url=request.notify_url)
             if not _succeeded(answer) or not answer.get("qr_code"):
                 raise _refusal(answer)
             return base.CreatedPayment(None, base.NextAction("qr", qr_data=str(answer["qr_code"])))
-        if self._mode == "wap":
+        if mode == "wap":
             biz["quit_url"] = request.return_url
         query = self._client.client_api(
             api, biz, return_url=request.return_url, notify_url=request.notify_url

@@ -26,6 +26,15 @@ ALIPAY = "alipay"
 WECHAT_PAY = "wechat_pay"
 METHODS = (CARD, ALIPAY, WECHAT_PAY)
 
+# Where the payer is (payments/surface.py decides it from the browser): the flow a provider
+# takes for them. ``wechat``: WeChat's own browser (WeChat Pay JSAPI); ``phone``: a phone's
+# browser (Alipay WAP, WeChat Pay H5: the app opens on the same phone); ``desktop``: a
+# computer (the QR codes a phone scans: Alipay precreate, WeChat Pay Native).
+WECHAT = "wechat"
+PHONE = "phone"
+DESKTOP = "desktop"
+SURFACES = (WECHAT, PHONE, DESKTOP)
+
 
 class ProviderError(Exception):
     """The provider refused or could not be reached.
@@ -104,13 +113,19 @@ class PaymentRequest:
     language: str = "zh-hans"
     client_ip: str | None = None
     expires_at: datetime | None = None
+    # Where the payer is (one of SURFACES); None: the provider's configured flow.
+    surface: str | None = None
+    # The payer's openid for the WeChat app (公众号) we charge for: JSAPI needs it.
+    payer_openid: str | None = None
 
 
 @dataclass(frozen=True)
 class NextAction:
-    """What the payer does next: open ``url`` (a hosted checkout page) or scan ``qr_data``."""
+    """What the payer does next: open ``url`` (a hosted checkout page, an app's payment
+    page), scan ``qr_data`` with another device, or (``jsapi``) have WeChat's browser open
+    its payment sheet for the prepay id (the provider's ``jsapi_parameters``)."""
 
-    kind: Literal["redirect", "qr"]
+    kind: Literal["redirect", "qr", "jsapi"]
     url: str | None = None
     qr_data: str | None = None
 

@@ -84,8 +84,9 @@ class SandboxProvider(base.Provider):
             language=request.language,
         )
         url = settings.SITE_URL.rstrip("/") + checkout_path(charge.public_id)
-        if request.method == base.WECHAT_PAY:
+        if request.method == base.WECHAT_PAY and request.surface in (None, base.DESKTOP):
             # Native (QR) payment: the payer scans the code with a phone, which opens the page.
+            # On a phone (H5, JSAPI) the page opens on the phone itself.
             return base.CreatedPayment(
                 charge.public_id, base.NextAction("qr", url=url, qr_data=url)
             )

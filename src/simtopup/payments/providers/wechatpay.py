@@ -1,4 +1,15 @@
-"""WeChat Pay direct (微信支付 APIv3, Native payment: a QR code) through ``wechatpayv3``.
+"""WeChat Pay direct (微信支付 APIv3) through ``wechatpayv3``.
+
+The flow follows where the payer is (``PaymentRequest.surface``): on a desktop, or when the
+payment does not say, Native (``/v3/pay/transactions/native``: a QR code the phone scans); in
+a phone's browser, H5 (``/v3/pay/transactions/h5``: a page that opens WeChat on the same
+phone, ``h5_url``; it needs the payer's IP); in WeChat's own browser, JSAPI
+(``/v3/pay/transactions/jsapi``: a prepay id, then WeixinJSBridge's ``getBrandWCPayRequest``
+with :meth:`WechatPayProvider.jsapi_parameters`). JSAPI needs the payer's openid for our
+app id (``PaymentRequest.payer_openid``, from WeChat's OAuth ``snsapi_base``); a payment
+inside WeChat without one is refused (``payer_openid_required``) — never a QR code on the
+screen of the phone that would have to scan it. H5 and JSAPI must be enabled for the
+merchant at WeChat Pay (H5 with the site's domain, JSAPI with the payment directory).
 
 Settings (environment variables, ``SIMTOPUP_`` prefix, ``*_FILE`` variants for keys):
 
@@ -29,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +52,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext
 from wechatpayv3 import WeChatPay, WeChatPayType  # type: ignore[import-untyped]
 
 from simtopup.payments.providers import base
@@ -115,6 +128,12 @@ def _sdk(config: _Config) -> WeChatPay:
 def _utf8_prefix(text: str, limit: int) -> str:
     """At most ``limit`` bytes of UTF-8, cut between characters."""
     return text.encode()[:limit].decode(errors="ignore")
+
+
+def _openid_error() -> base.ProviderError:
+    return base.ProviderError(
+        "payer_openid_required", gettext("WeChat Pay cannot be used on this page.")
+    )
 
 
 class WechatPayProvider(base.Provider):
@@ -211,7 +230,6 @@ class WechatPayProvider(base.Provider):
             "out_trade_no": request.reference,
             "amount": {"total": request.amount, "currency": CURRENCY},
             "notify_url": request.notify_url,
-            "pay_type": WeChatPayType.NATIVE,
         }
         if request.expires_at is not None:
             kwargs["time_expire"] = request.expires_at.astimezone(BEIJING).isoformat(
@@ -219,14 +237,58 @@ class WechatPayProvider(base.Provider):
             )
         if request.client_ip:
             kwargs["scene_info"] = {"payer_client_ip": request.client_ip}
+        if request.surface == base.WECHAT:
+            if not request.payer_openid:
+                raise _openid_error()
+            kwargs["payer"] = {"openid": request.payer_openid}
+            kwargs["pay_type"] = WeChatPayType.JSAPI
+        elif request.surface == base.PHONE:
+            if not request.client_ip:  # H5 requires it (WeChat Pay checks it is the payer's)
+                raise base.refused_error()
+            kwargs["scene_info"] = {
+                "payer_client_ip": request.client_ip,
+                "h5_info": {"type": "Wap"},
+            }
+            kwargs["pay_type"] = WeChatPayType.H5
+        else:
+            kwargs["pay_type"] = WeChatPayType.NATIVE
         status, answer = self._call(self._client().pay, **kwargs)
         if not 200 <= status < 300:
             raise self._refusal(status, answer)
+        if kwargs["pay_type"] == WeChatPayType.JSAPI:
+            prepay_id = answer.get("prepay_id")
+            if not prepay_id:
+                logger.error("wechatpay: a JSAPI order without prepay_id")
+                raise base.refused_error()
+            return base.CreatedPayment(str(prepay_id), base.NextAction("jsapi"))
+        if kwargs["pay_type"] == WeChatPayType.H5:
+            h5_url = answer.get("h5_url")
+            if not h5_url or not str(h5_url).startswith("https://"):
+                logger.error("wechatpay: an H5 order without an https h5_url")
+                raise base.refused_error()
+            return base.CreatedPayment(None, base.NextAction("redirect", url=str(h5_url)))
         code_url = answer.get("code_url")
         if not code_url:
             logger.error("wechatpay: a Native order without code_url")
             raise base.refused_error()
         return base.CreatedPayment(None, base.NextAction("qr", qr_data=str(code_url)))
+
+    def jsapi_parameters(self, prepay_id: str) -> dict[str, str]:
+        """What WeChat's browser takes to open its payment sheet for a JSAPI order
+        (``WeixinJSBridge.invoke("getBrandWCPayRequest", …)``): signed now with our merchant
+        key over appId, timeStamp, nonceStr and package, one per line."""
+        timestamp = str(int(time.time()))
+        nonce = secrets.token_hex(16)
+        package = f"prepay_id={prepay_id}"
+        signature = self._client().sign([self._config.appid, timestamp, nonce, package])
+        return {
+            "appId": self._config.appid,
+            "timeStamp": timestamp,
+            "nonceStr": nonce,
+            "package": package,
+            "signType": "RSA",
+            "paySign": signature,
+        }
 
     # --- notifications --------------------------------------------------------------------
 

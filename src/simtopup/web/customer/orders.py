@@ -20,11 +20,13 @@ from django.views.decorators.http import require_GET
 
 from simtopup.core.money import format_money, to_decimal_string
 from simtopup.orders import customer as orders
-from simtopup.orders.models import FINAL, Order, OrderStatus
+from simtopup.orders.models import FINAL
 from simtopup.orders.receipts import format_time, normalise_language, render_receipt_pdf
-from simtopup.payments.providers.base import WECHAT_PAY
+from simtopup.payments.providers.base import ALIPAY
+from simtopup.payments.surface import surface_of
+from simtopup.web.customer import payment_state
 from simtopup.web.customer.common import inline_qr, me, status_labels, visible_order, zone_of
-from simtopup.web.customer.topup import buy_again_url
+from simtopup.web.customer.topup import available_methods, buy_again_url
 from simtopup.web.forms import payment_labels
 from simtopup.web.session import current_customer, customer_required
 
@@ -36,20 +38,12 @@ def _with_token(url: str, token: str) -> str:
     return f"{url}?t={token}" if token else url
 
 
-def _payment_qr(data: str) -> str:
-    """The QR code a payer scans to pay (WeChat Pay Native)."""
-    return inline_qr(segno.make(data, error="m", micro=False), _("QR code to pay with WeChat Pay"))
-
-
-def _state(order: Order) -> str:
-    """What the page says: waiting (for the payer), crediting, done or failed."""
-    if order.status == OrderStatus.FULFILLED:
-        return "done"
-    if order.status == OrderStatus.AWAITING_PAYMENT:
-        return "waiting"
-    if order.status in FINAL:
-        return "failed"
-    return "crediting"
+def _payment_qr(data: str, method: str) -> str:
+    """The QR code a payer scans with a phone to pay (Alipay precreate, WeChat Pay Native)."""
+    title = (
+        _("QR code to pay with Alipay") if method == ALIPAY else _("QR code to pay with WeChat Pay")
+    )
+    return inline_qr(segno.make(data, error="m", micro=False), title)
 
 
 @require_GET
@@ -57,20 +51,25 @@ def status(request: HttpRequest, order_id: int) -> HttpResponse:
     order, token = visible_order(request, order_id)
     customer = current_customer(request)
     payment = getattr(order, "payment", None)
-    state = _state(order)
+    methods = []
+    if order.status in FINAL:  # the ways to pay again after a decline, for where I am
+        surface = surface_of(request.headers.get("User-Agent"))
+        methods = available_methods(customer, order.device, order.plan, surface)
+    money = payment_state.page_context(order, methods, token)
+    state = money["state"]
     qr_svg = checkout_url = None
     if state == "waiting" and payment is not None:
         checkout_url = payment.checkout_url or None
-        if payment.method == WECHAT_PAY and payment.qr_data:
-            qr_svg = _payment_qr(payment.qr_data)
+        if payment.qr_data:
+            qr_svg = _payment_qr(payment.qr_data, payment.method)
     context: dict[str, Any] = {
+        **money,
         "order": order,
-        "state": state,
-        "status_label": status_labels().get(order.status, order.status),
         "amount": format_money(order.amount, order.currency),
         "method": payment_labels().get(order.payment_method, order.payment_method),
         "checkout_url": checkout_url,
         "qr_svg": qr_svg,
+        "qr_method": payment.method if payment is not None else "",
         "poll_url": _with_token(
             reverse("web:order-status-json", kwargs={"order_id": order.pk}), token
         ),
@@ -93,7 +92,7 @@ def status_json(request: HttpRequest, order_id: int) -> HttpResponse:
         {
             "status": order.status,
             "final": order.status in FINAL,
-            "label": status_labels().get(order.status, order.status),
+            "label": payment_state.label_of(order),
         }
     )
     response["Cache-Control"] = "no-store"

@@ -47,9 +47,11 @@ from simtopup.orders.customer import BALANCE
 from simtopup.orders.models import Channel, Order
 from simtopup.payments import checkout
 from simtopup.payments.actions import PreparedPayment
-from simtopup.payments.providers.base import METHODS, WECHAT_PAY
+from simtopup.payments.providers.base import DESKTOP, METHODS
 from simtopup.payments.registry import provider_for
-from simtopup.web.customer.common import device_or_404, me, status_url
+from simtopup.payments.surface import methods_for, surface_of
+from simtopup.web.customer import payment_state
+from simtopup.web.customer.common import device_or_404, me, status_url, visible_order
 from simtopup.web.forms import DeviceChoiceForm, PayForm, show_error
 from simtopup.web.session import current_customer, customer_required
 
@@ -78,19 +80,37 @@ def plan_facts(plan: Plan) -> dict[str, Any]:
     }
 
 
-def available_methods(customer: Customer | None, device: Device, plan: Plan) -> list[str]:
-    """Methods a payer may choose: those a provider serves now, and the card's credit for
-    its owner (a pass only: credit does not buy credit)."""
-    methods = []
+def served_methods() -> list[str]:
+    """The methods a provider serves now."""
+    served = []
     for method in METHODS:
         try:
             provider_for(method)
         except DomainError:
             continue
-        methods.append(method)
+        served.append(method)
+    return served
+
+
+def available_methods(
+    customer: Customer | None,
+    device: Device,
+    plan: Plan,
+    surface: str = DESKTOP,
+    price: int | None = None,
+) -> list[str]:
+    """Methods a payer may choose, the one to preselect first, for where the payer is
+    (payments/surface.py): those a provider serves now, and the card's credit for its owner
+    when it covers the price (a pass only: credit does not buy credit)."""
+    credit = None
     if customer is not None and device.owner_id == customer.pk and not plan.is_payg:
-        methods.append(BALANCE)
-    return methods
+        credit = device.credit_account.balance
+    return methods_for(
+        surface,
+        served_methods(),
+        credit=credit,
+        price=plan.price if price is None else price,
+    )
 
 
 def identifier_of(device: Device) -> str:
@@ -237,7 +257,8 @@ def _placed(replay: idempotency.Replay | None) -> Order | None:
 def _next_step(order: Order) -> HttpResponse:
     """Off to the provider's page, or to the status page (QR code, credit, or the outcome)."""
     payment = getattr(order, "payment", None)
-    if payment is not None and payment.checkout_url and payment.method != WECHAT_PAY:
+    if payment is not None and payment.checkout_url and not payment.qr_data:
+        # A hosted page, or the app's payment page on this phone (Alipay WAP, WeChat Pay H5).
         return HttpResponseRedirect(payment.checkout_url)
     return HttpResponseRedirect(status_url(order))
 
@@ -266,6 +287,7 @@ def _place(
         quote_id=data["q"],
         confirmed=confirmed,
         client_ip=payer_ip,
+        surface=surface_of(request.headers.get("User-Agent")),
     )
     with transaction.atomic(durable=True):
         order = checkout.place_order(
@@ -278,6 +300,7 @@ def _place(
             channel=Channel.WEB,
             client_ip=payer_ip,
             prepared=prepared,
+            surface=surface_of(request.headers.get("User-Agent")),
         )
         idempotency.store(claim.record, 201, {"order": order.pk})
     return order
@@ -297,7 +320,9 @@ def confirm(request: HttpRequest) -> HttpResponse:
     plan = Plan.objects.filter(code=data["p"], active=True).first()
     if device is None or plan is None:
         return _expired(request)
-    methods = available_methods(customer, device, plan)
+    methods = available_methods(
+        customer, device, plan, surface_of(request.headers.get("User-Agent")), data["a"]
+    )
     status = 200
     if request.method == "POST":
         form = PayForm(request.POST, methods=methods)
@@ -345,10 +370,11 @@ def confirm(request: HttpRequest) -> HttpResponse:
         else:
             status = 422
     else:
-        form = PayForm(
-            initial={"confirmation": token, "payment_method": methods[0] if methods else None},
-            methods=methods,
-        )
+        # Preselected: the one asked for (another way to pay after a decline), else the
+        # first for where the payer is.
+        wanted = request.GET.get("m")
+        chosen = wanted if wanted in methods else (methods[0] if methods else None)
+        form = PayForm(initial={"confirmation": token, "payment_method": chosen}, methods=methods)
     credit = None
     if BALANCE in methods:
         credit = format_money(device.credit_account.balance, device.credit_account.unit)
