@@ -1,7 +1,11 @@
 """Words customers use (issue 13, point 6): plan labels from the plan's own validity, money
-with thousands separators, in English, zh-Hans and zh-Hant."""
+with thousands separators, times in the customer's zone without raw zone names, in English,
+zh-Hans and zh-Hant."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import translation
@@ -9,8 +13,11 @@ from django.utils import translation
 from simtopup.catalog.display import plan_label
 from simtopup.catalog.models import Plan
 from simtopup.core.money import format_money
-from tests.support import GB
+from simtopup.orders.receipts import format_time, format_time_with_zone, zone_label
+from tests.receipt_support import paid_order
+from tests.support import GB, Actors
 from tests.web_home_support import client_in, page
+from tests.web_support import browser, customer
 
 LABELS = {
     # hours: en, zh-hans, zh-hant
@@ -93,3 +100,55 @@ def test_a_thousand_yuan_plan_shows_its_separator_on_the_page(db: None, language
     html = page(client_in(language).get("/"))
     assert "¥1,000.00" in html
     assert "¥1000.00" not in html
+
+
+# --- times: the customer's zone, never a raw zone name -------------------------------------
+
+LATE = datetime(2026, 12, 4, 17, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"),
+    [
+        ("Asia/Shanghai", "2026-12-05 01:30"),
+        ("Asia/Taipei", "2026-12-05 01:30"),
+        ("America/Los_Angeles", "2026-12-04 09:30"),
+        ("UTC", "2026-12-04 17:30"),
+    ],
+)
+def test_a_time_is_local_and_names_no_zone(zone: str, shown: str) -> None:
+    text = format_time(LATE, ZoneInfo(zone))
+    assert text == shown
+    assert "(" not in text
+    assert "/" not in text
+
+
+@pytest.mark.parametrize(
+    ("zone", "moment", "language", "label"),
+    [
+        ("Asia/Shanghai", LATE, "en", "Beijing time"),
+        ("Asia/Shanghai", LATE, "zh-hans", "北京时间"),
+        ("Asia/Shanghai", LATE, "zh-hant", "北京時間"),
+        ("Asia/Taipei", LATE, "zh-hant", "UTC+8"),
+        ("Asia/Kolkata", LATE, "en", "UTC+5:30"),
+        ("America/New_York", LATE, "en", "UTC-5"),
+        ("America/New_York", datetime(2026, 7, 1, tzinfo=UTC), "en", "UTC-4"),  # summer time
+        ("Europe/London", LATE, "en", "UTC"),
+    ],
+)
+def test_a_receipt_names_the_zone_as_people_say_it(
+    zone: str, moment: datetime, language: str, label: str
+) -> None:
+    with translation.override(language):
+        assert zone_label(ZoneInfo(zone), moment) == label
+        text = format_time_with_zone(moment, ZoneInfo(zone))
+    assert text.endswith(f" ({label})")
+    assert zone not in text
+
+
+def test_the_order_page_shows_the_time_without_a_zone_name(actors: Actors) -> None:
+    me = customer(time_zone="Asia/Shanghai", language="zh-hans")
+    order = paid_order(me, actors.device, actors.plans["day-1g"])
+    html = page(browser(me, language="zh-hans").get(f"/orders/{order.pk}/status"))
+    assert format_time(order.created_at, ZoneInfo("Asia/Shanghai")) in html
+    assert "Asia/Shanghai" not in html

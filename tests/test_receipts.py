@@ -32,9 +32,10 @@ from tests.system_deps import need_receipt_font, need_tools
 
 LANGUAGES = [
     # language, time zone, local time of FULFILLED_AT (08:00 UTC), plan name suffix
-    ("zh-hans", "Asia/Shanghai", "2026-11-26 16:00 (Asia/Shanghai)", " 简"),
-    ("zh-hant", "Asia/Taipei", "2026-11-26 16:00 (Asia/Taipei)", " 繁"),
-    ("en", "America/Los_Angeles", "2026-11-26 00:00 (America/Los_Angeles)", ""),
+    # (the zone named as people say it, never its IANA name)
+    ("zh-hans", "Asia/Shanghai", "2026-11-26 16:00 (北京时间)", " 简"),
+    ("zh-hant", "Asia/Taipei", "2026-11-26 16:00 (UTC+8)", " 繁"),
+    ("en", "America/Los_Angeles", "2026-11-26 00:00 (UTC-8)", ""),
 ]
 
 

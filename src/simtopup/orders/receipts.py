@@ -70,9 +70,38 @@ def customer_zone(name: str | None) -> ZoneInfo:
     raise AssertionError("UTC always exists")  # pragma: no cover
 
 
+# Zones on China's standard time: what people there call 北京时间.
+BEIJING_TIME_ZONES = frozenset(
+    {"Asia/Shanghai", "Asia/Chongqing", "Asia/Chungking", "Asia/Harbin", "PRC"}
+)
+
+
 def format_time(moment: datetime, zone: ZoneInfo) -> str:
-    """``2026-11-26 16:00 (Asia/Shanghai)``: local time with its zone named."""
-    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M} ({zone.key})"
+    """``2026-11-26 16:00``: the local time in the customer's zone, for pages and lists. The
+    one function every page, table and receipt uses; no raw zone name (``Asia/Shanghai``)
+    after it — where the zone must be said, :func:`format_time_with_zone`."""
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}"
+
+
+def zone_label(zone: ZoneInfo, moment: datetime) -> str:
+    """The zone as people say it, at ``moment`` (daylight saving counts): ``Beijing time``
+    (北京时间, 北京時間) for China's zones, else the offset, ``UTC+8``, ``UTC-7``,
+    ``UTC+5:30``, ``UTC``."""
+    if zone.key in BEIJING_TIME_ZONES:
+        return _("Beijing time")
+    offset = moment.astimezone(zone).utcoffset()
+    minutes = int(offset.total_seconds()) // 60 if offset is not None else 0
+    if minutes == 0:
+        return "UTC"
+    sign = "+" if minutes > 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
+
+
+def format_time_with_zone(moment: datetime, zone: ZoneInfo) -> str:
+    """``2026-11-26 16:00 (UTC+8)``: a receipt names the zone its time is in (glossary), in
+    words a customer reads (:func:`zone_label`), never the IANA name."""
+    return f"{format_time(moment, zone)} ({zone_label(zone, moment)})"
 
 
 def normalise_language(language: str | None) -> str:
@@ -149,7 +178,7 @@ def receipt_facts(order: Order, zone: ZoneInfo) -> ReceiptFacts:
     amount = order.retail_amount if order.reseller_id is not None else order.amount
     return ReceiptFacts(
         receipt_no=order.receipt_no,
-        time=format_time(order.fulfilled_at, zone),
+        time=format_time_with_zone(order.fulfilled_at, zone),
         device=order.device.masked,
         plan=plan.name,
         plan_detail=detail,
