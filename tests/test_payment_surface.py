@@ -396,3 +396,17 @@ def test_the_app_api_takes_where_the_payer_is(actors: Actors) -> None:
     assert wrong.status_code == 422
     assert wrong["Content-Type"].startswith("application/problem+json")
     assert Order.objects.count() == 2
+
+
+def test_history_says_a_declined_order_was_not_paid_not_refunded(actors: Actors) -> None:
+    me = customer()
+    bind(actors.device, me)
+    client = browser(me)
+    order, _status_url = pay_and_decline(client, actors.device.iccid)
+    assert order.status == OrderStatus.FAILED
+    history = text(client.get("/my/orders"))
+    assert "Not paid" in history
+    assert "Failed, refunded" not in history
+    csv_text = client.get("/my/orders.csv").content.decode("utf-8-sig")
+    assert "Not paid" in csv_text
+    assert "Failed, refunded" not in csv_text

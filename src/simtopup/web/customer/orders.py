@@ -25,7 +25,7 @@ from simtopup.orders.receipts import format_time, normalise_language, render_rec
 from simtopup.payments.providers.base import ALIPAY
 from simtopup.payments.surface import surface_of
 from simtopup.web.customer import payment_state
-from simtopup.web.customer.common import inline_qr, me, status_labels, visible_order, zone_of
+from simtopup.web.customer.common import inline_qr, me, visible_order, zone_of
 from simtopup.web.customer.topup import available_methods, buy_again_url
 from simtopup.web.forms import payment_labels
 from simtopup.web.session import current_customer, customer_required
@@ -143,12 +143,11 @@ def receipt(request: HttpRequest, order_id: int) -> HttpResponse:
 def _rows(orders_: Any, customer: Any = None) -> list[dict[str, Any]]:
     """History rows; with ``customer``, each row of a card still theirs and a plan still on
     sale carries its "buy again" link (the confirmation of that plan for that card)."""
-    labels = status_labels()
     methods = payment_labels()
     return [
         {
             "order": o,
-            "status_label": labels.get(o.status, o.status),
+            "status_label": payment_state.label_of(o),  # declined: not paid, not refunded
             "amount": format_money(o.amount, o.currency),
             "method": methods.get(o.payment_method, o.payment_method),
             "receipt_url": reverse("web:receipt", kwargs={"order_id": o.pk})
@@ -204,14 +203,13 @@ def history_csv(request: HttpRequest) -> HttpResponse:
             _("Receipt"),
         ]
     )
-    labels = status_labels()
     methods = payment_labels()
     for o in orders.customer_orders(customer).order_by("-pk").iterator(chunk_size=500):
         writer.writerow(
             [
                 o.pk,
                 f"{o.created_at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
-                labels.get(o.status, o.status),
+                payment_state.label_of(o),
                 o.plan.name,
                 o.device.masked,
                 to_decimal_string(o.amount, o.currency),
