@@ -76,7 +76,8 @@ def test_a_message_becomes_a_ticket_and_the_operator_is_emailed(db: None, settin
     response, sent = send(client, GOOD)
 
     assert response.status_code == 302
-    assert response["Location"] == reverse("web:help")
+    # Back to the page, scrolled to the confirmation (not to the top, not to the form).
+    assert response["Location"] == reverse("web:help") + "#contact-sent"
     ticket = SupportTicket.objects.get()
     assert ticket.reply_channel == ReplyChannel.PHONE
     assert ticket.reply_to == "+8613800138000"
@@ -97,6 +98,10 @@ def test_a_message_becomes_a_ticket_and_the_operator_is_emailed(db: None, settin
     html = page(client.get(response["Location"]))
     assert f"#{ticket.pk}" in html
     assert "+8613800138000" in html
+    # In the contact section, with the id the redirect names.
+    contact = html[html.index('id="contact"') :]
+    assert '<p class="sent" id="contact-sent" role="status"' in contact
+    assert f"#{ticket.pk}" in contact[: contact.index("<form")]
     assert f"#{ticket.pk}" not in page(client.get(reverse("web:help")))
 
 

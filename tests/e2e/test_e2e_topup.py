@@ -16,6 +16,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.db import transaction
 
 from simtopup.accounts.models import Customer
+from simtopup.catalog.models import Plan
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import Posting, post, system_account
 from simtopup.orders.models import Order, OrderStatus
@@ -167,7 +168,33 @@ def my_pages(page: Any, site: str, language: str, name: str) -> None:
     assert page.locator(".qr svg").count() == 1
     assert "E2E-3" in page.inner_text("[data-testid=activation-code]")
     shot(page, f"my-esim-{name}")
+    # Three amounts of credit on sale, as in the demo: three 充值余额 buttons.
+    for amount in (100, 200):
+        code = f"credit-{amount}-{name}"
+        Plan.objects.get_or_create(
+            code=code,
+            defaults={
+                "kind": "payg",
+                "name_en": code,
+                "name_zh_hans": code,
+                "name_zh_hant": code,
+                "price": amount * 100,
+                "currency": "CNY",
+                "sort_order": 90 + amount // 100,
+            },
+        )
     page.goto(f"{site}/my/devices/{device.pk}/credit")
+    # The add-credit (充值余额) buttons do not touch: at least 4 px between any two.
+    boxes = page.evaluate(
+        "[...document.querySelectorAll('.card > a.button')].map(a => {"
+        " const r = a.getBoundingClientRect();"
+        " return [r.left, r.top, r.right, r.bottom]; })"
+    )
+    assert len(boxes) >= 2, boxes
+    for i, (l1, t1, r1, b1) in enumerate(boxes):
+        for l2, t2, r2, b2 in boxes[i + 1 :]:
+            apart = max(l2 - r1, l1 - r2, t2 - b1, t1 - b2)
+            assert apart >= 4, (boxes, apart)
     page.check("#id_enabled")
     page.fill("#id_threshold", "500")
     page.click("form[action$=auto-topup] button[type=submit]")

@@ -8,7 +8,6 @@ a confirmation (post/redirect/get).
 from __future__ import annotations
 
 from django import forms
-from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
@@ -59,6 +58,11 @@ class ContactForm(forms.Form):
             ) from None
 
 
+# The confirmation after sending: kept in the session for the next page, and its element's id.
+SENT_KEY = "web.help.sent"
+SENT_ANCHOR = "contact-sent"
+
+
 def _customer_contact(request: HttpRequest) -> str:
     customer = current_customer(request)
     return (customer.phone or customer.email or "") if customer else ""
@@ -87,15 +91,14 @@ def help_page(request: HttpRequest) -> HttpResponse:
                 status = exc.status
                 headers = exc.headers
             else:
-                messages.success(
-                    request,
-                    gettext(
-                        "Thank you: your message was received (ticket #%(number)s). "
-                        "Customer service will reply to %(reply_to)s."
-                    )
-                    % {"number": ticket.pk, "reply_to": reply_to},
-                )
-                return HttpResponseRedirect(reverse("web:help"))
+                # Shown once, in the contact section, where the visitor is: the form posts
+                # to #contact and a redirect keeps that fragment unless it names its own, so
+                # a message at the top of the page would land off-screen on a phone.
+                request.session[SENT_KEY] = gettext(
+                    "Thank you: your message was received (ticket #%(number)s). "
+                    "Customer service will reply to %(reply_to)s."
+                ) % {"number": ticket.pk, "reply_to": reply_to}
+                return HttpResponseRedirect(reverse("web:help") + "#" + SENT_ANCHOR)
     else:
         form = ContactForm(initial={"reply_to": _customer_contact(request)})
         status, headers = 200, {}
@@ -109,6 +112,8 @@ def help_page(request: HttpRequest) -> HttpResponse:
         {
             "form": form,
             "topup_url": topup_url,
+            "sent": request.session.pop(SENT_KEY, "") if request.method == "GET" else "",
+            "sent_anchor": SENT_ANCHOR,
         },
         status=status,
     )
