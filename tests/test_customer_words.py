@@ -14,6 +14,7 @@ from simtopup.catalog.display import plan_label
 from simtopup.catalog.models import Plan
 from simtopup.core.money import format_money
 from simtopup.orders.receipts import format_time, format_time_with_zone, zone_label
+from simtopup.web.customer.common import zone_name
 from tests.receipt_support import paid_order
 from tests.support import GB, Actors
 from tests.web_home_support import client_in, page
@@ -152,3 +153,10 @@ def test_the_order_page_shows_the_time_without_a_zone_name(actors: Actors) -> No
     html = page(browser(me, language="zh-hans").get(f"/orders/{order.pk}/status"))
     assert format_time(order.created_at, ZoneInfo("Asia/Shanghai")) in html
     assert "Asia/Shanghai" not in html
+
+
+def test_a_page_can_name_the_customers_zone_without_its_iana_name(db: None) -> None:
+    with translation.override("zh-hans"):
+        assert zone_name(customer(time_zone="Asia/Shanghai")) == "北京时间"
+        assert zone_name(None) == "北京时间"  # the operator's zone (DISPLAY_TIME_ZONE)
+    assert zone_name(customer("+8613800138009", time_zone="Asia/Kolkata")) == "UTC+5:30"

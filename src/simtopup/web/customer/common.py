@@ -9,6 +9,7 @@ import segno
 from django.core import signing
 from django.http import Http404, HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 
@@ -17,7 +18,7 @@ from simtopup.core.errors import DomainError
 from simtopup.devices.binding import my_device
 from simtopup.devices.models import Device
 from simtopup.orders.models import Order, OrderStatus
-from simtopup.orders.receipts import customer_zone
+from simtopup.orders.receipts import customer_zone, zone_label
 from simtopup.web.session import current_customer
 
 # A payer who is not logged in reaches their order (status page, receipt) through a signed
@@ -35,6 +36,12 @@ def me(request: HttpRequest) -> Customer:
 
 def zone_of(customer: Customer | None) -> ZoneInfo:
     return customer_zone(customer.time_zone if customer else None)
+
+
+def zone_name(customer: Customer | None) -> str:
+    """The customer's zone as a page may name it (北京时间, UTC+8), never the IANA name
+    (``Asia/Shanghai``); for a page that says which zone its times are in."""
+    return zone_label(zone_of(customer), timezone.now())
 
 
 def device_or_404(customer: Customer, device_id: int) -> Device:
