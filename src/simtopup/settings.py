@@ -257,6 +257,11 @@ WECHATPAY_GATEWAY = env("WECHATPAY_GATEWAY", "")  # empty: https://api.mch.weixi
 # Where WeChat Pay posts refund results (optional: refunds are also settled by their answer).
 WECHATPAY_REFUND_NOTIFY_URL = env("WECHATPAY_REFUND_NOTIFY_URL", "")
 WECHATPAY_TIMEOUT_SECONDS = envint("WECHATPAY_TIMEOUT_SECONDS", 15)
+# WeChat Pay inside WeChat's browser (JSAPI) needs the payer's openid for WECHATPAY_APPID (an
+# official account, 公众号): its AppSecret lets the website ask WeChat for it (OAuth
+# snsapi_base, silent). Empty: no JSAPI, the website offers the card inside WeChat.
+WECHAT_OAUTH_SECRET = env("WECHAT_OAUTH_SECRET", "")
+WECHAT_OAUTH_API = env("WECHAT_OAUTH_API", "")  # empty: https://api.weixin.qq.com
 
 # --- receipts (orders/receipts.py) ---------------------------------------------------------
 # The operator's name, printed on receipts and shown on the receipt verification page.

@@ -119,6 +119,7 @@ def prepare_payment(
     language: str = "zh-hans",
     client_ip: str | None = None,
     surface: str | None = None,
+    payer_openid: str | None = None,
 ) -> PreparedPayment:
     """Ask the provider for a payment under a new reference and the payer's next action.
 
@@ -142,6 +143,7 @@ def prepare_payment(
                 client_ip=client_ip,
                 expires_at=timezone.now() + timedelta(seconds=settings.PAYMENT_EXPIRY_SECONDS),
                 surface=surface,
+                payer_openid=payer_openid,
             )
         )
     except ProviderError as exc:
@@ -171,6 +173,7 @@ def start_payment(
     client_ip: str | None = None,
     prepared: PreparedPayment | None = None,
     surface: str | None = None,
+    payer_openid: str | None = None,
 ) -> Payment:
     """Record the order's payment, in the caller's transaction, from a payment prepared
     beforehand (if it still fits the order) or asked for now."""
@@ -190,6 +193,7 @@ def start_payment(
             language=language,
             client_ip=client_ip,
             surface=surface,
+            payer_openid=payer_openid,
         )
     payment = Payment.objects.create(
         order=order,

@@ -75,6 +75,7 @@ def prepare_order(
     confirmed: tuple[int, str] | None = None,
     client_ip: str | None = None,
     surface: str | None = None,
+    payer_openid: str | None = None,
 ) -> PreparedPayment | None:
     """Before :func:`place_order`'s transaction, outside it: check the request and, for
     card / Alipay / WeChat Pay, have the provider create the payment now, so that no
@@ -93,6 +94,7 @@ def prepare_order(
         language=_language(customer),
         client_ip=client_ip,
         surface=surface,
+        payer_openid=payer_openid,
     )
 
 
@@ -108,6 +110,7 @@ def place_order(
     client_ip: str | None = None,
     prepared: PreparedPayment | None = None,
     surface: str | None = None,
+    payer_openid: str | None = None,
 ) -> Order:
     """Place an order in the caller's transaction. ``balance`` settles at once; the other
     methods leave the order ``awaiting_payment`` with a payment whose next action (checkout
@@ -131,6 +134,7 @@ def place_order(
         client_ip=client_ip,
         prepared=prepared,
         surface=surface,
+        payer_openid=payer_openid,
     )
     return order
 

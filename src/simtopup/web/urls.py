@@ -38,6 +38,7 @@ urlpatterns: list[object] = [
     path("topup/device", customer_topup.choose_device, name="topup-device"),
     path("topup/confirm", customer_topup.confirm, name="topup-confirm"),
     path("topup/retry/<int:order_id>", customer_topup.retry, name="topup-retry"),
+    path("topup/wechat-openid", customer_topup.wechat_openid, name="topup-wechat-openid"),
     path("orders/<int:order_id>/status", customer_orders.status, name="order-status"),
     path(
         "orders/<int:order_id>/status.json",

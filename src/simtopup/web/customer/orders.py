@@ -22,7 +22,9 @@ from simtopup.core.money import format_money, to_decimal_string
 from simtopup.orders import customer as orders
 from simtopup.orders.models import FINAL
 from simtopup.orders.receipts import format_time, normalise_language, render_receipt_pdf
-from simtopup.payments.providers.base import ALIPAY
+from simtopup.payments.models import Payment
+from simtopup.payments.providers.base import ALIPAY, WECHAT_PAY
+from simtopup.payments.registry import get_provider
 from simtopup.payments.surface import surface_of
 from simtopup.web.customer import payment_state
 from simtopup.web.customer.common import inline_qr, me, visible_order, zone_of
@@ -46,6 +48,22 @@ def _payment_qr(data: str, method: str) -> str:
     return inline_qr(segno.make(data, error="m", micro=False), title)
 
 
+def _jsapi(payment: Payment) -> dict[str, str] | None:
+    """WeChat Pay JSAPI (inside WeChat): the signed parameters of its payment sheet for the
+    payment's prepay id, made now (they carry the time)."""
+    if payment.method != WECHAT_PAY or payment.checkout_url or payment.qr_data:
+        return None
+    if not payment.provider_ref:
+        return None
+    try:
+        provider = get_provider(payment.provider)
+        parameters = getattr(provider, "jsapi_parameters", None)
+        return parameters(payment.provider_ref) if parameters is not None else None
+    except Exception:  # a provider switched off or misconfigured since: the page still shows
+        logger.exception("payment %s: no JSAPI parameters", payment.reference)
+        return None
+
+
 @require_GET
 def status(request: HttpRequest, order_id: int) -> HttpResponse:
     order, token = visible_order(request, order_id)
@@ -57,11 +75,12 @@ def status(request: HttpRequest, order_id: int) -> HttpResponse:
         methods = available_methods(customer, order.device, order.plan, surface)
     money = payment_state.page_context(order, methods, token)
     state = money["state"]
-    qr_svg = checkout_url = None
+    qr_svg = checkout_url = jsapi = None
     if state == "waiting" and payment is not None:
         checkout_url = payment.checkout_url or None
         if payment.qr_data:
             qr_svg = _payment_qr(payment.qr_data, payment.method)
+        jsapi = _jsapi(payment)
     context: dict[str, Any] = {
         **money,
         "order": order,
@@ -69,6 +88,7 @@ def status(request: HttpRequest, order_id: int) -> HttpResponse:
         "method": payment_labels().get(order.payment_method, order.payment_method),
         "checkout_url": checkout_url,
         "qr_svg": qr_svg,
+        "jsapi": jsapi,
         "qr_method": payment.method if payment is not None else "",
         "poll_url": _with_token(
             reverse("web:order-status-json", kwargs={"order_id": order.pk}), token

@@ -45,9 +45,9 @@ from simtopup.devices.models import Device
 from simtopup.orders import customer as orders
 from simtopup.orders.customer import BALANCE
 from simtopup.orders.models import Channel, Order
-from simtopup.payments import checkout
+from simtopup.payments import checkout, wechat_oauth
 from simtopup.payments.actions import PreparedPayment
-from simtopup.payments.providers.base import DESKTOP, METHODS
+from simtopup.payments.providers.base import DESKTOP, METHODS, WECHAT, WECHAT_PAY, ProviderError
 from simtopup.payments.registry import provider_for
 from simtopup.payments.surface import methods_for, surface_of
 from simtopup.web.customer import payment_state
@@ -98,6 +98,8 @@ def available_methods(
     plan: Plan,
     surface: str = DESKTOP,
     price: int | None = None,
+    *,
+    wechat_openid: bool = False,
 ) -> list[str]:
     """Methods a payer may choose, the one to preselect first, for where the payer is
     (payments/surface.py): those a provider serves now, and the card's credit for its owner
@@ -110,6 +112,7 @@ def available_methods(
         served_methods(),
         credit=credit,
         price=plan.price if price is None else price,
+        wechat_openid=wechat_openid,
     )
 
 
@@ -288,6 +291,7 @@ def _place(
         confirmed=confirmed,
         client_ip=payer_ip,
         surface=surface_of(request.headers.get("User-Agent")),
+        payer_openid=_payer_openid(request),
     )
     with transaction.atomic(durable=True):
         order = checkout.place_order(
@@ -301,6 +305,7 @@ def _place(
             client_ip=payer_ip,
             prepared=prepared,
             surface=surface_of(request.headers.get("User-Agent")),
+            payer_openid=_payer_openid(request),
         )
         idempotency.store(claim.record, 201, {"order": order.pk})
     return order
@@ -320,8 +325,11 @@ def confirm(request: HttpRequest) -> HttpResponse:
     plan = Plan.objects.filter(code=data["p"], active=True).first()
     if device is None or plan is None:
         return _expired(request)
+    surface = surface_of(request.headers.get("User-Agent"))
+    if request.method == "GET" and _needs_openid(request, surface):
+        return _ask_wechat_for_openid(request)
     methods = available_methods(
-        customer, device, plan, surface_of(request.headers.get("User-Agent")), data["a"]
+        customer, device, plan, surface, data["a"], wechat_openid=bool(_payer_openid(request))
     )
     status = 200
     if request.method == "POST":
@@ -459,3 +467,56 @@ def retry(request: HttpRequest, order_id: int) -> HttpResponse:
     if method in (*METHODS, BALANCE):
         query["m"] = method
     return redirect(f"{reverse('web:topup-confirm')}?{urlencode(query)}")
+
+
+# --- WeChat Pay inside WeChat: the payer's openid -----------------------------------------
+
+SESSION_OPENID = "wechat_openid"
+SESSION_OAUTH = "wechat_oauth"
+
+
+def _payer_openid(request: HttpRequest) -> str | None:
+    """The openid WeChat gave for this browser (JSAPI only runs inside WeChat)."""
+    if surface_of(request.headers.get("User-Agent")) != WECHAT:
+        return None
+    value = request.session.get(SESSION_OPENID)
+    return value if isinstance(value, str) and value else None
+
+
+def _needs_openid(request: HttpRequest, surface: str) -> bool:
+    """Inside WeChat, with JSAPI set up and WeChat Pay served, before WeChat was asked (once
+    per session: a refusal is not asked again, the card stays)."""
+    return (
+        surface == WECHAT
+        and wechat_oauth.enabled()
+        and _payer_openid(request) is None
+        and not request.session.get(SESSION_OAUTH)
+        and WECHAT_PAY in served_methods()
+    )
+
+
+def _ask_wechat_for_openid(request: HttpRequest) -> HttpResponse:
+    state = secrets.token_urlsafe(16)
+    request.session[SESSION_OAUTH] = {"state": state, "next": request.get_full_path()}
+    back = settings.SITE_URL.rstrip("/") + reverse("web:topup-wechat-openid")
+    return HttpResponseRedirect(wechat_oauth.authorize_url(back, state))
+
+
+@require_GET
+def wechat_openid(request: HttpRequest) -> HttpResponse:
+    """``/topup/wechat-openid?code=…&state=…``: WeChat hands the browser back; the code
+    becomes the payer's openid (kept in the session), then on to the confirmation."""
+    pending = request.session.get(SESSION_OAUTH)
+    if not isinstance(pending, dict) or not pending.get("state"):
+        return redirect("web:topup")
+    request.session[SESSION_OAUTH] = {"state": "", "next": ""}  # asked: never loop
+    target = str(pending.get("next") or "")
+    if not target.startswith("/") or target.startswith("//"):
+        target = reverse("web:topup")
+    if not secrets.compare_digest(str(pending["state"]), request.GET.get("state", "")):
+        return HttpResponseRedirect(target)
+    try:
+        request.session[SESSION_OPENID] = wechat_oauth.openid_for(request.GET.get("code", ""))
+    except ProviderError:
+        messages.error(request, _("WeChat Pay cannot be used on this page."))
+    return HttpResponseRedirect(target)
