@@ -38,6 +38,7 @@ from simtopup.web.customer.common import (
     device_statuses,
     inline_qr,
     me,
+    zone_name,
     zone_of,
 )
 from simtopup.web.customer.topup import buy_again_url
@@ -183,7 +184,7 @@ def _balance_page(customer: Customer, device: Device) -> dict[str, Any]:
         "bundles": rows,
         "again": _again(customer, device, read.bundles),
         "topup_url": f"{reverse('web:topup')}?{urlencode({'device': device.pk})}",
-        "zone": zone.key,
+        "zone": zone_name(customer),
     }
 
 
@@ -354,7 +355,7 @@ def _credit_page(
                 "add_links": add_links,
                 "form": form,
                 "rule": rule,
-                "zone": zone_of(customer).key,
+                "zone": zone_name(customer),
             },
             status=status,
         )

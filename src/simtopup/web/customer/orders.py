@@ -27,7 +27,7 @@ from simtopup.payments.providers.base import ALIPAY, WECHAT_PAY
 from simtopup.payments.registry import get_provider
 from simtopup.payments.surface import surface_of
 from simtopup.web.customer import payment_state
-from simtopup.web.customer.common import inline_qr, me, visible_order, zone_of
+from simtopup.web.customer.common import inline_qr, me, visible_order, zone_name, zone_of
 from simtopup.web.customer.topup import available_methods, buy_again_url
 from simtopup.web.forms import payment_labels
 from simtopup.web.session import current_customer, customer_required
@@ -195,7 +195,7 @@ def history(request: HttpRequest) -> HttpResponse:
             {
                 "rows": _rows(page.object_list, customer),
                 "page": page,
-                "zone": zone_of(customer).key,
+                "zone": zone_name(customer),
             },
         )
 
@@ -213,7 +213,7 @@ def history_csv(request: HttpRequest) -> HttpResponse:
     writer.writerow(
         [
             _("Order number"),
-            _("Time (%(zone)s)") % {"zone": zone.key},
+            _("Time (%(zone)s)") % {"zone": zone_name(customer)},
             _("Status"),
             _("Plan"),
             _("Device"),

@@ -32,7 +32,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from simtopup.accounts.models import Customer
-from simtopup.catalog.display import format_data, format_validity
+from simtopup.catalog.display import format_data, format_validity, plan_label
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
 from simtopup.core import idempotency
@@ -71,10 +71,9 @@ def plan_facts(plan: Plan) -> dict[str, Any]:
             "data": format_data(plan.data_bytes),
             "validity": format_validity(plan.validity_hours),
         }
-    kinds = {"daily": _("Daily pass"), "monthly": _("Monthly pass"), "payg": _("Pay per use")}
     return {
         "plan": plan,
-        "kind": kinds.get(plan.kind, plan.kind),
+        "kind": plan_label(plan),
         "detail": detail,
         "price": format_money(plan.price, plan.currency),
     }
