@@ -409,6 +409,12 @@ def test_every_template_renders_in_every_language() -> None:
         "percent": 80,
         "remaining": "1 GB",
         "expires_at": "2026-11-27 08:00 CST",
+        # The alerts' (usage/alerts.py): what automatic top-up did, the one-tap link, …
+        "auto": "a",
+        "link": "https://example.test/topup",
+        "credit": "¥2.00",
+        "name": "n",
+        "threshold": "¥5.00",
     }
     for key in TEMPLATES:
         for language in ("zh-hans", "zh-hant", "en"):
