@@ -1,4 +1,8 @@
-"""`simtopup reseller create|credit|suspend|reinstate|list|key|oauth|staff`."""
+"""`simtopup reseller create|credit|suspend|reinstate|list|key|oauth|staff`.
+
+Every command that changes something writes one audit row (actor ``cli:<os user>``) in the
+same transaction as its change (audit/log.py).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
+from simtopup.audit.log import cli_actor, record
+from simtopup.audit.models import Action
 from simtopup.core.errors import DomainError
-from simtopup.core.money import money, to_minor
+from simtopup.core.money import money, to_decimal_string, to_minor
 from simtopup.ledger.actions import balance
 from simtopup.resellers.actions import (
     add_member,
@@ -107,11 +114,25 @@ class Command(BaseCommand):
             raise CommandError("--discount must be at least 0 and below 1")
         # The webhook rule (https, public addresses) before anything is made.
         webhook_url = validate_webhook_url(webhook_url)
-        reseller, key = create_reseller(
-            name, currency=currency, discount_bps=round(fraction * 10000), initial_float=initial
-        )
-        if webhook_url:
-            set_webhook(reseller, webhook_url)
+        with transaction.atomic():
+            reseller, key = create_reseller(
+                name, currency=currency, discount_bps=round(fraction * 10000), initial_float=initial
+            )
+            if webhook_url:
+                set_webhook(reseller, webhook_url)
+            record(
+                Action.RESELLER_CREATE,
+                reseller,
+                actor=cli_actor(),
+                after={
+                    "name": reseller.name,
+                    "code": reseller.code,
+                    "currency": currency,
+                    "discount_bps": reseller.discount_bps,
+                    "float": to_decimal_string(initial, currency),
+                    "webhook_url": webhook_url,
+                },
+            )
         out = {"id": reseller.pk, "code": reseller.code, "api_key": key}
         if reseller.webhook_secret:
             out["webhook_secret"] = reseller.webhook_secret
@@ -119,7 +140,22 @@ class Command(BaseCommand):
 
     def do_credit(self, id: int, amount: str, reason: str, **_: Any) -> None:
         reseller = self._reseller(id)
-        credit_float(reseller, to_minor(amount, reseller.currency), reason)
+        minor = to_minor(amount, reseller.currency)
+        with transaction.atomic():
+            before = balance(reseller.float_account)
+            transfer = credit_float(reseller, minor, reason)
+            record(
+                Action.RESELLER_CREDIT,
+                reseller,
+                actor=cli_actor(),
+                before={"float": to_decimal_string(before, reseller.currency)},
+                after={
+                    "float": to_decimal_string(balance(reseller.float_account), reseller.currency),
+                    "credited": to_decimal_string(minor, reseller.currency),
+                    "transfer": transfer.pk,
+                },
+                reason=reason,
+            )
         self.stdout.write(
             json.dumps(
                 {
@@ -130,11 +166,31 @@ class Command(BaseCommand):
         )
 
     def do_suspend(self, id: int, **_: Any) -> None:
-        changed = suspend(self._reseller(id))
+        reseller = self._reseller(id)
+        with transaction.atomic():
+            changed = suspend(reseller)
+            if changed:
+                record(
+                    Action.RESELLER_SUSPEND,
+                    reseller,
+                    actor=cli_actor(),
+                    before={"status": "active"},
+                    after={"status": "suspended"},
+                )
         self.stdout.write(json.dumps({"id": id, "status": "suspended", "changed": changed}))
 
     def do_reinstate(self, id: int, **_: Any) -> None:
-        changed = reinstate(self._reseller(id))
+        reseller = self._reseller(id)
+        with transaction.atomic():
+            changed = reinstate(reseller)
+            if changed:
+                record(
+                    Action.RESELLER_REINSTATE,
+                    reseller,
+                    actor=cli_actor(),
+                    before={"status": "suspended"},
+                    after={"status": "active"},
+                )
         self.stdout.write(json.dumps({"id": id, "status": "active", "changed": changed}))
 
     def do_list(self, **_: Any) -> None:
@@ -154,17 +210,45 @@ class Command(BaseCommand):
 
     def do_key(self, key_action: str, id: int, name: str, **_: Any) -> None:
         if key_action == "create":
-            api_key, key = create_api_key(self._reseller(id), name)
+            reseller = self._reseller(id)
+            with transaction.atomic():
+                api_key, key = create_api_key(reseller, name)
+                record(
+                    Action.API_KEY_CREATE,
+                    api_key,
+                    actor=cli_actor(),
+                    after={"reseller_id": reseller.pk, "name": name, "prefix": api_key.prefix},
+                )
             self.stdout.write(json.dumps({"key_id": api_key.pk, "api_key": key}))
         else:
-            if not revoke_api_key(id):
+            with transaction.atomic():
+                revoked = revoke_api_key(id)
+                if revoked:
+                    record(
+                        Action.API_KEY_REVOKE,
+                        ("resellers.apikey", str(id)),
+                        actor=cli_actor(),
+                        before={"revoked": False},
+                        after={"revoked": True},
+                    )
+            if not revoked:
                 raise CommandError(f"no active API key with id {id}")
             self.stdout.write(json.dumps({"key_id": id, "revoked": True}))
 
     def do_oauth(self, oauth_action: str, target: str, **_: Any) -> None:
         actor = _actor()
         if oauth_action == "revoke":
-            if not target or not revoke_credential(target, actor):
+            with transaction.atomic():
+                revoked = bool(target) and revoke_credential(target, actor)
+                if revoked:
+                    record(
+                        Action.PARTNER_CREDENTIAL_REVOKE,
+                        ("resellers.partnercredential", target),
+                        actor=actor,
+                        before={"revoked": False},
+                        after={"revoked": True},
+                    )
+            if not revoked:
                 raise CommandError(f"no active partner credential with client_id {target!r}")
             self.stdout.write(json.dumps({"client_id": target, "revoked": True}))
             return
@@ -188,7 +272,15 @@ class Command(BaseCommand):
             return
         if not target:
             raise CommandError("give the reseller id")
-        made = create_credential(self._reseller(_reseller_id(target)), actor)
+        reseller = self._reseller(_reseller_id(target))
+        with transaction.atomic():
+            made = create_credential(reseller, actor)
+            record(
+                Action.PARTNER_CREDENTIAL_CREATE,
+                ("resellers.partnercredential", made.client_id),
+                actor=actor,
+                after={"reseller_id": reseller.pk, "client_id": made.client_id},
+            )
         self.stdout.write(
             json.dumps({"client_id": made.client_id, "client_secret": made.client_secret})
         )
@@ -224,7 +316,15 @@ class Command(BaseCommand):
         if staff_action == "add":
             if id is None:
                 raise CommandError("give the reseller id")
-            member, password = add_member(self._reseller(id), email, role)
+            reseller = self._reseller(id)
+            with transaction.atomic():
+                member, password = add_member(reseller, email, role)
+                record(
+                    Action.RESELLER_STAFF_ADD,
+                    member,
+                    actor=cli_actor(),
+                    after={"reseller_id": reseller.pk, "email": member.user.username, "role": role},
+                )
         else:
             found = (
                 ResellerMember.objects.select_related("user")
@@ -233,7 +333,14 @@ class Command(BaseCommand):
             )
             if found is None:
                 raise CommandError(f"no reseller staff member {email}")
-            member, password = found, reset_member_password(found)
+            with transaction.atomic():
+                member, password = found, reset_member_password(found)
+                record(
+                    Action.RESELLER_STAFF_PASSWORD,
+                    member,
+                    actor=cli_actor(),
+                    after={"email": member.user.username, "password": "[redacted]"},
+                )
         self.stdout.write(
             json.dumps(
                 {
@@ -257,9 +364,4 @@ def _reseller_id(text: str) -> int:
 
 def _actor() -> str:
     """Who ran the command, for the audit: the operating-system user."""
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
+    return cli_actor()
