@@ -55,6 +55,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import reads  # noqa: E402  (bench/reads.py: the balance polls' request file)
 import run  # noqa: E402  (bench/run.py: the server, the database, wrk, usage)
 from customer import one_topup, percentile  # noqa: E402  (bench/customer.py: the journey)
 from run import BenchError, CpuMeter, Postgres, Server  # noqa: E402
@@ -154,16 +155,14 @@ def wrk_errors(result: dict[str, Any], ok: str, kind: str, errors: Tally) -> Non
 
 
 def reads_env(server: Server, customers: dict[str, Any], workdir: Path) -> dict[str, str]:
-    """What bench/reads.lua reads: the customer's balance paths and app token."""
-    paths = workdir / "balance-paths.txt"
-    paths.write_text("".join(f"/api/v1/devices/{pk}/balance\n" for pk in customers["device_ids"]))
-    return {
-        **os.environ,
-        "BENCH_PATHS_FILE": str(paths),
-        "BENCH_HEADER_NAME": "Authorization",
-        "BENCH_HEADER_VALUE": f"Bearer {customers['token']}",
-        "BENCH_THREADS": str(server.args.wrk_threads),
-    }
+    """What bench/reads.lua reads: the customer's balance paths, each with the app token."""
+    bearer = f"Bearer {customers['token']}"
+    return reads.lua_env(
+        [f"/api/v1/devices/{pk}/balance" for pk in customers["device_ids"]],
+        ("Authorization", lambda path: bearer),
+        server.args.wrk_threads,
+        workdir,
+    )
 
 
 def peak(

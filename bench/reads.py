@@ -176,6 +176,25 @@ def cpu(seeded: dict[str, Any], requests: int) -> dict[str, float]:
 # --- measuring ------------------------------------------------------------------------------
 
 
+def lua_env(
+    paths: list[str],
+    header: tuple[str, Callable[[str], str]] | None,
+    wrk_threads: int,
+    workdir: Path,
+) -> dict[str, str]:
+    """What bench/reads.lua reads: one request per line, its path and (after a tab) the
+    value of ``header`` for it; also bench/peak.py's balance polls."""
+    paths_file = workdir / "paths.txt"
+    lines = [f"{path}\t{header[1](path)}" if header else path for path in paths]
+    paths_file.write_text("\n".join(lines) + "\n")
+    return {
+        **os.environ,
+        "BENCH_PATHS_FILE": str(paths_file),
+        "BENCH_HEADER_NAME": header[0] if header else "",
+        "BENCH_THREADS": str(wrk_threads),
+    }
+
+
 def wrk_run(
     wrk: str,
     server: Server,
@@ -186,15 +205,7 @@ def wrk_run(
     workdir: Path,
 ) -> dict[str, Any]:
     """``header``: its name and its value for each path (a signature binds its path)."""
-    paths_file = workdir / "paths.txt"
-    lines = [f"{path}\t{header[1](path)}" if header else path for path in paths]
-    paths_file.write_text("\n".join(lines) + "\n")
-    env = {
-        **os.environ,
-        "BENCH_PATHS_FILE": str(paths_file),
-        "BENCH_HEADER_NAME": header[0] if header else "",
-        "BENCH_THREADS": str(args.wrk_threads),
-    }
+    env = lua_env(paths, header, args.wrk_threads, workdir)
     result = wrk_script(wrk, server, "reads.lua", env, seconds)
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
