@@ -6,8 +6,6 @@ list needs the ``audit.view_auditentry`` permission (superusers have it).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import UTC
 from typing import Any
@@ -20,13 +18,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from simtopup.audit.models import AuditEntry
+from simtopup.core.spreadsheet import Sheet
 
 CSV_LIMIT = 100_000  # rows in one export; filter by date for more
-
-
-def _cell(text: str) -> str:
-    """Text for a spreadsheet cell: one that starts like a formula is quoted (CSV injection)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _json(value: Any) -> str:
@@ -94,10 +88,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
             raise PermissionDenied
         changelist = self.get_changelist_instance(request)
         rows = changelist.get_queryset(request).order_by("-at", "-id")[:CSV_LIMIT]
-        out = io.StringIO()
-        out.write("\ufeff")
-        writer = csv.writer(out)
-        writer.writerow(
+        sheet = Sheet(
             [
                 _("When (UTC)"),
                 _("Who"),
@@ -113,22 +104,20 @@ class AuditEntryAdmin(admin.ModelAdmin):
             ]
         )
         for e in rows.iterator(chunk_size=2000):
-            writer.writerow(
+            sheet.row(
                 [
                     e.at.astimezone(UTC).isoformat(),
-                    _cell(e.actor),
+                    e.actor,
                     e.ip,
                     e.action,
                     e.object_type,
-                    _cell(e.object_id),
-                    _cell(e.object_repr),
-                    _cell(_json(e.before)),
-                    _cell(_json(e.after)),
-                    _cell(e.reason),
-                    _cell(e.request_id),
+                    e.object_id,
+                    e.object_repr,
+                    _json(e.before),
+                    _json(e.after),
+                    e.reason,
+                    e.request_id,
                 ]
             )
-        response = HttpResponse(out.getvalue().encode(), content_type="text/csv; charset=utf-8")
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-        response["Content-Disposition"] = f'attachment; filename="audit-log-{stamp}.csv"'
-        return response
+        return sheet.response(f"audit-log-{stamp}.csv")

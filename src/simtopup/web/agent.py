@@ -9,9 +9,7 @@ reseller API calls — and show a :class:`DomainError` next to the field it conc
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import math
 import secrets
 from collections.abc import Callable
@@ -54,6 +52,7 @@ from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError
 from simtopup.core.http import client_ip
 from simtopup.core.money import format_money, to_decimal_string
+from simtopup.core.spreadsheet import Sheet
 from simtopup.core.transactions import durable
 from simtopup.devices.identifiers import rechargeable_device
 from simtopup.devices.models import Device
@@ -735,11 +734,6 @@ def transactions(request: HttpRequest, member: ResellerMember) -> HttpResponse:
     )
 
 
-def _cell(text: str) -> str:
-    """Text for a spreadsheet cell: one that starts like a formula is quoted (CSV injection)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 KIND_LABELS = {
     "float_credit": gettext_lazy("Float credited"),
     "order_payment": gettext_lazy("Top-up"),
@@ -764,10 +758,7 @@ def statement_csv(request: HttpRequest, member: ResellerMember) -> HttpResponse:
         o.pk: o for o in _orders(member).filter(pk__in={r.order_id for r in rows if r.order_id})
     }
     zone = _zone()
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.writer(out)
-    writer.writerow(
+    sheet = Sheet(
         [
             _("Time"),
             _("Type"),
@@ -789,33 +780,29 @@ def statement_csv(request: HttpRequest, member: ResellerMember) -> HttpResponse:
         return to_decimal_string(minor, reseller.currency)
 
     cur = reseller.currency
-    writer.writerow([_when(since) if since else "", _("Opening balance"), "", amount(opening), cur])
+    sheet.row([_when(since) if since else "", _("Opening balance"), "", amount(opening), cur])
     for r in rows:
         order = orders.get(r.order_id) if r.order_id else None
         sold = movement_money(r.kind, order) if order else None
-        writer.writerow(
+        sheet.row(
             [
                 f"{r.at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
                 str(KIND_LABELS.get(r.kind, r.kind)),
                 amount(r.amount),
                 amount(r.balance),
                 cur,
-                _cell((order.reference or "") if order else r.memo),
+                (order.reference or "") if order else r.memo,
                 order.device.masked if order else "",
-                _cell(order.plan.name) if order else "",
+                order.plan.name if order else "",
                 amount(sold.retail) if sold else "",
                 amount(sold.margin) if sold else "",
                 status_label(order.status) if order else "",
                 (order.receipt_no or "") if order else "",
             ]
         )
-    writer.writerow(["", _("Closing balance"), "", amount(closing), cur])
-    response = HttpResponse(out.getvalue().encode("utf-8"), content_type="text/csv; charset=utf-8")
+    sheet.row(["", _("Closing balance"), "", amount(closing), cur])
     stamp = timezone.now().astimezone(zone).strftime("%Y%m%d")
-    response["Content-Disposition"] = (
-        f'attachment; filename="statement-{reseller.code}-{stamp}.csv"'
-    )
-    return response
+    return sheet.response(f"statement-{reseller.code}-{stamp}.csv")
 
 
 # --- API keys and webhook (owners) ------------------------------------------------------------

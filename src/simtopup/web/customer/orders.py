@@ -3,8 +3,6 @@ history with its CSV export."""
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from typing import Any
 
@@ -19,6 +17,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from simtopup.core.money import format_money, to_decimal_string
+from simtopup.core.spreadsheet import Sheet
 from simtopup.orders import customer as orders
 from simtopup.orders.models import FINAL
 from simtopup.orders.receipts import format_time, normalise_language, render_receipt_pdf
@@ -207,10 +206,7 @@ def history_csv(request: HttpRequest) -> HttpResponse:
     the page's language, times in my time zone."""
     customer = me(request)
     zone = zone_of(customer)
-    buffer = io.StringIO()
-    buffer.write("\ufeff")
-    writer = csv.writer(buffer)
-    writer.writerow(
+    sheet = Sheet(
         [
             _("Order number"),
             _("Time (%(zone)s)") % {"zone": zone_name(customer)},
@@ -225,7 +221,7 @@ def history_csv(request: HttpRequest) -> HttpResponse:
     )
     methods = payment_labels()
     for o in orders.customer_orders(customer).order_by("-pk").iterator(chunk_size=500):
-        writer.writerow(
+        sheet.row(
             [
                 o.pk,
                 f"{o.created_at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
@@ -238,10 +234,7 @@ def history_csv(request: HttpRequest) -> HttpResponse:
                 o.receipt_no or "",
             ]
         )
-    response = HttpResponse(
-        buffer.getvalue().encode("utf-8"), content_type="text/csv; charset=utf-8"
-    )
     stamp = timezone.now().astimezone(zone).strftime("%Y%m%d")
-    response["Content-Disposition"] = f'attachment; filename="topup-history-{stamp}.csv"'
+    response = sheet.response(f"topup-history-{stamp}.csv")
     response["Cache-Control"] = "private, no-store"
     return response
