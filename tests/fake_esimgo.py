@@ -24,15 +24,15 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.loopback import LoopbackService
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def bundle(name: str, mb: int, days: int, price: float) -> dict[str, Any]:
     }
 
 
-class FakeEsimGo:
+class FakeEsimGo(LoopbackService):
     def __init__(self, *, hold_timeout: float = 30.0, per_page: int = 2) -> None:
         self.api_key = secrets.token_hex(16)
         self.bundles = [
@@ -75,49 +75,18 @@ class FakeEsimGo:
         self.throttle = 0
         self.retry_after = 2
         self.status_reads = 0
-        self.hold_timeout = hold_timeout
-        self.arrived = threading.Event()
-        self._lock = threading.Lock()
-        self._holding = False
         self._hold_kinds: frozenset[str] = frozenset()
-        self._released = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-esimgo", daemon=True
-        )
+        super().__init__(self._handler_class(), name="fake-esimgo", hold_timeout=hold_timeout)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v2.4/"
+        return f"{self.origin}/v2.4/"
 
     def configure(self, settings: Any, timeout: int = 10) -> None:
         settings.NETWORK_ADAPTER = "esimgo"
         settings.ESIMGO_URL = self.url
         settings.ESIMGO_API_KEY = self.api_key
         settings.UPSTREAM_TIMEOUT_SECONDS = timeout
-
-    def start(self) -> FakeEsimGo:
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self.release()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeEsimGo:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- behaviour ------------------------------------------------------------------------
 
@@ -128,11 +97,6 @@ class FakeEsimGo:
             self._holding = True
             self._released.clear()
             self.arrived.clear()
-
-    def release(self) -> None:
-        with self._lock:
-            self._holding = False
-            self._released.set()
 
     def kinds(self) -> list[str]:
         with self._lock:

@@ -27,15 +27,15 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.loopback import LoopbackService
 
 MB = 1024 * 1024
 
@@ -74,7 +74,7 @@ def package(
     }
 
 
-class FakeAiralo:
+class FakeAiralo(LoopbackService):
     def __init__(self, *, hold_timeout: float = 30.0, per_page: int = 2) -> None:
         self.client_id = "fake-" + secrets.token_hex(6)  # fresh: the SDK caches tokens by it
         self.client_secret = secrets.token_hex(16)
@@ -95,23 +95,13 @@ class FakeAiralo:
         self.usage_reads: Counter[str] = Counter()
         self.token_requests = 0
         self.lookups = 0
-        self.hold_timeout = hold_timeout
-        self.arrived = threading.Event()
-        self._lock = threading.Lock()
-        self._holding = False
-        self._released = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-airalo", daemon=True
-        )
+        super().__init__(self._handler_class(), name="fake-airalo", hold_timeout=hold_timeout)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v2/"
+        return f"{self.origin}/v2/"
 
     def settings_env(self) -> dict[str, str]:
         """The SIMTOPUP_* variables that point simtopup at this server."""
@@ -130,27 +120,6 @@ class FakeAiralo:
         settings.AIRALO_CLIENT_SECRET = self.client_secret
         settings.UPSTREAM_TIMEOUT_SECONDS = timeout
 
-    def start(self) -> FakeAiralo:
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self.release()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeAiralo:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # --- behaviour ------------------------------------------------------------------------
 
     def hold(self) -> None:
@@ -159,11 +128,6 @@ class FakeAiralo:
             self._holding = True
             self._released.clear()
             self.arrived.clear()
-
-    def release(self) -> None:
-        with self._lock:
-            self._holding = False
-            self._released.set()
 
     def calls_for(self, key: str) -> list[Call]:
         with self._lock:
