@@ -83,6 +83,24 @@ class AdapterError(Exception):
         self.retry_after = retry_after
 
 
+def linked_package(provider: str, what: str, order: Order) -> str:
+    """The provider's package that the order's plan sells (linked by ``simtopup network
+    sync-catalogue``). A plan linked to none is refused for good (``not_offered``): retrying
+    cannot make the provider sell it."""
+    from simtopup.network.models import UpstreamPackage
+
+    package_id = (
+        UpstreamPackage.objects.filter(provider=provider, plan_id=order.plan.pk)
+        .values_list("package_id", flat=True)
+        .first()
+    )
+    if package_id is None:
+        raise AdapterError(
+            f"plan {order.plan.code} is no {what}", permanent=True, code="not_offered"
+        )
+    return package_id
+
+
 class NetworkAdapter(Protocol):
     synchronous: bool
 

@@ -37,7 +37,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from simtopup.core.money import exponent
-from simtopup.network.adapters import AdapterError, Grant, Order
+from simtopup.network.adapters import AdapterError, Grant, Order, linked_package
 
 logger = logging.getLogger(__name__)
 
@@ -296,17 +296,9 @@ class AiraloAdapter:
     usage_spacing_seconds = 6.0
 
     def apply(self, order: Order) -> Grant:
-        from simtopup.network.models import UpstreamCard, UpstreamPackage
+        from simtopup.network.models import UpstreamCard
 
-        package_id = (
-            UpstreamPackage.objects.filter(provider=PROVIDER, plan_id=order.plan.pk)
-            .values_list("package_id", flat=True)
-            .first()
-        )
-        if package_id is None:
-            raise AdapterError(
-                f"plan {order.plan.code} is no Airalo package", permanent=True, code="not_offered"
-            )
+        package_id = linked_package(PROVIDER, "Airalo package", order)
         iccid = order.device.iccid or ""
         client = Client()
         ours = reference(order.pk)

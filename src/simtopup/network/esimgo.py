@@ -34,7 +34,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from simtopup.network.adapters import AdapterError, Grant, Order
+from simtopup.network.adapters import AdapterError, Grant, Order, linked_package
 from simtopup.network.airalo import Usage, retry_after
 
 logger = logging.getLogger(__name__)
@@ -232,17 +232,9 @@ class EsimGoAdapter:
     usage_spacing_seconds = 1.0
 
     def apply(self, order: Order) -> Grant:
-        from simtopup.network.models import UpstreamCard, UpstreamOrder, UpstreamPackage
+        from simtopup.network.models import UpstreamCard, UpstreamOrder
 
-        bundle = (
-            UpstreamPackage.objects.filter(provider=PROVIDER, plan_id=order.plan.pk)
-            .values_list("package_id", flat=True)
-            .first()
-        )
-        if bundle is None:
-            raise AdapterError(
-                f"plan {order.plan.code} is no eSIM Go bundle", permanent=True, code="not_offered"
-            )
+        bundle = linked_package(PROVIDER, "eSIM Go bundle", order)
         iccid = order.device.iccid or ""
         client = Client()
         made = UpstreamOrder.objects.filter(order_id=order.pk).first()
