@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from simtopup.api import upstream_webhooks
 from simtopup.api.urls import api_urlpatterns
+from simtopup.backoffice.dashboard import dashboard_view
 from simtopup.web import verify as web_verify
 from simtopup.web import views as web_views
 from simtopup.web.payment_return import payment_return
@@ -22,6 +23,8 @@ urlpatterns = [
         admin.site.admin_view(keeping_the_customer(admin.site.logout)),
         name="admin-logout",
     ),
+    # The console's dashboard (backoffice/dashboard.py), behind the console's own login.
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     # The Airalo-compatible partner API, in Airalo's shapes (partner/, docs/api.md).

@@ -140,3 +140,24 @@ def top_plans(
     plans = Plan.objects.filter(pk__in=counts, active=True, currency=reseller.currency)
     ranked = sorted(plans, key=lambda p: (-counts[p.pk], p.sort_order, p.pk))
     return ranked[:limit]
+
+
+# The console's dashboard lists the floats below this (minor units), lowest first.
+LOW_FLOAT = 100_000
+
+
+@dataclass(frozen=True)
+class Float:
+    reseller: Reseller
+    balance: int
+    low: bool
+
+
+def floats(threshold: int = LOW_FLOAT) -> list[Float]:
+    """Every reseller with its float (the ledger's cached balance), lowest first."""
+    resellers = Reseller.objects.select_related("float_account").order_by(
+        "float_account__balance", "code"
+    )
+    return [
+        Float(r, r.float_account.balance, r.float_account.balance < threshold) for r in resellers
+    ]

@@ -1,0 +1,40 @@
+"""The operator's numbers about usage: records and bytes ingested per hour of the operator's
+clock (settings.DISPLAY_TIME_ZONE), by when they were received."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncHour
+
+from simtopup.orders.receipts import customer_zone
+from simtopup.usage.models import UsageRecord
+
+
+@dataclass(frozen=True)
+class Hour:
+    start: datetime  # in the operator's zone
+    records: int
+    bytes: int
+
+
+def ingested_per_hour(since: datetime, until: datetime) -> list[Hour]:
+    """Every hour of ``[since, until)`` (empty hours included) with what was received in it."""
+    zone = customer_zone(None)
+    rows = (
+        UsageRecord.objects.filter(received_at__gte=since, received_at__lt=until)
+        .annotate(hour=TruncHour("received_at", tzinfo=zone))
+        .values("hour")
+        .annotate(records=Count("pk"), total=Sum("bytes"))
+        .order_by("hour")
+    )
+    found = {r["hour"].astimezone(zone): (r["records"], r["total"] or 0) for r in rows}
+    hours = []
+    at = since.astimezone(zone)
+    while at < until:
+        records, total = found.get(at, (0, 0))
+        hours.append(Hour(at, records, total))
+        at = (at + timedelta(hours=1)).astimezone(zone)
+    return hours
