@@ -245,8 +245,14 @@ def test_the_page_shows_the_numbers_with_links_and_safe_svg(actors: Actors) -> N
         page = response.content.decode()
         assert "12.34 CNY" in page, name
         assert "Website" in page
+        assert "Alipay" in page
     assert "Reseller floats (1 below 1000.00 CNY)" in page  # Bob's 50.00
     assert "running low" in page
+    # The window in the operator's zone: from 00:00 there, 30 days back, to tomorrow 00:00.
+    thirty = orders_reports.window("30d", now=now)
+    local = thirty.start.astimezone(SHANGHAI)
+    assert (local.hour, local.minute) == (0, 0)
+    assert f"from {local:%Y-%m-%d} 00:00 to " in page
 
     stuck_href = re.search(r'id="stuck-link" href="([^"]+)"', page)
     assert stuck_href

@@ -42,6 +42,13 @@ CHANNEL_LABELS = {
     "reseller": gettext_lazy("Reseller"),
     "auto": gettext_lazy("Automatic"),
 }
+METHOD_LABELS = {
+    "card": gettext_lazy("Card"),
+    "alipay": gettext_lazy("Alipay"),
+    "wechat_pay": gettext_lazy("WeChat Pay"),
+    "balance": gettext_lazy("Card credit"),
+    "": gettext_lazy("Reseller float"),  # a reseller's sale: paid from its float
+}
 STATUS_LABELS = {
     "awaiting_payment": gettext_lazy("Awaiting payment"),
     "paid": gettext_lazy("Paid"),
@@ -133,7 +140,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     zone = customer_zone(None)
 
     sales = {}
-    for field, labels in (("channel", CHANNEL_LABELS), ("payment_method", {})):
+    for field, labels in (("channel", CHANNEL_LABELS), ("payment_method", METHOD_LABELS)):
         rows = orders_reports.sales_by(field, window.start, window.end)
         sales[field] = {
             "rows": [
@@ -211,8 +218,9 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             for key, label in WINDOW_LABELS.items()
         ],
         "window": window,
-        "start_local": window.start.astimezone(zone),
-        "end_local": window.end.astimezone(zone),
+        # Formatted here: the template's date filter would show them in TIME_ZONE (UTC).
+        "start_local": window.start.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+        "end_local": window.end.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
         "zone": zone.key,
         "sales_channel": sales["channel"],
         "sales_method": sales["payment_method"],
