@@ -197,6 +197,7 @@ def start_payment(
         )
     payment = Payment.objects.create(
         order=order,
+        current_for=order,
         provider=provider.name,
         method=method,
         amount=order.amount,
@@ -414,8 +415,15 @@ def apply_success(
         payment, "capture", f"{payment.provider} {payment.reference} for order {payment.order_id}"
     )
     order = Order.objects.select_related("plan", "device").get(pk=payment.order_id)
-    paid = Order.objects.filter(pk=order.pk, status=OrderStatus.AWAITING_PAYMENT).update(
-        status=OrderStatus.PAID, paid_at=now
+    # Only the order's latest attempt pays it: money for an earlier, declined attempt that
+    # arrives late (the payer tried again another way meanwhile) goes back.
+    current = Payment.objects.filter(pk=payment.pk, current_for__isnull=False).exists()
+    paid = (
+        Order.objects.filter(pk=order.pk, status=OrderStatus.AWAITING_PAYMENT).update(
+            status=OrderStatus.PAID, paid_at=now
+        )
+        if current
+        else 0
     )
     if paid != 1:
         # Paid after the order was cancelled, expired or failed: the money goes back.
@@ -447,6 +455,72 @@ def apply_failure(payment: Payment, failure_code: str) -> tuple[EventOutcome, st
         failure_detail=failure_code[:300],
     )
     return EventOutcome.APPLIED, ""
+
+
+def retry_payment(
+    order_id: int,
+    provider: Provider,
+    method: str,
+    *,
+    description: str,
+    language: str = "zh-hans",
+    client_ip: str | None = None,
+    prepared: PreparedPayment | None = None,
+    surface: str | None = None,
+    payer_openid: str | None = None,
+) -> Order:
+    """Pay a declined order again, another way, in the caller's transaction: its declined
+    attempt (failed, nothing captured) stays with the order but is no longer its current
+    one, the order goes back from failed to awaiting payment (compare-and-swap) and a new
+    attempt starts. Refused, with nothing changed, once the order is paid, expired,
+    cancelled or has a live attempt."""
+    refused = DomainError(
+        "order_not_retryable", _("This order can no longer be paid another way."), 409
+    )
+    now = timezone.now()
+    # Payment row first, then order row: the same lock order as apply_success.
+    previous = Payment.objects.select_for_update().filter(current_for_id=order_id).first()
+    if (
+        previous is None
+        or previous.status != PaymentStatus.FAILED
+        or previous.captured_at is not None
+    ):
+        raise refused
+    detached = Payment.objects.filter(
+        pk=previous.pk,
+        current_for_id=order_id,
+        status=PaymentStatus.FAILED,
+        captured_at__isnull=True,
+    ).update(current_for=None)
+    reopened = Order.objects.filter(
+        pk=order_id,
+        status=OrderStatus.FAILED,
+        failure_code="payment_failed",
+        paid_at__isnull=True,
+        # Within the time an order may await its payment (sweep() expires it after that).
+        created_at__gt=now - timedelta(seconds=settings.PAYMENT_EXPIRY_SECONDS),
+    ).update(
+        status=OrderStatus.AWAITING_PAYMENT,
+        closed_at=None,
+        failure_code="",
+        failure_detail="",
+        payment_method=method,
+    )
+    if detached != 1 or reopened != 1:
+        raise refused
+    order = Order.objects.get(pk=order_id)
+    start_payment(
+        order,
+        provider,
+        method,
+        description=description,
+        language=language,
+        client_ip=client_ip,
+        prepared=prepared,
+        surface=surface,
+        payer_openid=payer_openid,
+    )
+    return order
 
 
 # --- cancelling ---------------------------------------------------------------------------
@@ -502,7 +576,7 @@ def refund_order(order: Order, reason: str) -> None:
         order.status = OrderStatus.REFUNDED
         tell_customer(order, "refund_issued")
         return
-    payment = Payment.objects.get(order=order)
+    payment = Payment.objects.get(current_for=order)
     if _start_refund(payment, reason) is None:
         # A paid order's payment is captured and refunded only here: anything else is a bug,
         # and rolling back keeps its money where check-ledger can see it.
@@ -718,7 +792,7 @@ def _flag_answer(
 
 def expire_order(order_id: int) -> str:
     """An order not paid in time: ask the provider once more, then cancel it."""
-    payment = Payment.objects.filter(order_id=order_id).first()
+    payment = Payment.objects.filter(current_for_id=order_id).first()
     if payment is not None and payment.status == PaymentStatus.PENDING:
         answer = _query_and_apply(payment)
         if answer not in ("pending", "unknown", "error", "no_query"):

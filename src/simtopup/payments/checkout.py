@@ -27,6 +27,7 @@ from simtopup.payments.actions import (
     PreparedPayment,
     cancel_awaiting_order,
     prepare_payment,
+    retry_payment,
     start_payment,
 )
 from simtopup.payments.providers.base import Provider
@@ -146,3 +147,67 @@ def cancel_order(customer: Customer, order_id: int) -> Order:
         raise DomainError("order_not_cancellable", _("This order can no longer be cancelled."), 409)
     cancel_awaiting_order(order, "cancelled")
     return get_customer_order(customer, order_id)
+
+
+def _retry_provider(order: Order, payment_method: str) -> Provider:
+    """The provider for paying ``order`` again: refused at once (nothing asked of any
+    provider) unless its payment was declined; the card's credit is not a retry."""
+    if order.status != OrderStatus.FAILED or order.failure_code != "payment_failed":
+        raise DomainError(
+            "order_not_retryable", _("This order can no longer be paid another way."), 409
+        )
+    if payment_method == BALANCE:
+        raise DomainError(
+            "payment_method_not_retryable",
+            _("The card's credit cannot pay this order again. Please place a new order."),
+            422,
+        )
+    return provider_for(payment_method)
+
+
+def prepare_retry(
+    order: Order,
+    payment_method: str,
+    *,
+    client_ip: str | None = None,
+    surface: str | None = None,
+    payer_openid: str | None = None,
+) -> PreparedPayment:
+    """Before :func:`retry_order`'s transaction: the provider creates the new attempt."""
+    provider = _retry_provider(order, payment_method)
+    return prepare_payment(
+        provider,
+        payment_method,
+        order.amount,
+        order.currency,
+        description=_description(order.customer, order.device, order.plan),
+        language=_language(order.customer),
+        client_ip=client_ip,
+        surface=surface,
+        payer_openid=payer_openid,
+    )
+
+
+def retry_order(
+    order: Order,
+    payment_method: str,
+    *,
+    prepared: PreparedPayment | None = None,
+    client_ip: str | None = None,
+    surface: str | None = None,
+    payer_openid: str | None = None,
+) -> Order:
+    """Pay a declined order again with ``payment_method`` (caller's transaction): the same
+    order, a new payment attempt (``actions.retry_payment``)."""
+    provider = _retry_provider(order, payment_method)
+    return retry_payment(
+        order.pk,
+        provider,
+        payment_method,
+        description=_description(order.customer, order.device, order.plan),
+        language=_language(order.customer),
+        client_ip=client_ip,
+        prepared=prepared,
+        surface=surface,
+        payer_openid=payer_openid,
+    )

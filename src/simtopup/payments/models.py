@@ -24,9 +24,17 @@ OPEN = (PaymentStatus.PENDING, PaymentStatus.CANCELLED, PaymentStatus.FAILED)
 
 
 class Payment(models.Model):
-    """One attempt to take an order's money through a provider (one per order)."""
+    """One attempt to take an order's money through a provider. An order has one attempt,
+    and another only after a declined one (``actions.retry_payment``): ``order`` is every
+    attempt's order, ``current_for`` only the order's latest attempt's — ``order.payment`` is
+    that attempt, earlier ones are ``order.payments``. At most one attempt of an order is
+    pending (the partial unique constraint); at most one can pay the order (its
+    awaiting → paid compare-and-swap), any other money that arrives is refunded."""
 
-    order = models.OneToOneField(Order, on_delete=models.PROTECT, related_name="payment")
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="payments")
+    current_for = models.OneToOneField(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="payment"
+    )
     provider = models.CharField(max_length=20)
     method = models.CharField(max_length=20)
     status = models.CharField(
@@ -52,7 +60,16 @@ class Payment(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gt=0), name="payments_amount_positive")
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payments_amount_positive"),
+            models.UniqueConstraint(
+                fields=["order"],
+                condition=Q(status="pending"),
+                name="payments_one_pending_attempt_per_order",
+            ),
+            models.CheckConstraint(
+                condition=Q(current_for__isnull=True) | Q(current_for=models.F("order")),
+                name="payments_current_attempt_of_its_order",
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "next_check_at"]),
