@@ -240,14 +240,17 @@ def test_a_declined_payment_says_nothing_was_charged_and_offers_the_other_ways(
     assert heading in body
     assert "refunded" not in body.lower()
     assert "退款" not in body
-    buttons = re.findall(r'<a class="button[^"]*" href="([^"]+)" data-method="([^"]+)"', body)
+    buttons = re.findall(
+        r'<form method="post" action="([^"]+)">.*?data-method="([^"]+)"', body, re.S
+    )
     # The other ways first, for a phone; the declined card last.
     assert [m for _url, m in buttons] == ["alipay", "wechat_pay", "card"]
     token_q = query_of(status_url, "t")
     polled = client.get(f"/orders/{order.pk}/status.json?t={token_q}").json()
     assert (polled["label"], polled["final"]) == (label, True)
 
-    # One tap: a new confirmation of the same card and plan, Alipay preselected; Pay places it.
+    # An old link (GET): a new confirmation of the same card and plan, Alipay preselected;
+    # Pay places it. The buttons post to the same order (tests/test_payment_retry.py).
     retry_url = buttons[0][0].replace("&amp;", "&")
     confirm = client.get(retry_url, headers={"User-Agent": IPHONE})
     assert confirm.status_code == 302

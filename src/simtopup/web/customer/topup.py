@@ -440,13 +440,18 @@ def buy_again(request: HttpRequest) -> HttpResponse:
 # --- another way to pay, after a decline -------------------------------------------------
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 def retry(request: HttpRequest, order_id: int) -> HttpResponse:
-    """``/topup/retry/<order>?m=<method>``: a payment that was declined (or never made) is
-    tried again another way — a new confirmation of the same card and plan at today's price,
-    with that method preselected; one tap on "Pay" places it. An order that was paid goes
-    back to its status page: nothing is offered twice."""
+    """``/topup/retry/<order>?m=<method>``: a payment that was declined is tried again
+    another way. POST (the declined page's buttons) with Alipay, WeChat Pay or card: the
+    same order, a new payment attempt, off to its payment page. The card's credit, or a GET
+    (an old link): a new confirmation of the same card and plan at today's price, with that
+    method preselected. An order that was paid goes back to its status page: nothing is
+    offered twice."""
     order, _token = visible_order(request, order_id)
+    method = request.GET.get("m", "")
+    if request.method == "POST" and method in METHODS:
+        return _retry_same_order(request, order, method)
     if payment_state.state_of(order) not in ("declined", "cancelled"):
         return HttpResponseRedirect(status_url(order))
     customer = current_customer(request)
@@ -462,10 +467,35 @@ def retry(request: HttpRequest, order_id: int) -> HttpResponse:
         messages.error(request, str(exc.message))
         return redirect(f"{reverse('web:topup-device')}?{urlencode({'plan': plan.code})}")
     query = {"c": confirmation}
-    method = request.GET.get("m", "")
     if method in (*METHODS, BALANCE):
         query["m"] = method
     return redirect(f"{reverse('web:topup-confirm')}?{urlencode(query)}")
+
+
+def _retry_same_order(request: HttpRequest, order: Order, method: str) -> HttpResponse:
+    """Pay the declined ``order`` again with ``method``: the provider creates the attempt
+    first (no lock waits on it), then the order takes it (payments.checkout.retry_order);
+    refused with its reason on the status page when the order is no longer retryable."""
+    surface = surface_of(request.headers.get("User-Agent"))
+    payer_ip = client_ip(request)
+    openid = _payer_openid(request)
+    try:
+        prepared = checkout.prepare_retry(
+            order, method, client_ip=payer_ip, surface=surface, payer_openid=openid
+        )
+        with transaction.atomic(durable=True):
+            checkout.retry_order(
+                order,
+                method,
+                prepared=prepared,
+                client_ip=payer_ip,
+                surface=surface,
+                payer_openid=openid,
+            )
+    except DomainError as exc:
+        messages.error(request, str(exc.message))
+        return HttpResponseRedirect(status_url(order))
+    return _next_step(Order.objects.select_related("payment").get(pk=order.pk))
 
 
 # --- WeChat Pay inside WeChat: the payer's openid -----------------------------------------
