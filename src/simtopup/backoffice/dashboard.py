@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
@@ -132,6 +133,17 @@ def _changelist(model: str, **params: str) -> str:
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm(PERMISSION):
         raise PermissionDenied
+    context = {
+        **admin.site.each_context(request),
+        "title": _("Dashboard"),
+        **dashboard_context(request),
+    }
+    return TemplateResponse(request, "backoffice/dashboard.html", context)
+
+
+def dashboard_context(request: HttpRequest) -> dict[str, Any]:
+    """The dashboard's numbers for ``?window=`` (today, 7d, 30d), for the template
+    backoffice/dashboard_body.html (the caller checks PERMISSION)."""
     name = request.GET.get("window", "today")
     if name not in orders_reports.WINDOW_DAYS:
         name = "today"
@@ -210,9 +222,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         [h.start.strftime(hour_format) for h in hours],
     )
 
-    context = {
-        **admin.site.each_context(request),
-        "title": _("Dashboard"),
+    return {
         "windows": [
             {"name": key, "label": label, "current": key == name}
             for key, label in WINDOW_LABELS.items()
@@ -249,4 +259,3 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "usage_records": sum(h.records for h in hours),
         "usage_bytes": sum(h.bytes for h in hours),
     }
-    return TemplateResponse(request, "backoffice/dashboard.html", context)
