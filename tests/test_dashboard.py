@@ -289,3 +289,38 @@ def test_the_page_needs_the_permission(db: None) -> None:
     anonymous = Client().get("/admin/dashboard/")
     assert anonymous.status_code == 302
     assert "/admin/login/" in anonymous["Location"]
+
+
+def test_the_console_home_shows_the_dashboard_to_who_may_see_it(actors: Actors) -> None:
+    from django.contrib import admin
+    from django.test import RequestFactory
+
+    from simtopup.backoffice.dashboard import home_context
+
+    order(actors, timezone.now() - timedelta(seconds=5), channel="web", amount=4321)
+    pages = {}
+    for who, perms in (
+        ("finance", ["ledger.view_account", "orders.view_order"]),
+        ("support", ["orders.view_order"]),
+    ):
+        user = User.objects.create_user(f"home-{who}", password="pw-x", is_staff=True)
+        for perm in perms:
+            app, codename = perm.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app, codename=codename)
+            )
+        request = RequestFactory().get("/admin/")
+        request.user = User.objects.get(pk=user.pk)
+        site = admin.site
+        template = site.index_template
+        site.index_template = "backoffice/index.html"
+        try:
+            response = site.index(request, extra_context=home_context(request))
+            pages[who] = response.render().content.decode()
+        finally:
+            site.index_template = template
+    assert "43.21 CNY" in pages["finance"]
+    assert 'href="/admin/dashboard/"' in pages["finance"]
+    assert "43.21 CNY" not in pages["support"]
+    assert "Sales and revenue by channel" not in pages["support"]
+    assert 'href="/admin/orders/order/"' in pages["support"]  # the index is still there

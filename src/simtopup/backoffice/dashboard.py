@@ -259,3 +259,11 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         "usage_records": sum(h.records for h in hours),
         "usage_bytes": sum(h.bytes for h in hours),
     }
+
+
+def home_context(request: HttpRequest) -> dict[str, Any]:
+    """What the console's index (backoffice/index.html) adds: the dashboard, for staff who
+    may see it; nothing for the others."""
+    if not request.user.has_perm(PERMISSION):
+        return {}
+    return {"dashboard": True, "dashboard_title": _("Dashboard"), **dashboard_context(request)}
