@@ -95,7 +95,7 @@ def no_english(page: Any) -> None:
     """No English sentence left on a zh-Hans page (identifiers and brand names aside)."""
     text = page.inner_text("main")
     words = re.findall(r"(?<![\w-])[A-Za-z]{4,}(?![\w-])", text)  # not in plan codes
-    words = [w for w in words if w not in ("ICCID", "IMEI")]
+    words = [w for w in words if w not in ("ICCID", "IMEI", "WiFi")]  # 随身WiFi
     assert words == [], words
 
 
@@ -400,3 +400,20 @@ def test_6_words_and_forms_landing_on_their_result_on_a_desktop(site: str, brows
     assert page.evaluate("window.scrollY") > 0  # scrolled down to it
     no_raw_template(page)
     page.screenshot(path=str(shot(page, "issue13-6-desktop-en")).replace(".png", "-screen.png"))
+
+
+def test_6_the_check_digit_in_words_on_a_phone(site: str, browse: Any) -> None:
+    page = browse("phone-zh")
+    page.goto(f"{site}/topup/device?plan=day-1g")
+    number = iccid(1)
+    page.fill("#id_device", number[:-1] + str((int(number[-1]) + 1) % 10))
+    page.click("form.card button[type=submit]")
+    error = page.locator("#id_device_error")
+    error.wait_for()
+    assert "最后一位数字对不上——请核对号码" in error.inner_text()
+    assert "Luhn" not in page.content()
+    in_viewport(page, "#id_device_error")
+    in_viewport(page, "form.card button[type=submit]")
+    no_raw_template(page)
+    no_english(page)
+    shot(page, "issue13-6-phone-zh")
