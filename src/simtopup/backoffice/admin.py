@@ -1,5 +1,9 @@
 """The operator console: Django admin over every domain, read-only where value moves.
 
+Each page needs its model's Django permission (view, add, change, delete) and each action
+states its own (``permissions=[…]`` → ``has_<name>_permission``): the staff roles that hold
+them are defined in backoffice/roles.py.
+
 Value never moves from here except through domain actions (admin actions call them), so the
 ledger stays provable: transfers, usage records and orders cannot be edited by hand.
 Every save, delete and action here writes the audit log (backoffice/audited.py), which the
@@ -23,7 +27,10 @@ from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import revoke_token
 from simtopup.audit.log import REDACTED, from_request, record
 from simtopup.audit.models import Action
-from simtopup.backoffice import audit_log  # noqa: F401  (registers the audit log's admin)
+from simtopup.backoffice import (
+    audit_log,  # noqa: F401  (registers the audit log's admin)
+    roles,
+)
 from simtopup.backoffice.audited import AuditedAdmin, audited_action
 from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.errors import DomainError
@@ -227,7 +234,10 @@ class ResellerAdmin(AuditedAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Reseller]:
         return super().get_queryset(request).select_related("float_account")
 
-    @admin.action(description="Suspend selected resellers")
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(roles.SUSPEND_RESELLER)
+
+    @admin.action(description="Suspend selected resellers", permissions=["suspend"])
     def suspend_selected(self, request: HttpRequest, queryset: QuerySet[Reseller]) -> None:
         n = 0
         for reseller in queryset:
@@ -242,7 +252,7 @@ class ResellerAdmin(AuditedAdmin):
                     )
         self.message_user(request, f"{n} reseller(s) suspended.", messages.SUCCESS)
 
-    @admin.action(description="Reinstate selected resellers")
+    @admin.action(description="Reinstate selected resellers", permissions=["suspend"])
     def reinstate_selected(self, request: HttpRequest, queryset: QuerySet[Reseller]) -> None:
         n = 0
         for reseller in queryset:
@@ -386,7 +396,10 @@ class AppTokenAdmin(AuditedAdmin, ReadOnlyAdmin):
     exclude = ["token_hash"]
     actions = ["revoke"]
 
-    @admin.action(description="Revoke the selected tokens at once")
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(roles.REVOKE_APP_TOKEN)
+
+    @admin.action(description="Revoke the selected tokens at once", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[AppToken]) -> None:
         done = 0
         for token in queryset:
@@ -455,7 +468,12 @@ class PaymentEventAdmin(AuditedAdmin, ReadOnlyAdmin):
     search_fields = ["event_id", "payment__reference"]
     actions = ["mark_reviewed"]
 
-    @admin.action(description="Mark the selected flagged notifications as reviewed")
+    def has_review_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(roles.REVIEW_PAYMENT_EVENT)
+
+    @admin.action(
+        description="Mark the selected flagged notifications as reviewed", permissions=["review"]
+    )
     def mark_reviewed(self, request: HttpRequest, queryset: QuerySet[PaymentEvent]) -> None:
         # Only the review is recorded: a flagged notification never moves money or orders.
         pending = queryset.filter(flagged_at__isnull=False, reviewed_at__isnull=True)
