@@ -112,6 +112,16 @@ def test_declined_then_paid_another_way_on_the_same_order(actors: Actors) -> Non
     assert_ledger_clean()
 
 
+def test_the_declined_page_lets_its_buttons_post_from_our_origin(actors: Actors) -> None:
+    # no-referrer would make a browser send "Origin: null" with the buttons' POST, which the
+    # CSRF check refuses (seen in tests/e2e/test_e2e_pay_surface.py); same-origin keeps the
+    # signed link on this site and the Origin ours.
+    client = browser()
+    _order, status_url = declined(client, actors.device.iccid)
+    page = client.get(status_url, headers={"User-Agent": IPHONE})
+    assert page["Referrer-Policy"] == "same-origin"
+
+
 def test_another_method_becomes_the_orders_method(actors: Actors) -> None:
     client = browser()
     order, status_url = declined(client, actors.device.iccid)

@@ -98,7 +98,9 @@ def status(request: HttpRequest, order_id: int) -> HttpResponse:
     }
     response = render(request, "web/customer/order_status.html", context)
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"  # the signed link stays here
+    # The signed link stays on this site; same-origin, not no-referrer, so that the retry
+    # buttons' POST carries our Origin (no-referrer sends "null", which CSRF refuses).
+    response["Referrer-Policy"] = "same-origin"
     response["X-Robots-Tag"] = "noindex"
     return response
 
