@@ -95,7 +95,7 @@ def no_english(page: Any) -> None:
     """No English sentence left on a zh-Hans page (identifiers and brand names aside)."""
     text = page.inner_text("main")
     words = re.findall(r"(?<![\w-])[A-Za-z]{4,}(?![\w-])", text)  # not in plan codes
-    words = [w for w in words if w not in ("ICCID", "IMEI", "WiFi")]  # 随身WiFi
+    words = [w for w in words if w not in ("ICCID", "IMEI", "WiFi", "eSIM")]  # 随身WiFi, eSIM
     assert words == [], words
 
 
@@ -417,3 +417,26 @@ def test_6_the_check_digit_in_words_on_a_phone(site: str, browse: Any) -> None:
     no_raw_template(page)
     no_english(page)
     shot(page, "issue13-6-phone-zh")
+
+
+def test_2_and_3_the_card_page_and_buy_again_on_an_iphone(site: str, browse: Any) -> None:
+    """test_e2e_one_tap.py walks these at phone size with a desktop browser's User-Agent;
+    here a phone's, whose confirmation also orders the methods for a phone."""
+    page = browse("phone-zh")
+    _me, device, _other = a_customer_with_a_pass(site, page)
+    page.goto(f"{site}/my/devices/{device.pk}")
+    assert page.inner_text("[data-testid=remaining]").strip() == "20 GB"
+    for selector in ("[data-testid=remaining]", "[data-testid=days-left]", "[data-testid=topup]"):
+        in_viewport(page, selector)
+    assert not page.locator("details.ids dd", has_text=device.eid).is_visible()
+    no_raw_template(page)
+    no_english(page)
+    shot(page, "issue13-2-phone-zh")
+    page.click("[data-testid=buy-again]")
+    page.wait_for_selector("form.pay")
+    assert page.inner_text("[data-testid=device]").startswith(device.masked)
+    assert page.inner_text("[data-testid=price]").strip() == "¥59.00"
+    assert methods(page)[:2] == [("alipay", True), ("wechat_pay", False)]
+    in_viewport(page, "form.pay button[type=submit]")
+    no_english(page)
+    shot(page, "issue13-3-phone-zh")
