@@ -28,6 +28,7 @@ from simtopup.core.unavailable import RETRY_AFTER_SECONDS, database_unavailable
 from simtopup.devices.models import Device
 from simtopup.orders.models import Order
 from simtopup.resellers import fast_sale
+from tests.staff_support import verify_console
 from tests.support import Actors, float_of, network_get, post_json
 
 PROBLEM = "application/problem+json"
@@ -367,8 +368,8 @@ def test_the_operator_console_answers_an_html_503_while_the_database_is_down(
     outage_actors: Actors,
 ) -> None:
     operator = client()
-    operator.force_login(
-        get_user_model().objects.create_superuser("operator", "op@example.com", "pw")
+    verify_console(
+        operator, get_user_model().objects.create_superuser("operator", "op@example.com", "pw")
     )
     assert operator.get("/admin/").status_code == 200
     with database_down():

@@ -20,6 +20,7 @@ from simtopup.devices.binding import pin_matches
 from simtopup.devices.models import Device, DeviceStatus
 from simtopup.resellers.actions import credit_float
 from simtopup.resellers.models import ResellerStatus
+from tests.staff_support import add_authenticator, code_of, console_client
 from tests.support import Actors, float_of
 
 IP = "203.0.113.9"
@@ -27,9 +28,7 @@ IP = "203.0.113.9"
 
 def operator(name: str = "operator") -> tuple[User, Client]:
     user = User.objects.create_superuser(name, f"{name}@example.com", "pw-operator-1")
-    client = Client(REMOTE_ADDR=IP)
-    client.force_login(user)
-    return user, client
+    return user, console_client(user, REMOTE_ADDR=IP)
 
 
 def entries(action: Action) -> list[AuditEntry]:
@@ -242,6 +241,7 @@ def test_a_console_action_and_its_audit_row_are_one_transaction(actors: Actors) 
 @pytest.mark.django_db
 def test_staff_logins_and_failed_logins_are_recorded(db: None) -> None:
     staff = User.objects.create_user("li.wei", password="right-pw-123", is_staff=True)
+    device = add_authenticator(staff)
     browser = Client(REMOTE_ADDR=IP)
     wrong = browser.post("/admin/login/", {"username": "li.wei", "password": "wrong"})
     assert wrong.status_code == 200
@@ -253,7 +253,10 @@ def test_staff_logins_and_failed_logins_are_recorded(db: None) -> None:
     browser.post("/admin/login/", {"username": "ghost", "password": "x"})
     assert [e.after for e in entries(Action.STAFF_LOGIN_FAILED)][1] == {"username": "ghost"}
 
-    right = browser.post("/admin/login/", {"username": "li.wei", "password": "right-pw-123"})
+    right = browser.post(
+        "/admin/login/",
+        {"username": "li.wei", "password": "right-pw-123", "otp_token": code_of(device)},
+    )
     assert right.status_code == 302
     [login] = entries(Action.STAFF_LOGIN)
     assert (login.actor, login.ip) == (staff_actor(staff), IP)
@@ -320,8 +323,7 @@ def test_the_list_and_the_csv_export_for_staff_only(actors: Actors) -> None:
         response = outsider.get(path)
         assert response.status_code == 302, path
         assert "/admin/login/" in response["Location"], path
-    clerk = Client()
-    clerk.force_login(User.objects.create_user("clerk", password="pw-clerk-1", is_staff=True))
+    clerk = console_client(User.objects.create_user("clerk", password="pw-clerk-1", is_staff=True))
     assert clerk.get("/admin/audit/auditentry/").status_code == 403
     assert clerk.get("/admin/audit/auditentry/export.csv").status_code == 403
 

@@ -9,14 +9,13 @@ from django.test import Client, TestCase
 from simtopup.accounts.models import AppToken
 from simtopup.payments.models import Payment, PaymentEvent
 from tests.payments_support import app, make_customer, pay_on_page, post_json, run_tasks
+from tests.staff_support import console_client
 from tests.support import Actors
 
 
 def operator() -> Client:
     user = User.objects.create_superuser("operator", "op@example.com", "pw-not-used")
-    client = Client()
-    client.force_login(user)
-    return client
+    return console_client(user)
 
 
 def test_the_console_lists_customer_payments_read_only(actors: Actors, settings) -> None:

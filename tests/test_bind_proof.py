@@ -35,6 +35,7 @@ from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device
 from simtopup.ops.management.commands.demo import demo_iccid
 from simtopup.orders.models import Order
+from tests.staff_support import verify_console
 from tests.support import Actors, eid, iccid, post_json, reseller_client, run_worker
 from tests.test_app_auth import assert_problem
 from tests.test_concurrency import run_concurrently
@@ -573,7 +574,7 @@ def test_the_console_shows_whether_a_card_has_a_pin_and_can_set_one(db: None) ->
     with_pin = create_device(kind="sim", iccid=iccid(601), pin=PIN)
     without = create_device(kind="sim", iccid=iccid(602))
     operator = Client()
-    operator.force_login(User.objects.create_superuser("operator", "op@example.com", "x"))
+    verify_console(operator, User.objects.create_superuser("operator", "op@example.com", "x"))
     listing = operator.get("/admin/devices/device/")
     assert listing.status_code == 200
     assert listing.content.decode().count('alt="True"') == 1  # the binding PIN column

@@ -213,6 +213,14 @@ def test_demo_prints_the_first_hours_logins_and_three_kinds_of_card(
     # The operator logs in to the console with the printed password.
     _url, user, operator_password = lines["operator"].groups()  # type: ignore[union-attr]
     assert Client().login(username=user, password=operator_password)
+    # The console wants a second factor: at the first login, the authenticator's enrolment.
+    console = Client()
+    first = console.post(
+        "/admin/login/", {"username": user, "password": operator_password, "otp_token": ""}
+    )
+    assert first.status_code == 302, first.content
+    assert first["Location"] == "/admin/enrol/"
+    assert console.get("/admin/enrol/").status_code == 200
     # Each printed ID with its PIN names a card of its kind.
     for kind in ("esim", "sim", "hotspot"):
         number, pin = lines[kind].groups()[:2]  # type: ignore[union-attr]

@@ -23,6 +23,7 @@ from simtopup.payments.models import Payment, PaymentEvent, PaymentStatus, Refun
 from simtopup.resellers import reports as resellers_reports
 from simtopup.usage import reports as usage_reports
 from simtopup.usage.models import UsageRecord
+from tests.staff_support import console_client
 from tests.support import Actors
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -220,9 +221,7 @@ def staff(perms: list[str]) -> Client:
         user.user_permissions.add(
             Permission.objects.get(content_type__app_label=app, codename=codename)
         )
-    client = Client()
-    client.force_login(user)
-    return client
+    return console_client(user)
 
 
 def test_the_page_shows_the_numbers_with_links_and_safe_svg(actors: Actors) -> None:

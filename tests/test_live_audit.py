@@ -32,6 +32,7 @@ from simtopup.ops import janitor
 from simtopup.ops.janitor import maybe_audit_ledger, run_janitor
 from simtopup.orders.models import Channel, Order, OrderStatus
 from simtopup.resellers.actions import credit_float, sell_topup
+from tests.staff_support import verify_console
 from tests.support import Actors
 
 CLEARING = "system:order_clearing:CNY"
@@ -422,7 +423,7 @@ def test_the_operator_console_lists_audits_read_only(
     monkeypatch.setattr(audit_module, "EXTRA_CHECKS", [lambda: ["usage: bundle 7 over-drained"]])
     row = record_audit()
     console = Client()
-    console.force_login(User.objects.create_superuser("operator", "op@example.com", "unused"))
+    verify_console(console, User.objects.create_superuser("operator", "op@example.com", "unused"))
     listing = console.get("/admin/ledger/ledgeraudit/")
     assert listing.status_code == 200
     assert "1 ledger audit" in listing.content.decode()

@@ -39,6 +39,7 @@ from tests.payments_support import (
     sandbox_direct,
     sandbox_notification,
 )
+from tests.staff_support import console_client
 from tests.support import Actors
 
 pytestmark = pytest.mark.usefixtures("sandbox_direct")
@@ -285,9 +286,7 @@ def test_a_refund_we_never_made_is_flagged(actors: Actors) -> None:
 
 def operator() -> Client:
     user = User.objects.create_superuser("operator-h9", "op-h9@example.com", "pw-not-used")
-    client = Client()
-    client.force_login(user)
-    return client
+    return console_client(user)
 
 
 def flagged_gauge() -> int:

@@ -15,6 +15,7 @@ from simtopup.notifications.senders import Message, SendError
 from simtopup.support.models import ReplyChannel, SupportTicket
 from simtopup.web.session import SESSION_KEY
 from tests.customer_support import captured_messages
+from tests.staff_support import verify_console
 from tests.web_home_support import HTML_LANG, LANGUAGES, client_in, csrf_token, field_errors, page
 
 GOOD = {
@@ -218,7 +219,7 @@ def test_the_contact_form_needs_the_csrf_token(db: None) -> None:
 def test_the_operator_sees_tickets_in_the_console(db: None) -> None:
     send(client_in("en"), GOOD)
     console = Client()
-    console.force_login(User.objects.create_superuser("operator", "op@example.com", "pw"))
+    verify_console(console, User.objects.create_superuser("operator", "op@example.com", "pw"))
     response = console.get("/admin/support/supportticket/")
     assert response.status_code == 200
     assert "+8613800138000" in page(response)

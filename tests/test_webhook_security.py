@@ -46,6 +46,7 @@ from simtopup.resellers.actions import set_webhook
 from simtopup.resellers.models import DeliveryStatus, Reseller, WebhookDelivery
 from simtopup.resellers.webhooks import deliver, is_public_address, queue_event
 from tests.payments_support import app, bind, make_customer, pay_on_page, sandbox_direct
+from tests.staff_support import verify_console
 from tests.support import Actors, post_json, reseller_client, run_worker
 
 __all__ = ["sandbox_direct"]
@@ -347,7 +348,7 @@ def test_the_operator_console_refuses_a_private_webhook_url(
     actors: Actors, dns: dict[str, Any]
 ) -> None:
     console = Client()
-    console.force_login(User.objects.create_superuser("op", "op@example.com", "pw-not-used"))
+    verify_console(console, User.objects.create_superuser("op", "op@example.com", "pw-not-used"))
     path = f"/admin/resellers/reseller/{actors.alice.pk}/change/"
     form = {"name": "Alice Mobile", "currency": "CNY", "discount_bps": "800", "webhook_secret": ""}
     refused = console.post(path, {**form, "webhook_url": "https://169.254.169.254/latest/"})

@@ -281,6 +281,20 @@ AGENT_LOGIN_USER_IP_LIMITS = envlist("AGENT_LOGIN_USER_IP_LIMITS", "5/900,10/360
 AGENT_LOGIN_USER_LIMITS = envlist("AGENT_LOGIN_USER_LIMITS", "100/3600,300/86400")
 AGENT_LOGIN_IP_LIMITS = envlist("AGENT_LOGIN_IP_LIMITS", "30/900,300/86400")
 
+# --- the operator console (backoffice/) ----------------------------------------------------
+# Failed staff logins (a wrong password or code), "<count>/<seconds>" each, counted before the
+# password is checked and given back when the login succeeds: per user name from one client
+# address, per user name from all addresses, per client address (IPv6 per /64).
+STAFF_LOGIN_USER_IP_LIMITS = envlist("STAFF_LOGIN_USER_IP_LIMITS", "5/900,10/3600,20/86400")
+STAFF_LOGIN_USER_LIMITS = envlist("STAFF_LOGIN_USER_LIMITS", "50/3600,100/86400")
+STAFF_LOGIN_IP_LIMITS = envlist("STAFF_LOGIN_IP_LIMITS", "30/900,300/86400")
+# A staff login ends after this many minutes without a console request.
+STAFF_IDLE_MINUTES = envint("STAFF_IDLE_MINUTES", 30)
+# How long a one-time enrolment link (`simtopup staff add` / `staff link`) can be used.
+STAFF_ENROL_HOURS = envint("STAFF_ENROL_HOURS", 72)
+# The name authenticator apps show beside a staff member's codes.
+OTP_TOTP_ISSUER = OPERATOR_NAME
+
 # --- customer service: the help page's contact form (support/, web/help.py) ---------------
 # Where new support tickets are emailed (through the email sender); empty: stored and logged only.
 SUPPORT_EMAIL = env("SUPPORT_EMAIL", "")
@@ -290,12 +304,17 @@ SUPPORT_IP_LIMITS = envlist("SUPPORT_IP_LIMITS", "5/3600,20/86400")
 VERIFY_IP_LIMITS = envlist("VERIFY_IP_LIMITS", "30/60,300/86400")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with the console's two-factor site as admin.site.
+    "simtopup.backoffice.admin_config.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Second factors of staff logins: authenticator apps (TOTP) and recovery codes.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "django_tasks_db",
     "ninja",  # its static files: Swagger UI for /api/docs, served by us (CSP: no CDN)
     "simtopup.core",
@@ -346,6 +365,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): the second factor of this session (the console needs it).
+    "django_otp.middleware.OTPMiddleware",
+    # Staff sessions end after STAFF_IDLE_MINUTES without a console request.
+    "simtopup.backoffice.idle.StaffIdleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 

@@ -15,6 +15,7 @@ from simtopup.orders.models import Order, OrderStatus
 from simtopup.payments.models import Payment, PaymentStatus
 from simtopup.usage.models import UsageRecord
 from tests.e2e.conftest import shot
+from tests.staff_support import verify_console
 
 PERMISSIONS = [
     ("ledger", "view_account"),
@@ -86,8 +87,7 @@ def test_the_dashboard_in_english_and_chinese(site: str, desktop: Any) -> None:
         user.user_permissions.add(
             Permission.objects.get(content_type__app_label=app, codename=codename)
         )
-    client = Client()
-    client.force_login(user)
+    client = verify_console(Client(), user)  # both factors (tests/staff_support.py)
     session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
     complaints: list[str] = []
 

@@ -222,6 +222,10 @@ class Command(BaseCommand):
             f"  operator console: {site}/admin/  user: operator"
             f"  password: {operator_password}{_unless_changed(operator_created)}"
         )
+        self.stdout.write(
+            "    and a second factor: at the first login leave the code empty and scan the QR"
+            " code shown with an authenticator app (its key also works with `oathtool --totp -b`)"
+        )
         self.stdout.write(f"  demo reseller API key: {api_key}")
         self.stdout.write(
             f"    try: curl -H 'Authorization: Bearer {api_key}' {site}/reseller/v1/plans"

@@ -1,0 +1,188 @@
+"""The console's admin site (``admin.site``, made by admin_config.ConsoleAdminConfig): a staff
+member gets in only with a password and a second factor (backoffice/two_factor.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import segno
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+
+from simtopup.backoffice import two_factor
+
+
+class LoginForm(forms.Form):
+    username = forms.CharField(
+        label=gettext_lazy("User name"),
+        max_length=150,
+        widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}),
+    )
+    password = forms.CharField(
+        label=gettext_lazy("Password"),
+        max_length=200,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+    otp_token = forms.CharField(
+        label=gettext_lazy("Code from your authenticator app, or a recovery code"),
+        required=False,
+        max_length=20,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "size": 10}
+        ),
+    )
+
+
+class ConfirmForm(forms.Form):
+    otp_token = forms.CharField(
+        label=gettext_lazy("The code your authenticator app shows now"),
+        max_length=20,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
+        ),
+    )
+
+
+class ConsoleSite(admin.AdminSite):
+    site_header = "simtopup operator console"
+    site_title = "simtopup"
+    # The home page: the dashboard above the app list, for staff who may see it.
+    index_template = "backoffice/index.html"
+
+    def index(self, request: HttpRequest, extra_context: Any = None) -> TemplateResponse:
+        from simtopup.backoffice.dashboard import home_context
+
+        return super().index(
+            request, extra_context={**home_context(request), **(extra_context or {})}
+        )
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        user = request.user
+        verified = getattr(user, "is_verified", None)
+        return super().has_permission(request) and verified is not None and bool(verified())
+
+    def get_urls(self) -> list[Any]:
+        own: list[URLPattern] = [
+            path("enrol/", self.enrol, name="enrol"),
+            path("enrol/recovery-codes/", self.recovery_codes, name="recovery-codes"),
+        ]
+        return own + super().get_urls()
+
+    def _next(self, request: HttpRequest) -> str:
+        target = request.POST.get("next") or request.GET.get("next") or ""
+        if target and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return target
+        return reverse("admin:index", current_app=self.name)
+
+    def login(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        return _login(request, self, extra_context)
+
+    def enrol(self, request: HttpRequest) -> HttpResponse:
+        return _enrol(request, self)
+
+    def recovery_codes(self, request: HttpRequest) -> HttpResponse:
+        return _recovery_codes(request, self)
+
+
+@never_cache
+@csrf_protect
+def _login(request: HttpRequest, site: ConsoleSite, extra_context: Any = None) -> HttpResponse:
+    if request.method == "GET" and site.has_permission(request):
+        return HttpResponseRedirect(site._next(request))
+    form = LoginForm(request.POST if request.method == "POST" else None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        outcome = two_factor.attempt(
+            request,
+            form.cleaned_data["username"].strip(),
+            form.cleaned_data["password"],
+            form.cleaned_data["otp_token"],
+        )
+        if outcome.device is not None:
+            return HttpResponseRedirect(site._next(request))
+        if outcome.enrol:
+            return redirect("admin:enrol")
+        form.add_error(None, outcome.error)
+        status = outcome.status
+    context = {
+        **site.each_context(request),
+        "title": _("Log in"),
+        "form": form,
+        "app_path": request.get_full_path(),
+        "next": request.POST.get("next") or request.GET.get("next") or "",
+        **(extra_context or {}),
+    }
+    request.current_app = site.name
+    return TemplateResponse(request, "backoffice/login.html", context, status=status)
+
+
+@never_cache
+@csrf_protect
+def _enrol(request: HttpRequest, site: ConsoleSite) -> HttpResponse:
+    user = two_factor.enrolling_user(request)
+    if user is None:
+        return redirect("admin:login")
+    device = two_factor.pending_device(user)
+    form = ConfirmForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        codes = two_factor.confirm(request, user, form.cleaned_data["otp_token"])
+        if codes is not None:
+            request.session[two_factor.RECOVERY_SESSION_KEY] = codes
+            return redirect("admin:recovery-codes")
+        form.add_error("otp_token", _("That code is not right: try the one shown now."))
+    uri = device.config_url
+    context = {
+        **site.each_context(request),
+        "title": _("Set up your authenticator app"),
+        "form": form,
+        "staff_name": user.get_username(),
+        "qr": _qr_svg(uri, _("QR code for your authenticator app")),
+        "secret": _secret_of(uri),
+    }
+    request.current_app = site.name
+    return TemplateResponse(request, "backoffice/enrol.html", context)
+
+
+def _qr_svg(uri: str, title: str) -> SafeString:
+    """The QR code of ``uri`` as inline SVG that scales with the page; our own segno output,
+    not user input: safe to inline."""
+    svg = segno.make(uri, error="m").svg_inline(
+        scale=1, border=4, omitsize=True, dark="#000", light="#fff", title=title
+    )
+    return mark_safe(svg)  # noqa: S308
+
+
+def _secret_of(uri: str) -> str:
+    """The base32 secret of an otpauth:// URI, in groups of four, to type in by hand."""
+    from urllib.parse import parse_qs, urlsplit
+
+    secret = parse_qs(urlsplit(uri).query).get("secret", [""])[0]
+    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+
+
+@never_cache
+def _recovery_codes(request: HttpRequest, site: ConsoleSite) -> HttpResponse:
+    """The new recovery codes, shown once (taken out of the session as they are shown)."""
+    codes = request.session.pop(two_factor.RECOVERY_SESSION_KEY, None)
+    if not codes or not site.has_permission(request):
+        return redirect("admin:index")
+    context = {
+        **site.each_context(request),
+        "title": _("Your recovery codes"),
+        "codes": codes,
+    }
+    request.current_app = site.name
+    return TemplateResponse(request, "backoffice/recovery_codes.html", context)

@@ -1,0 +1,177 @@
+"""Two factors for every staff login to the console (issue 14, point 1).
+
+A staff member logs in with their password and a code: the six digits of their authenticator
+app (TOTP, django_otp's otp_totp) or one of their recovery codes (otp_static, each good once).
+One whose password is right but who has no confirmed authenticator yet is sent to enrol one
+(a QR code of its otpauth:// URI, confirmed with a code), once: after that, only an
+administrator can reset it. Failed attempts are counted per user name and address, per user
+name and per address (accounts/ratelimit.py) before the password is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import django_otp
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.contrib.auth import login as auth_login
+from django.contrib.auth.signals import user_login_failed
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from simtopup.accounts.ratelimit import Keys, RateLimited, hit_all, ip_bucket, limits, release
+from simtopup.accounts.ratelimit import reset as reset_limit
+from simtopup.audit.log import from_request, record
+from simtopup.audit.models import Action
+from simtopup.core.http import client_ip
+from simtopup.core.transactions import durable
+
+RECOVERY_CODES = 10
+# The session of a staff member whose password was right and who enrols an authenticator.
+ENROL_SESSION_KEY = "backoffice_enrol"
+ENROL_SECONDS = 15 * 60
+RECOVERY_SESSION_KEY = "backoffice_recovery_codes"
+
+
+@dataclass
+class Outcome:
+    user: Any = None
+    device: Any = None  # set: logged in
+    enrol: bool = False  # the password was right, no authenticator yet
+    error: str = ""
+    status: int = 200
+
+
+def _keys(request: HttpRequest, username: str) -> tuple[Keys, str]:
+    name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+    ip = client_ip(request)
+    bucket = ip_bucket(ip) if ip else "-"
+    pair = f"staff-login:user-ip:{name}:{bucket}"
+    keys: Keys = [
+        (pair, limits(settings.STAFF_LOGIN_USER_IP_LIMITS)),
+        (f"staff-login:user:{name}", limits(settings.STAFF_LOGIN_USER_LIMITS)),
+    ]
+    if ip:
+        keys.append((f"staff-login:ip:{bucket}", limits(settings.STAFF_LOGIN_IP_LIMITS)))
+    return keys, pair
+
+
+def _refused(request: HttpRequest, username: str) -> None:
+    """A refusal the password check did not already report (audit/logins.py records it)."""
+    user_login_failed.send(sender=__name__, credentials={"username": username}, request=request)
+
+
+def attempt(request: HttpRequest, username: str, password: str, token: str) -> Outcome:
+    """Check one console login attempt; on success the staff member is logged in with the
+    device that accepted the code."""
+    keys, pair = _keys(request, username)
+    now = timezone.now()
+    try:
+        # Counted as a failure before anything is checked; given back when it was not one.
+        durable(lambda: hit_all(keys, now))
+    except RateLimited as exc:
+        minutes = max(1, math.ceil(exc.retry_after / 60))
+        return Outcome(
+            error=_("Too many failed attempts. Please wait %(minutes)s minutes and try again.")
+            % {"minutes": minutes},
+            status=429,
+        )
+    wrong = _("Please enter the correct user name, password and code of a staff account.")
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        return Outcome(error=wrong)
+    if not (user.is_active and user.is_staff):
+        _refused(request, username)
+        return Outcome(error=wrong)
+    if not django_otp.user_has_device(user, confirmed=True):
+        _give_back(keys, pair, now)
+        request.session.cycle_key()  # a planted session key cannot ride on this enrolment
+        request.session[ENROL_SESSION_KEY] = {"user": user.pk, "at": int(time.time())}
+        return Outcome(user=user, enrol=True)
+    code = "".join(token.split())
+    device = django_otp.match_token(user, code) if code else None
+    if device is None:
+        _refused(request, username)
+        return Outcome(error=wrong)
+    _give_back(keys, pair, now)
+    log_in(request, user, device)
+    return Outcome(user=user, device=device)
+
+
+def _give_back(keys: Keys, pair: str, now: datetime) -> None:
+    def give_back() -> None:
+        for key, key_limits in keys:
+            release(key, key_limits, now)
+        reset_limit(pair)
+
+    durable(give_back)
+
+
+def log_in(request: HttpRequest, user: Any, device: Any) -> None:
+    auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    django_otp.login(request, device)
+
+
+def enrolling_user(request: HttpRequest) -> Any:
+    """The staff member enrolling in this session (password checked minutes ago, still no
+    confirmed authenticator), or None."""
+    from django.contrib.auth import get_user_model
+
+    pending = request.session.get(ENROL_SESSION_KEY)
+    if not isinstance(pending, dict) or time.time() - pending.get("at", 0) > ENROL_SECONDS:
+        return None
+    user_id = int(pending.get("user") or 0)
+    user = (
+        get_user_model()._default_manager.filter(pk=user_id, is_active=True, is_staff=True).first()
+    )
+    if user is None or django_otp.user_has_device(user, confirmed=True):
+        return None
+    return user
+
+
+def pending_device(user: Any) -> TOTPDevice:
+    """The authenticator being enrolled (the same one, so the QR code stays, until confirmed)."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+    return device
+
+
+def confirm(request: HttpRequest, user: Any, code: str) -> list[str] | None:
+    """Confirm the pending authenticator with a code from it: the new recovery codes (shown
+    once), or None when the code is not right. Logs the staff member in."""
+    device = pending_device(user)
+    if not device.verify_token("".join(code.split())):
+        return None
+    with transaction.atomic():
+        device.confirmed = True
+        device.save(update_fields=["confirmed"])
+        codes = new_recovery_codes(user)
+        record(
+            Action.STAFF_CHANGE,
+            user,
+            after={"second_factor": "authenticator enrolled", "recovery_codes": len(codes)},
+            **(from_request(request) | {"actor": f"staff:{user.pk}:{user.get_username()}"}),
+        )
+    request.session.pop(ENROL_SESSION_KEY, None)
+    log_in(request, user, device)
+    return codes
+
+
+def new_recovery_codes(user: Any) -> list[str]:
+    """Replace the staff member's recovery codes with new ones (each good once)."""
+    StaticDevice.objects.filter(user=user).delete()
+    device = StaticDevice.objects.create(user=user, name="recovery codes", confirmed=True)
+    codes = [StaticToken.random_token() for _ in range(RECOVERY_CODES)]
+    StaticToken.objects.bulk_create([StaticToken(device=device, token=c) for c in codes])
+    return codes
