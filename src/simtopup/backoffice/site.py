@@ -8,6 +8,8 @@ from typing import Any
 import segno
 from django import forms
 from django.contrib import admin
+from django.contrib.auth import password_validation
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -19,7 +21,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
-from simtopup.backoffice import two_factor
+from simtopup.backoffice import enrolment, two_factor
 
 
 class LoginForm(forms.Form):
@@ -54,6 +56,45 @@ class ConfirmForm(forms.Form):
     )
 
 
+class LinkForm(ConfirmForm):
+    """An enrolment link's form: a password (required when the staff member has none yet)
+    and the authenticator's code."""
+
+    new_password1 = forms.CharField(
+        label=gettext_lazy("New password"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    new_password2 = forms.CharField(
+        label=gettext_lazy("The new password again"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    field_order = ["new_password1", "new_password2", "otp_token"]
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        self.user = user
+        super().__init__(*args, **kwargs)
+        if user.has_usable_password():
+            self.fields["new_password1"].help_text = _("Leave empty to keep your password.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        first, second = data.get("new_password1") or "", data.get("new_password2") or ""
+        if not first and not self.user.has_usable_password():
+            self.add_error("new_password1", _("Choose a password."))
+        elif first != second:
+            self.add_error("new_password2", _("The two passwords do not match."))
+        elif first:
+            try:
+                password_validation.validate_password(first, self.user)
+            except ValidationError as exc:
+                self.add_error("new_password1", exc)
+        return data
+
+
 class ConsoleSite(admin.AdminSite):
     site_header = "simtopup operator console"
     site_title = "simtopup"
@@ -76,6 +117,7 @@ class ConsoleSite(admin.AdminSite):
         own: list[URLPattern] = [
             path("enrol/", self.enrol, name="enrol"),
             path("enrol/recovery-codes/", self.recovery_codes, name="recovery-codes"),
+            path("enrol/<str:token>/", self.enrol_link, name="enrol-link"),
         ]
         return own + super().get_urls()
 
@@ -95,6 +137,9 @@ class ConsoleSite(admin.AdminSite):
 
     def recovery_codes(self, request: HttpRequest) -> HttpResponse:
         return _recovery_codes(request, self)
+
+    def enrol_link(self, request: HttpRequest, token: str) -> HttpResponse:
+        return _enrol_link(request, self, token)
 
 
 @never_cache
@@ -163,6 +208,51 @@ def _qr_svg(uri: str, title: str) -> SafeString:
         scale=1, border=4, omitsize=True, dark="#000", light="#fff", title=title
     )
     return mark_safe(svg)  # noqa: S308
+
+
+@never_cache
+@csrf_protect
+def _enrol_link(request: HttpRequest, site: ConsoleSite, token: str) -> HttpResponse:
+    """A one-time enrolment link (`simtopup staff add` / `staff link`): set a password and
+    enrol an authenticator app; used once, when the code is right."""
+    invite = enrolment.find(token)
+    if invite is None:
+        return _link_gone(request, site)
+    user = invite.user
+    device = two_factor.pending_device(user)
+    form = LinkForm(request.POST if request.method == "POST" else None, user=user)
+    if request.method == "POST" and form.is_valid():
+        try:
+            codes = two_factor.confirm(
+                request,
+                user,
+                form.cleaned_data["otp_token"],
+                invite=invite,
+                password=form.cleaned_data["new_password1"] or None,
+            )
+        except two_factor.LinkUsed:
+            return _link_gone(request, site)
+        if codes is not None:
+            request.session[two_factor.RECOVERY_SESSION_KEY] = codes
+            return redirect("admin:recovery-codes")
+        form.add_error("otp_token", _("That code is not right: try the one shown now."))
+    uri = device.config_url
+    context = {
+        **site.each_context(request),
+        "title": _("Set up your authenticator app"),
+        "form": form,
+        "staff_name": user.get_username(),
+        "qr": _qr_svg(uri, _("QR code for your authenticator app")),
+        "secret": _secret_of(uri),
+    }
+    request.current_app = site.name
+    return TemplateResponse(request, "backoffice/enrol.html", context)
+
+
+def _link_gone(request: HttpRequest, site: ConsoleSite) -> HttpResponse:
+    context = {**site.each_context(request), "title": _("This link cannot be used")}
+    request.current_app = site.name
+    return TemplateResponse(request, "backoffice/link_gone.html", context, status=410)
 
 
 def _secret_of(uri: str) -> str:

@@ -31,7 +31,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from simtopup.accounts.ratelimit import Keys, RateLimited, hit_all, ip_bucket, limits, release
 from simtopup.accounts.ratelimit import reset as reset_limit
-from simtopup.audit.log import from_request, record
+from simtopup.audit.log import REDACTED, from_request, record, staff_actor
 from simtopup.audit.models import Action
 from simtopup.core.http import client_ip
 from simtopup.core.transactions import durable
@@ -147,21 +147,47 @@ def pending_device(user: Any) -> TOTPDevice:
     return device
 
 
-def confirm(request: HttpRequest, user: Any, code: str) -> list[str] | None:
+class LinkUsed(Exception):
+    """The enrolment link was used (or expired) while this request checked its code."""
+
+
+def confirm(
+    request: HttpRequest,
+    user: Any,
+    code: str,
+    *,
+    invite: Any = None,
+    password: str | None = None,
+) -> list[str] | None:
     """Confirm the pending authenticator with a code from it: the new recovery codes (shown
-    once), or None when the code is not right. Logs the staff member in."""
+    once), or None when the code is not right. Logs the staff member in. Through an
+    enrolment link (``invite``): the link is used once (:class:`LinkUsed` otherwise), the
+    password set, and the staff member's earlier authenticators removed."""
+    from simtopup.backoffice import enrolment
+
     device = pending_device(user)
     if not device.verify_token("".join(code.split())):
         return None
+    after: dict[str, Any] = {"second_factor": "authenticator enrolled"}
     with transaction.atomic():
+        if invite is not None:
+            if not enrolment.use(invite):
+                raise LinkUsed
+            TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+            after["enrolment_link"] = invite.pk
+        if password:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+            after["password"] = f"{REDACTED} (set)"
         device.confirmed = True
         device.save(update_fields=["confirmed"])
         codes = new_recovery_codes(user)
+        after["recovery_codes"] = len(codes)
         record(
             Action.STAFF_CHANGE,
             user,
-            after={"second_factor": "authenticator enrolled", "recovery_codes": len(codes)},
-            **(from_request(request) | {"actor": f"staff:{user.pk}:{user.get_username()}"}),
+            after=after,
+            **(from_request(request) | {"actor": staff_actor(user)}),
         )
     request.session.pop(ENROL_SESSION_KEY, None)
     log_in(request, user, device)
