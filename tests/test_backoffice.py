@@ -95,3 +95,21 @@ def test_logging_out_of_the_console_keeps_a_customer_login_in_the_same_browser(d
     assert console.cookies["sessionid"].value != before
     assert console.get("/admin/").status_code == 302  # the operator is logged out
     assert console.get(reverse("web:devices")).status_code == 200  # the customer is not
+
+
+def test_a_customer_logging_out_keeps_the_console_login_and_its_second_factor(
+    db: None,
+) -> None:
+    from django.urls import reverse
+
+    from simtopup.web.session import SESSION_KEY
+    from tests.web_support import customer
+
+    console = operator()
+    session = console.session
+    session[SESSION_KEY] = customer().pk
+    session.save()
+    assert console.get(reverse("web:devices")).status_code == 200
+    console.post(reverse("web:logout"))
+    assert console.get(reverse("web:devices")).status_code == 302  # the customer is out
+    assert console.get("/admin/").status_code == 200  # the operator, both factors, is not

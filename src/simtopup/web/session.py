@@ -20,6 +20,7 @@ from django.contrib import auth
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django_otp import DEVICE_ID_SESSION_KEY
 
 from simtopup.accounts.models import Customer
 
@@ -31,8 +32,14 @@ def log_in(request: HttpRequest, customer: Customer) -> None:
     request.session[SESSION_KEY] = customer.pk
 
 
-# What django.contrib.auth keeps in the session for a logged-in user.
-AUTH_SESSION_KEYS = (auth.SESSION_KEY, auth.BACKEND_SESSION_KEY, auth.HASH_SESSION_KEY)
+# What django.contrib.auth keeps in the session for a logged-in user, and django_otp the
+# second factor of a console login (backoffice/two_factor.py).
+AUTH_SESSION_KEYS = (
+    auth.SESSION_KEY,
+    auth.BACKEND_SESSION_KEY,
+    auth.HASH_SESSION_KEY,
+    DEVICE_ID_SESSION_KEY,
+)
 
 
 def log_out(request: HttpRequest) -> None:
