@@ -323,3 +323,21 @@ def test_the_console_home_shows_the_dashboard_to_who_may_see_it(actors: Actors) 
     assert "43.21 CNY" not in pages["support"]
     assert "Sales and revenue by channel" not in pages["support"]
     assert 'href="/admin/orders/order/"' in pages["support"]  # the index is still there
+
+
+def test_the_console_home_is_the_dashboard_for_finance_not_for_support(actors: Actors) -> None:
+    from tests.staff_support import make_staff
+
+    order(actors, timezone.now() - timedelta(seconds=5), channel="app", amount=2468)
+    finance = console_client(make_staff("fin-home", "finance")).get("/admin/")
+    assert finance.status_code == 200
+    assert "24.68 CNY" in finance.content.decode()
+    assert "Sales and revenue by channel" in finance.content.decode()
+    support = console_client(make_staff("sup-home", "support"))
+    home = support.get("/admin/")
+    assert home.status_code == 200
+    assert "24.68 CNY" not in home.content.decode()
+    assert support.get("/admin/dashboard/").status_code == 403
+    assert (
+        console_client(make_staff("adm-home", "admin")).get("/admin/dashboard/").status_code == 200
+    )
