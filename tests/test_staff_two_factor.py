@@ -181,3 +181,22 @@ def test_the_login_and_enrolment_pages_speak_the_three_languages(db: None) -> No
     browser = Client(HTTP_ACCEPT_LANGUAGE="zh-hant")
     log_in(browser, "sam")
     assert "掃描此 QR 碼" in browser.get("/admin/enrol/").content.decode()
+
+
+def test_an_admin_removes_a_lost_authenticator_on_the_record_support_cannot(db: None) -> None:
+    sam = make_staff("sam", roles.SUPPORT)
+    device = add_authenticator(sam)
+    delete = f"/admin/otp_totp/totpdevice/{device.pk}/delete/"
+    assert console_client(sam).post(delete, {"post": "yes"}).status_code == 403
+    admin = console_client(make_staff("ada", roles.ADMIN))
+    assert (
+        device.key
+        not in admin.get(f"/admin/otp_totp/totpdevice/{device.pk}/change/").content.decode()
+    )
+    assert admin.get("/admin/otp_totp/totpdevice/add/").status_code == 403
+    assert admin.post(delete, {"post": "yes"}).status_code == 302
+    assert not TOTPDevice.objects.filter(pk=device.pk).exists()
+    entry = AuditEntry.objects.get(action=Action.STAFF_CHANGE, object_id=str(sam.pk))
+    assert entry.after == {"second_factor": "removed"}
+    assert entry.actor.endswith(":ada")
+    assert not AuditEntry.objects.filter(before__icontains=device.key).exists()

@@ -22,6 +22,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import revoke_token
@@ -29,6 +31,7 @@ from simtopup.audit.log import REDACTED, from_request, record
 from simtopup.audit.models import Action
 from simtopup.backoffice import (
     audit_log,  # noqa: F401  (registers the audit log's admin)
+    audited,
     roles,
 )
 from simtopup.backoffice.audited import AuditedAdmin, audited_action
@@ -572,3 +575,51 @@ class RoleAdmin(AuditedAdmin, GroupAdmin):
     """Django's group admin (a group is a staff role), audited."""
 
     audit_add = audit_change = audit_delete = Action.ROLE_CHANGE
+
+
+# --- staff second factors (django_otp's devices; backoffice/two_factor.py) --------------------
+
+
+class StaffDeviceAdmin(admin.ModelAdmin):
+    """A staff member's second factors: listed and removed here (a lost phone: then `simtopup
+    staff link` for a new enrolment), never added, edited or shown (their keys stay secret);
+    each removal on the audit log under the staff member, without the key."""
+
+    list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
+    list_filter = ["confirmed"]
+    search_fields = ["user__username", "user__email", "name"]
+    readonly_fields = ["user", "name", "confirmed", "created_at", "last_used_at"]
+    fields = list(readonly_fields)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def _record_removal(self, request: HttpRequest, device: Any) -> None:
+        record(
+            Action.STAFF_CHANGE,
+            device.user,
+            before={"second_factor": f"{device._meta.verbose_name}: {device.name}"},
+            after={"second_factor": "removed"},
+            reason=audited.action_reason(request),
+            **from_request(request),
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            self._record_removal(request, obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        with transaction.atomic():
+            for device in queryset.select_related("user"):
+                self._record_removal(request, device)
+            super().delete_queryset(request, queryset)
+
+
+for _device_model in (TOTPDevice, StaticDevice):
+    if admin.site.is_registered(_device_model):
+        admin.site.unregister(_device_model)
+    admin.site.register(_device_model, StaffDeviceAdmin)
