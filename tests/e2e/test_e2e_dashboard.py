@@ -109,4 +109,8 @@ def test_the_dashboard_in_english_and_chinese(site: str, desktop: Any) -> None:
         assert page.locator("svg.dashboard-chart").count() >= 3
         assert page.locator("svg.dashboard-chart rect").count() > 24
         shot(page, f"dashboard-desktop-{language}")
+        page.goto(f"{site}/admin/")  # the console's home: the dashboard above the tables
+        assert heading in page.content()
+        assert page.locator("svg.dashboard-chart").count() >= 3
+        shot(page, f"dashboard-home-{language}")
         assert complaints == []
