@@ -223,8 +223,8 @@ class Command(BaseCommand):
             f"  password: {operator_password}{_unless_changed(operator_created)}"
         )
         self.stdout.write(
-            "    and a second factor: at the first login leave the code empty and scan the QR"
-            " code shown with an authenticator app (its key also works with `oathtool --totp -b`)"
+            "    and a second factor: at the first login leave the code empty, then scan the QR"
+            " code shown with an authenticator app"
         )
         self.stdout.write(f"  demo reseller API key: {api_key}")
         self.stdout.write(
