@@ -9,7 +9,6 @@ the very next request."""
 
 from __future__ import annotations
 
-import itertools
 from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
@@ -26,13 +25,10 @@ from hypothesis import strategies as st
 
 from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import LAST_USED_RESOLUTION, issue_token
-from simtopup.catalog.models import PaygTariff
 from simtopup.core.signing import HEADER, sign, sign_body
-from simtopup.devices.inventory import create_device
 from simtopup.devices.models import Device, DeviceStatus
-from simtopup.ledger.models import BYTES, Account, AccountKind
-from simtopup.usage.models import Bundle
-from tests.support import GB, MB, Actors, iccid, imei
+from tests.support import GB, MB, Actors, iccid
+from tests.test_reads import card_from_spec
 
 HOT = "simtopup.api.hot_reads.HotReadsMiddleware"
 # Headers only the API's answers carry, from LocaleMiddleware, which the hot path skips: the
@@ -43,7 +39,6 @@ LANGUAGE_HEADERS = {"Vary", "Content-Language"}
 # it is in the answer's headers and in a problem's body.
 REQUEST_ID = {"X-Request-Id": "hot-reads-differential"}
 HOUR = 3600
-numbers = itertools.count(1)
 
 
 def get(path: str, headers: dict[str, str], *, hot: bool) -> tuple[Any, list[str]]:
@@ -99,39 +94,11 @@ card_spec = st.fixed_dictionaries(
 
 
 def make_card(spec: dict[str, Any], actors: Actors, me: Customer, other: Customer) -> Device:
-    n = next(numbers)
-    identifiers = {
-        "iccid": {"iccid": iccid(7000 + n)},
-        "imei": {"imei": imei(7000 + n)},
-        "serial": {"serial": f"HR-{n:05d}"},
-    }[spec["identifier"]]
-    device = create_device(kind="sim", **identifiers)
     holder = {"me": me, "someone else": other, "nobody": None}[spec["holder"]]
-    Device.objects.filter(pk=device.pk).update(
-        status=spec["status"], payg=spec["payg"], owner=holder
+    # Bundle windows in hours here.
+    return card_from_spec(
+        spec, actors.plans, holder, timezone.now(), label="hot", base=7000, unit=HOUR
     )
-    Account.objects.filter(pk=device.credit_account_id).update(balance=spec["credit"])
-    now = timezone.now()
-    for k, (start, length, left, plan) in enumerate(spec["bundles"]):
-        account = Account.objects.create(
-            code=f"bundle:hot:{n}:{k}", kind=AccountKind.BUNDLE, unit=BYTES, balance=left
-        )
-        starts = now + timedelta(hours=start)
-        Bundle.objects.create(
-            device=device,
-            plan=actors.plans[plan],
-            account=account,
-            granted_bytes=max(left, GB),
-            starts_at=starts,
-            expires_at=starts + timedelta(hours=length),
-        )
-    PaygTariff.objects.all().delete()
-    for offset, price in spec["tariffs"]:
-        PaygTariff.objects.create(
-            currency="CNY", price_per_mb=price, effective_from=now + timedelta(seconds=offset)
-        )
-    device.refresh_from_db()
-    return device
 
 
 def people() -> tuple[Customer, Customer]:

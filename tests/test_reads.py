@@ -160,29 +160,46 @@ card_spec = st.fixed_dictionaries(
 
 
 def make_card(spec: dict[str, Any], plans: dict[str, Any], owner: Customer, now: Any) -> Device:
+    return card_from_spec(
+        spec, plans, owner if spec["mine"] else None, now, label="reads", base=5000, unit=1
+    )
+
+
+def card_from_spec(
+    spec: dict[str, Any],
+    plans: dict[str, Any],
+    holder: Customer | None,
+    now: Any,
+    *,
+    label: str,
+    base: int,
+    unit: int,
+) -> Device:
+    """A card as ``spec`` draws it (also tests/test_hot_reads.py's): identifier, status,
+    pay-per-use, credit, bundles (windows in ``unit`` seconds from ``now``) and tariffs."""
     n = next(serial_numbers)
     identifiers = {
-        "iccid": {"iccid": iccid(5000 + n)},
-        "imei": {"imei": imei(5000 + n)},
-        "serial": {"serial": f"HS-{n:05d}"},
+        "iccid": {"iccid": iccid(base + n)},
+        "imei": {"imei": imei(base + n)},
+        "serial": {"serial": f"{label[:2].upper()}-{base + n:05d}"},
     }[spec["identifier"]]
     device = create_device(kind="sim", **identifiers)
     Device.objects.filter(pk=device.pk).update(
-        status=spec["status"], payg=spec["payg"], owner=owner if spec["mine"] else None
+        status=spec["status"], payg=spec["payg"], owner=holder
     )
     Account.objects.filter(pk=device.credit_account_id).update(balance=spec["credit"])
     for k, (start, length, left, plan) in enumerate(spec["bundles"]):
         account = Account.objects.create(
-            code=f"bundle:reads:{n}:{k}", kind=AccountKind.BUNDLE, unit=BYTES, balance=left
+            code=f"bundle:{label}:{n}:{k}", kind=AccountKind.BUNDLE, unit=BYTES, balance=left
         )
-        starts = now + timedelta(seconds=start)
+        starts = now + timedelta(seconds=start * unit)
         Bundle.objects.create(
             device=device,
             plan=plans[plan],
             account=account,
             granted_bytes=max(left, GB),
             starts_at=starts,
-            expires_at=starts + timedelta(seconds=length),
+            expires_at=starts + timedelta(seconds=length * unit),
         )
     PaygTariff.objects.all().delete()
     for offset, price in spec["tariffs"]:
