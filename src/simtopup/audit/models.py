@@ -38,14 +38,36 @@ class Action(models.TextChoices):
     PAYMENT_EVENT_REVIEW = "payment_event.review", _("payment notification reviewed")
     REFUND = "refund", _("refund")
     CREDIT_ADJUSTMENT = "credit.adjustment", _("credit adjustment")
+    DEVICE_UNBIND = "device.unbind", _("card unbound from its customer")
+    DEVICE_IMPORT = "device.import", _("cards imported")
+    RESELLER_DEPOSIT = "reseller.deposit", _("reseller deposit recorded")
+    FULFILMENT_RETRY = "order.retry_fulfilment", _("fulfilment retried")
+    RECEIPT_RESEND = "order.resend_receipt", _("receipt re-sent")
+    GOODWILL_REQUEST = "credit.goodwill_request", _("goodwill credit requested")
+    GOODWILL_APPROVE = "credit.goodwill_approve", _("goodwill credit approved")
+    GOODWILL_REJECT = "credit.goodwill_reject", _("goodwill credit rejected")
     TICKET_REPLY = "ticket.reply", _("ticket reply")
+    TICKET_STATUS = "ticket.status", _("ticket status changed")
+    STAFF_ENROL = "staff.enrol", _("staff second factor enrolled")
+    STAFF_PASSKEY = "staff.passkey", _("staff passkey changed")
+    RECONCILIATION = "finance.reconciliation", _("reconciliation run")
     RECORD_ADD = "console.add", _("record added in the console")
     RECORD_CHANGE = "console.change", _("record changed in the console")
     RECORD_DELETE = "console.delete", _("record deleted in the console")
 
 
 # Anything that moves value needs a reason: refused by audit.log.record and by the database.
-MOVES_VALUE = frozenset({Action.RESELLER_CREDIT, Action.REFUND, Action.CREDIT_ADJUSTMENT})
+MOVES_VALUE = frozenset(
+    {
+        Action.RESELLER_CREDIT,
+        Action.RESELLER_DEPOSIT,
+        Action.REFUND,
+        Action.CREDIT_ADJUSTMENT,
+        Action.GOODWILL_REQUEST,
+        Action.GOODWILL_APPROVE,
+        Action.GOODWILL_REJECT,
+    }
+)
 
 
 class AuditEntry(models.Model):

@@ -119,6 +119,12 @@ class ConsoleSite(admin.AdminSite):
             path("enrol/recovery-codes/", self.recovery_codes, name="recovery-codes"),
             path("enrol/<str:token>/", self.enrol_link, name="enrol-link"),
         ]
+        # The console's own pages (each module wraps its views in ``self.admin_view`` and
+        # checks the permission each one states).
+        from simtopup.backoffice import desk, desk_actions, reconciliation, statements
+
+        for module in (desk, desk_actions, reconciliation, statements):
+            own += module.urls(self)
         return own + super().get_urls()
 
     def _next(self, request: HttpRequest) -> str:
