@@ -121,9 +121,15 @@ class ConsoleSite(admin.AdminSite):
         ]
         # The console's own pages (each module wraps its views in ``self.admin_view`` and
         # checks the permission each one states).
-        from simtopup.backoffice import desk, desk_actions, reconciliation, statements
+        from simtopup.backoffice import (
+            desk,
+            desk_actions,
+            desk_refunds,
+            reconciliation,
+            statements,
+        )
 
-        for module in (desk, desk_actions, reconciliation, statements):
+        for module in (desk, desk_actions, desk_refunds, reconciliation, statements):
             own += module.urls(self)
         return own + super().get_urls()
 
