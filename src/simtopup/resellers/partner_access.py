@@ -26,16 +26,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from simtopup.resellers.actions import hash_key
 from simtopup.resellers.models import PartnerCredential, PartnerToken, Reseller
 
 logger = logging.getLogger(__name__)
 
 # How long an access token works (Airalo's tokens: 24 hours), sent as ``expires_in``.
 TOKEN_LIFETIME = timedelta(hours=24)
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _fernet() -> Fernet:
@@ -58,7 +55,7 @@ def create_credential(reseller: Reseller, actor: str) -> NewCredential:
         credential = PartnerCredential.objects.create(
             reseller=reseller,
             client_id=client_id,
-            secret_hash=_sha256(client_secret),
+            secret_hash=hash_key(client_secret),
             secret_encrypted=_fernet().encrypt(client_secret.encode()).decode(),
             created_by=actor[:150],
         )
@@ -90,7 +87,7 @@ def issue_token(client_id: str, client_secret: str) -> tuple[str, int] | None:
         client_id=client_id, revoked_at__isnull=True
     ).first()
     if credential is None or not hmac.compare_digest(
-        credential.secret_hash, _sha256(client_secret)
+        credential.secret_hash, hash_key(client_secret)
     ):
         return None
     token = secrets.token_urlsafe(40)
@@ -98,7 +95,7 @@ def issue_token(client_id: str, client_secret: str) -> tuple[str, int] | None:
     # This credential's expired tokens go as it gets a new one: the table stays small.
     PartnerToken.objects.filter(credential=credential, expires_at__lte=now).delete()
     PartnerToken.objects.create(
-        credential=credential, token_hash=_sha256(token), expires_at=now + TOKEN_LIFETIME
+        credential=credential, token_hash=hash_key(token), expires_at=now + TOKEN_LIFETIME
     )
     return token, int(TOKEN_LIFETIME.total_seconds())
 
@@ -109,7 +106,7 @@ def authenticate_token(token: str) -> PartnerCredential | None:
         return None
     row = (
         PartnerToken.objects.filter(
-            token_hash=_sha256(token),
+            token_hash=hash_key(token),
             expires_at__gt=timezone.now(),
             credential__revoked_at__isnull=True,
         )
