@@ -19,12 +19,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Q
 from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from simtopup.catalog.models import Plan
 from simtopup.devices.binding import pin_matches
 from simtopup.devices.models import Device
 from simtopup.ledger.audit import audit
 from simtopup.resellers.models import Reseller, ResellerMember, ResellerStatus
+from tests.staff_support import code_of
 from tests.support import post_json, reseller_client
 
 
@@ -184,6 +186,7 @@ def test_serve_runs_web_and_worker_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 DEMO_LINE = {
     "website": re.compile(r"^  website: +(\S+)/$", re.M),
     "operator": re.compile(r"^  operator console: (\S+)  user: (\S+)  password: (\S+)", re.M),
+    "operator_link": re.compile(r"^    second factor: open this one-time .*: (http\S+)$", re.M),
     "portal": re.compile(r"^  reseller portal: +(\S+)  user: (\S+)  password: (\S+)", re.M),
     "esim": re.compile(r"^ {4}esim +ICCID (\d+)  PIN (\d+)  or activation code (\S+)$", re.M),
     "sim": re.compile(r"^ {4}sim +ICCID (\d+)  PIN (\d+)$", re.M),
@@ -213,14 +216,24 @@ def test_demo_prints_the_first_hours_logins_and_three_kinds_of_card(
     # The operator logs in to the console with the printed password.
     _url, user, operator_password = lines["operator"].groups()  # type: ignore[union-attr]
     assert Client().login(username=user, password=operator_password)
-    # The console wants a second factor: at the first login, the authenticator's enrolment.
+    # The console wants a second factor: the password alone enrols none (refused, told to
+    # ask for a link); the demo printed the operator's one-time enrolment link instead.
     console = Client()
     first = console.post(
         "/admin/login/", {"username": user, "password": operator_password, "otp_token": ""}
     )
-    assert first.status_code == 302, first.content
-    assert first["Location"] == "/admin/enrol/"
-    assert console.get("/admin/enrol/").status_code == 200
+    assert first.status_code == 200
+    assert "enrolment link" in first.content.decode()
+    assert "leave the code empty" not in output
+    link = DEMO_LINE["operator_link"].search(output)
+    assert link is not None, output
+    assert link[1].startswith("http://127.0.0.1:8123/admin/enrol/")
+    path = link[1].removeprefix("http://127.0.0.1:8123")
+    assert console.get(path).status_code == 200
+    device = TOTPDevice.objects.get(user__username=user, confirmed=False)
+    enrolled = console.post(path, {"otp_token": code_of(device)})  # the password is kept
+    assert enrolled["Location"] == "/admin/enrol/recovery-codes/", enrolled.content
+    assert console.get("/admin/").status_code == 200
     # Each printed ID with its PIN names a card of its kind.
     for kind in ("esim", "sim", "hotspot"):
         number, pin = lines[kind].groups()[:2]  # type: ignore[union-attr]
@@ -237,6 +250,9 @@ def test_demo_prints_the_first_hours_logins_and_three_kinds_of_card(
     assert portal_again is not None
     assert portal_again.groups() == lines["portal"].groups()  # type: ignore[union-attr]
     assert f"password: {password} (unless you changed it)" in again
+    # The operator has an authenticator now: no new link.
+    assert DEMO_LINE["operator_link"].search(again) is None
+    assert "the code of the authenticator app enrolled" in again
     assert browser.post("/agent/logout").status_code in (200, 302)
     assert (
         Client().post("/agent/login", {"username": owner, "password": password}).status_code == 302

@@ -66,6 +66,7 @@ def test_a_first_login_enrols_an_authenticator_with_a_qr_code_and_recovery_codes
     db: None, settings
 ) -> None:
     settings.OTP_TOTP_THROTTLE_FACTOR = 0  # a wrong code, then the right one at once
+    settings.STAFF_ENROL_AT_LOGIN = True
     user = make_staff("fay", roles.FINANCE)
     client = Client()
     answer = log_in(client, "fay")
@@ -102,6 +103,27 @@ def test_a_first_login_enrols_an_authenticator_with_a_qr_code_and_recovery_codes
     again = Client()
     assert log_in(again, "fay", codes[0]).status_code == 200
     assert not in_console(again)
+
+
+def test_by_default_a_password_alone_enrols_nobody_a_link_is_needed(db: None) -> None:
+    """SIMTOPUP_STAFF_ENROL_AT_LOGIN off (the default): a staff member with a password and no
+    authenticator is refused at the login, told to ask for a link, on the audit log as a
+    failed login; no enrolment session is opened."""
+    user = make_staff("fay", roles.FINANCE)
+    for language, words in (
+        ("en", "Ask an administrator for an enrolment link"),
+        ("zh-hans", "请向管理员索取设置链接"),
+        ("zh-hant", "請向管理員索取設定連結"),
+    ):
+        client = Client(HTTP_ACCEPT_LANGUAGE=language)
+        answer = log_in(client, "fay")
+        assert answer.status_code == 200
+        assert words in answer.content.decode(), language
+        assert client.get("/admin/enrol/")["Location"] == "/admin/login/"
+        assert not in_console(client)
+    assert not TOTPDevice.objects.filter(user=user).exists()
+    failed = AuditEntry.objects.filter(action=Action.STAFF_LOGIN_FAILED, object_id=str(user.pk))
+    assert failed.count() == 3
 
 
 def test_enrolment_is_once_a_password_cannot_replace_an_authenticator(db: None) -> None:
@@ -169,7 +191,8 @@ def test_a_staff_session_ends_after_inactivity_keeping_a_customer_login(db: None
     assert client.session.get("simtopup_customer_id") == 7
 
 
-def test_the_login_and_enrolment_pages_speak_the_three_languages(db: None) -> None:
+def test_the_login_and_enrolment_pages_speak_the_three_languages(db: None, settings) -> None:
+    settings.STAFF_ENROL_AT_LOGIN = True
     make_staff("sam", roles.SUPPORT)
     for language, words in (
         ("zh-hans", "身份验证器应用中的验证码"),

@@ -292,6 +292,10 @@ STAFF_LOGIN_IP_LIMITS = envlist("STAFF_LOGIN_IP_LIMITS", "30/900,300/86400")
 STAFF_IDLE_MINUTES = envint("STAFF_IDLE_MINUTES", 30)
 # How long a one-time enrolment link (`simtopup staff add` / `staff link`) can be used.
 STAFF_ENROL_HOURS = envint("STAFF_ENROL_HOURS", 72)
+# Whether a staff member with a password but no authenticator yet may enrol one at the login
+# page, with the password alone. Off: such a login is refused (a failed login) and an
+# authenticator is enrolled only through a one-time enrolment link.
+STAFF_ENROL_AT_LOGIN = envbool("STAFF_ENROL_AT_LOGIN", False)
 # The name authenticator apps show beside a staff member's codes.
 OTP_TOTP_ISSUER = OPERATOR_NAME
 

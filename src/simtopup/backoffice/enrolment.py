@@ -16,13 +16,82 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core import signing
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
+from simtopup.audit.log import record
+from simtopup.audit.models import Action
+from simtopup.backoffice import roles
 from simtopup.backoffice.models import StaffInvite
+from simtopup.core.errors import DomainError
 
 SALT = "simtopup.backoffice.staff-enrol"
+
+
+def add_staff(
+    email: str, role: str, *, actor: str, ip: str | None = None, request_id: str = ""
+) -> tuple[Any, StaffInvite, str]:
+    """A new staff member (user name = the email, no password yet) in ``role`` and their
+    one-time enrolment link, with one audit row, in one transaction: ``simtopup staff add``
+    and the console's *Add a staff member* page both call this."""
+    email = normalise_email(email)
+    if role not in roles.ROLES:
+        raise DomainError("unknown_role", _("Unknown role."))
+    model = get_user_model()
+    with transaction.atomic():
+        if model._default_manager.filter(username__iexact=email).exists():
+            raise DomainError(
+                "staff_exists", _("%(email)s has a login already.") % {"email": email}
+            )
+        user = model._default_manager.create_user(username=email, email=email)
+        user.set_unusable_password()
+        user.is_staff = True
+        user.save()
+        roles.give_role(user, role)
+        invite, url = issue(user, actor)
+        record(
+            Action.STAFF_CHANGE,
+            user,
+            actor=actor,
+            ip=ip,
+            request_id=request_id,
+            after={
+                "username": email,
+                "is_staff": True,
+                "role": role,
+                "enrolment_link_until": invite.expires_at,
+            },
+        )
+    return user, invite, url
+
+
+def new_link(user: Any, *, actor: str) -> tuple[StaffInvite, str]:
+    """A new one-time enrolment link for a staff member (earlier ones stop working), on the
+    audit log: ``simtopup staff link`` and the demo's operator."""
+    with transaction.atomic():
+        invite, url = issue(user, actor)
+        record(
+            Action.STAFF_CHANGE,
+            user,
+            actor=actor,
+            after={"enrolment_link_until": invite.expires_at},
+        )
+    return invite, url
+
+
+def normalise_email(text: str) -> str:
+    email = text.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise DomainError("invalid_email", _("Enter a valid email address.")) from None
+    return email
 
 
 def _hash(secret: str) -> str:

@@ -2,9 +2,10 @@
 
 A staff member logs in with their password and a code: the six digits of their authenticator
 app (TOTP, django_otp's otp_totp) or one of their recovery codes (otp_static, each good once).
-One whose password is right but who has no confirmed authenticator yet is sent to enrol one
-(a QR code of its otpauth:// URI, confirmed with a code), once: after that, only an
-administrator can reset it. Failed attempts are counted per user name and address, per user
+One whose password is right but who has no confirmed authenticator yet is refused (enrolment
+goes through a one-time link, backoffice/enrolment.py) unless ``SIMTOPUP_STAFF_ENROL_AT_LOGIN``
+lets them enrol one there (a QR code of its otpauth:// URI, confirmed with a code), once:
+after that, only an administrator can reset it. Failed attempts are counted per user name and address, per user
 name and per address (accounts/ratelimit.py) before the password is checked.
 """
 
@@ -94,6 +95,15 @@ def attempt(request: HttpRequest, username: str, password: str, token: str) -> O
         _refused(request, username)
         return Outcome(error=wrong)
     if not django_otp.user_has_device(user, confirmed=True):
+        if not settings.STAFF_ENROL_AT_LOGIN:
+            # The password alone enrols nobody: a failed login, counted as one.
+            _refused(request, username)
+            return Outcome(
+                error=_(
+                    "Your account has no second factor yet. Ask an administrator for an"
+                    " enrolment link."
+                )
+            )
         _give_back(keys, pair, now)
         request.session.cycle_key()  # a planted session key cannot ride on this enrolment
         request.session[ENROL_SESSION_KEY] = {"user": user.pk, "at": int(time.time())}

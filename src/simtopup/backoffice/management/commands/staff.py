@@ -12,14 +12,13 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.core.validators import validate_email
 from django.db import transaction
 
 from simtopup.audit.log import cli_actor, record
 from simtopup.audit.models import Action
 from simtopup.backoffice import enrolment, roles
+from simtopup.core.errors import DomainError
 
 
 class Command(BaseCommand):
@@ -45,42 +44,16 @@ class Command(BaseCommand):
         getattr(self, f"_{action}")(**options)
 
     def _add(self, *, email: str, role: str, **options: Any) -> None:
-        email = _email(email)
-        model = get_user_model()
-        actor = cli_actor()
-        with transaction.atomic():
-            if model._default_manager.filter(username__iexact=email).exists():
-                raise CommandError(f"{email} has a login already (`simtopup staff link`)")
-            user = model._default_manager.create_user(username=email, email=email)
-            user.set_unusable_password()
-            user.is_staff = True
-            user.save()
-            roles.give_role(user, role)
-            invite, url = enrolment.issue(user, actor)
-            record(
-                Action.STAFF_CHANGE,
-                user,
-                actor=actor,
-                after={
-                    "username": email,
-                    "is_staff": True,
-                    "role": role,
-                    "enrolment_link_until": invite.expires_at,
-                },
-            )
-        self._print_link(email, url)
+        try:
+            user, _invite, url = enrolment.add_staff(email, role, actor=cli_actor())
+        except DomainError as exc:
+            hint = " (`simtopup staff link`)" if exc.code == "staff_exists" else ""
+            raise CommandError(f"{exc.message}{hint}") from None
+        self._print_link(user.get_username(), url)
 
     def _link(self, *, email: str, **options: Any) -> None:
         user = _staff(email)
-        actor = cli_actor()
-        with transaction.atomic():
-            invite, url = enrolment.issue(user, actor)
-            record(
-                Action.STAFF_CHANGE,
-                user,
-                actor=actor,
-                after={"enrolment_link_until": invite.expires_at},
-            )
+        _invite, url = enrolment.new_link(user, actor=cli_actor())
         self._print_link(user.get_username(), url)
 
     def _role(self, *, email: str, role: str, **options: Any) -> None:
@@ -111,15 +84,6 @@ class Command(BaseCommand):
             f"enrolment link (once, for {settings.STAFF_ENROL_HOURS} hours; give it to them"
             " only): " + url
         )
-
-
-def _email(text: str) -> str:
-    email = text.strip().lower()
-    try:
-        validate_email(email)
-    except ValidationError:
-        raise CommandError(f"not an email address: {text!r}") from None
-    return email
 
 
 def _staff(email: str) -> Any:

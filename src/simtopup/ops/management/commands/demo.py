@@ -14,6 +14,7 @@ import hmac
 from datetime import UTC, datetime
 from typing import Any
 
+import django_otp
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -21,6 +22,8 @@ from django.db import transaction
 from stdnum import luhn
 from stdnum.iso7064 import mod_97_10
 
+from simtopup.audit.log import cli_actor
+from simtopup.backoffice import enrolment
 from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.devices.binding import hash_pin, pin_matches
 from simtopup.devices.inventory import create_device
@@ -202,7 +205,15 @@ class Command(BaseCommand):
             "operator", "operator-password", is_staff=True, is_superuser=True
         )
         owner_password, owner_created = _portal_owner(reseller)
-        self._report(api_key, operator_password, operator_created, owner_password, owner_created)
+        operator_link = _operator_link()
+        self._report(
+            api_key,
+            operator_password,
+            operator_created,
+            owner_password,
+            owner_created,
+            operator_link,
+        )
         self._report_cards(cards, all_cards=int(options.get("verbosity", 1)) >= 2)
         for note in installation_notes():
             self.stdout.write(f"  {note}")
@@ -214,6 +225,7 @@ class Command(BaseCommand):
         operator_created: bool,
         owner_password: str,
         owner_created: bool,
+        operator_link: str,
     ) -> None:
         site = settings.SITE_URL
         self.stdout.write("Demo data ready.")
@@ -222,10 +234,18 @@ class Command(BaseCommand):
             f"  operator console: {site}/admin/  user: operator"
             f"  password: {operator_password}{_unless_changed(operator_created)}"
         )
-        self.stdout.write(
-            "    and a second factor: at the first login leave the code empty, then scan the QR"
-            " code shown with an authenticator app"
-        )
+        if operator_link:
+            # The password alone enrols no second factor (SIMTOPUP_STAFF_ENROL_AT_LOGIN off):
+            # the operator's authenticator app through a one-time enrolment link.
+            self.stdout.write(
+                "    second factor: open this one-time enrolment link and scan its QR code"
+                f" with an authenticator app: {operator_link}"
+            )
+        else:
+            self.stdout.write(
+                "    second factor: the code of the authenticator app enrolled"
+                " (a lost phone: `simtopup staff link --email operator`)"
+            )
         self.stdout.write(f"  demo reseller API key: {api_key}")
         self.stdout.write(
             f"    try: curl -H 'Authorization: Bearer {api_key}' {site}/reseller/v1/plans"
@@ -288,6 +308,16 @@ def _login(username: str, purpose: str, **flags: bool) -> tuple[str, bool]:
         user.set_password(password)
         user.save(update_fields=["password"])
     return password, created
+
+
+def _operator_link() -> str:
+    """A one-time enrolment link for the demo's operator while they have no authenticator
+    yet (each run makes a new one, the earlier ones stop working); empty once enrolled."""
+    operator = get_user_model().objects.get(username="operator")
+    if django_otp.user_has_device(operator, confirmed=True):
+        return ""
+    _invite, url = enrolment.new_link(operator, actor=cli_actor())
+    return url
 
 
 def _portal_owner(reseller: Reseller) -> tuple[str, bool]:
