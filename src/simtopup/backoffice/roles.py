@@ -38,6 +38,7 @@ SUSPEND_DEVICE = "devices.suspend_device"
 REPLY_TICKET = "support.reply_supportticket"
 RETRY_FULFILMENT = "orders.retry_fulfilment"
 RESEND_RECEIPT = "orders.resend_receipt"
+VIEW_FINANCE_REPORTS = "ledger.view_finance_reports"
 
 CUSTOM_PERMISSIONS: dict[str, tuple[str, str]] = {
     REVOKE_APP_TOKEN: ("apptoken", "Can revoke a customer's app token"),
@@ -50,6 +51,7 @@ CUSTOM_PERMISSIONS: dict[str, tuple[str, str]] = {
     REPLY_TICKET: ("supportticket", "Can reply to a support ticket"),
     RETRY_FULFILMENT: ("order", "Can retry a stuck fulfilment"),
     RESEND_RECEIPT: ("order", "Can re-send a receipt"),
+    VIEW_FINANCE_REPORTS: ("account", "Can see reseller statements and the ledger by day"),
 }
 
 
@@ -106,6 +108,7 @@ FINANCE_PERMISSIONS = _view(
     VIEW_RECONCILIATION,
     CREDIT_RESELLER,
     SUSPEND_RESELLER,
+    VIEW_FINANCE_REPORTS,
 }
 
 # None: every permission there is (staff and roles, plans and prices, the audit log …).

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -17,10 +17,12 @@ from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
+from simtopup.audit.log import record
+from simtopup.audit.models import Action
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError, field_error
-from simtopup.core.money import exponent
+from simtopup.core.money import exponent, to_decimal_string
 from simtopup.devices.identifiers import rechargeable_device
 from simtopup.devices.models import Device
 from simtopup.ledger.actions import Posting, open_account, post, system_account
@@ -31,10 +33,12 @@ from simtopup.orders.actions import complete, create_order, enqueue_fulfilment
 from simtopup.orders.locking import lock_sale
 from simtopup.orders.models import Channel, Order
 from simtopup.orders.payers import Payer
+from simtopup.orders.receipts import customer_zone
 from simtopup.resellers.models import (
     ApiKey,
     MemberRole,
     Reseller,
+    ResellerDeposit,
     ResellerMember,
     ResellerPrice,
     ResellerStatus,
@@ -115,12 +119,18 @@ def authenticate(key: str) -> Reseller | None:
 
 def credit_float(reseller: Reseller, amount: int, reason: str) -> Transfer:
     """Add money to a reseller's float (the operator received it)."""
-    if amount <= 0:
-        raise DomainError("amount_not_positive", _("The amount must be greater than zero."), 422)
     if not reason.strip():
         raise DomainError("reason_required", _("Say why the float is credited."), 422)
+    key = f"float_credit:{reseller.pk}:{secrets.token_hex(8)}"
+    return _fund_float(reseller, amount, key, reason)
+
+
+def _fund_float(reseller: Reseller, amount: int, key: str, memo: str) -> Transfer:
+    """The one posting that adds money to a float: float funding → the reseller's float
+    (kind ``float_credit``), for a plain credit and for a recorded bank deposit alike."""
+    if amount <= 0:
+        raise DomainError("amount_not_positive", _("The amount must be greater than zero."), 422)
     with transaction.atomic():
-        key = f"float_credit:{reseller.pk}:{secrets.token_hex(8)}"
         return post(
             [
                 Posting(
@@ -129,10 +139,107 @@ def credit_float(reseller: Reseller, amount: int, reason: str) -> Transfer:
                     amount,
                     "float_credit",
                     key,
-                    reason,
+                    memo,
                 )
             ]
         )[0]
+
+
+def normalise_bank_reference(text: str) -> str:
+    """A bank reference as recorded: surrounding spaces dropped, inner runs of spaces one."""
+    return " ".join(text.split())
+
+
+def record_deposit(
+    reseller: Reseller,
+    amount: int,
+    bank_reference: str,
+    received_on: date,
+    *,
+    actor: str,
+    ip: str | None = None,
+    reason: str,
+    request_id: str = "",
+) -> ResellerDeposit:
+    """Record money a reseller paid into the operator's bank account and credit its float
+    by that amount, with the audit row (``reseller.deposit``), in one transaction.
+
+    Exactly once per bank reference and reseller: the deposit's unique constraint (case
+    aside) and the transfer's key both refuse a second recording, concurrent or not, with
+    ``duplicate_bank_reference``. ``received_on`` is the bank's day, never after today in
+    the operator's calendar."""
+    reference = normalise_bank_reference(bank_reference)
+    if not reference:
+        raise field_error(
+            "bank_reference_required", _("Enter the bank's reference."), "bank_reference"
+        )
+    if len(reference) > 100:
+        raise field_error(
+            "bank_reference_too_long",
+            _("The bank reference is too long (at most 100 characters)."),
+            "bank_reference",
+        )
+    reason = reason.strip()
+    if not reason:
+        raise field_error("reason_required", _("Say why the float is credited."), "reason")
+    today = timezone.now().astimezone(customer_zone(None)).date()
+    if received_on > today:
+        raise field_error(
+            "received_in_future",
+            _("The day the money was received cannot be in the future."),
+            "received_on",
+        )
+    if amount <= 0:
+        raise field_error(
+            "amount_not_positive", _("The amount must be greater than zero."), "amount"
+        )
+    key = f"float_deposit:{reseller.pk}:{reference.upper()}"
+    try:
+        with transaction.atomic():
+            # The transfer's key is the bank reference: a second recording is refused by
+            # the ledger's unique key (and the deposit's own constraint) and rolls back.
+            transfer = _fund_float(
+                reseller, amount, key, f"deposit {reference} received {received_on}"
+            )
+            deposit = ResellerDeposit.objects.create(
+                reseller=reseller,
+                amount=amount,
+                currency=reseller.currency,
+                bank_reference=reference,
+                received_on=received_on,
+                note=reason[:300],
+                recorded_by=actor[:200],
+                transfer=transfer,
+            )
+            # The float as the ledger held it right after the credit (ledger 0006).
+            after = transfer.destination_balance
+            assert after is not None  # a float is a bounded account
+            record(
+                Action.RESELLER_DEPOSIT,
+                reseller,
+                actor=actor,
+                ip=ip,
+                before={"float": to_decimal_string(after - amount, reseller.currency)},
+                after={
+                    "float": to_decimal_string(after, reseller.currency),
+                    "deposited": to_decimal_string(amount, reseller.currency),
+                    "currency": reseller.currency,
+                    "bank_reference": reference,
+                    "received_on": received_on.isoformat(),
+                    "deposit": deposit.pk,
+                    "transfer": transfer.pk,
+                },
+                reason=reason,
+                request_id=request_id,
+            )
+    except IntegrityError:
+        raise field_error(
+            "duplicate_bank_reference",
+            _("A deposit with this bank reference is already recorded for this reseller."),
+            "bank_reference",
+            409,
+        ) from None
+    return deposit
 
 
 def suspend(reseller: Reseller) -> bool:

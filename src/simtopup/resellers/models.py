@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Upper
 
 from simtopup.catalog.models import Plan
-from simtopup.ledger.models import Account
+from simtopup.ledger.models import Account, Transfer
 
 
 class ResellerStatus(models.TextChoices):
@@ -187,3 +188,36 @@ class PartnerToken(models.Model):
 
     def __str__(self) -> str:
         return f"partner token {self.pk} of {self.credential_id}"
+
+
+class ResellerDeposit(models.Model):
+    """Money a reseller paid into the operator's bank account for its float, recorded by
+    finance with the bank's reference (resellers.actions.record_deposit). One bank reference
+    is recorded once per reseller (case and surrounding spaces aside): a transfer entered
+    twice is refused by the database, so the float is credited exactly once. ``transfer`` is
+    the ledger's credit of the float; the monthly statement lists deposits through it."""
+
+    reseller = models.ForeignKey(Reseller, on_delete=models.PROTECT, related_name="deposits")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    bank_reference = models.CharField(max_length=100)
+    # The day the bank received the money (the operator's calendar), as the bank says.
+    received_on = models.DateField()
+    # Why it was recorded (the audit's reason), e.g. "bank transfer of 3 December".
+    note = models.CharField(max_length=300, blank=True)
+    # "staff:<id>:<name>" or "cli:<os user>", as on the audit log.
+    recorded_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    transfer = models.OneToOneField(Transfer, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                F("reseller"), Upper("bank_reference"), name="resellers_deposit_reference_once"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="resellers_deposit_positive"),
+        ]
+        indexes = [models.Index(fields=["reseller", "received_on"])]
+
+    def __str__(self) -> str:
+        return f"deposit {self.bank_reference} of reseller {self.reseller_id}"

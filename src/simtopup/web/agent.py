@@ -31,7 +31,7 @@ from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -64,6 +64,7 @@ from simtopup.orders.receipts import (
     receipt_facts,
     status_label,
 )
+from simtopup.resellers import statements as monthly
 from simtopup.resellers.actions import (
     create_api_key,
     password_changed,
@@ -803,6 +804,57 @@ def statement_csv(request: HttpRequest, member: ResellerMember) -> HttpResponse:
     sheet.row(["", _("Closing balance"), "", amount(closing), cur])
     stamp = timezone.now().astimezone(zone).strftime("%Y%m%d")
     return sheet.response(f"statement-{reseller.code}-{stamp}.csv")
+
+
+# --- monthly statements -----------------------------------------------------------------------
+
+
+@portal()
+@require_GET
+def statements(request: HttpRequest, member: ResellerMember) -> HttpResponse:
+    """The months that are over since the reseller began, each statement as PDF and CSV."""
+    reseller = member.reseller
+    months = [
+        {
+            "label": f"{year}-{month:02d}",
+            **{
+                fmt: reverse(
+                    "web:agent-monthly-statement",
+                    kwargs={"code": reseller.code, "year": year, "month": month, "fmt": fmt},
+                )
+                for fmt in ("pdf", "csv")
+            },
+        }
+        for year, month in monthly.past_months(reseller)
+    ]
+    return render(
+        request,
+        TEMPLATE.format("statements"),
+        _context(member, section="statements", months=months),
+    )
+
+
+@portal()
+@require_GET
+def monthly_statement(
+    request: HttpRequest, member: ResellerMember, code: str, year: int, month: int, fmt: str
+) -> HttpResponse:
+    """One month's float statement of the member's own reseller, once the month is over
+    (another reseller's, a month to come or the current one: not found)."""
+    reseller = member.reseller
+    if (
+        code != reseller.code
+        or fmt not in {"pdf", "csv"}
+        or (year, month) not in monthly.past_months(reseller)
+    ):
+        raise Http404
+    st = monthly.statement(reseller, year, month)
+    language = translation.get_language() or settings.LANGUAGE_CODE
+    if fmt == "csv":
+        return monthly.as_csv(st, language).response(monthly.filename(st, "csv"))
+    response = HttpResponse(monthly.as_pdf(st, language), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{monthly.filename(st, "pdf")}"'
+    return response
 
 
 # --- API keys and webhook (owners) ------------------------------------------------------------

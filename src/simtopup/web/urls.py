@@ -59,6 +59,12 @@ urlpatterns: list[object] = [
     path("agent/topups/<int:topup_id>/print", agent.topup_print, name="agent-topup-print"),
     path("agent/transactions", agent.transactions, name="agent-transactions"),
     path("agent/statement.csv", agent.statement_csv, name="agent-statement"),
+    path("agent/statements", agent.statements, name="agent-statements"),
+    path(
+        "agent/statements/<str:code>/<int:year>-<int:month>.<str:fmt>",
+        agent.monthly_statement,
+        name="agent-monthly-statement",
+    ),
     path("agent/keys", agent.keys, name="agent-keys"),
     path("agent/keys/<int:key_id>/revoke", agent.key_revoke, name="agent-key-revoke"),
     path("agent/webhook", agent.webhook, name="agent-webhook"),

@@ -1,4 +1,4 @@
-"""`simtopup reseller create|credit|suspend|reinstate|list|key|oauth|staff`.
+"""`simtopup reseller create|credit|deposit|suspend|reinstate|list|key|oauth|staff`.
 
 Every command that changes something writes one audit row (actor ``cli:<os user>``) in the
 same transaction as its change (audit/log.py).
@@ -7,6 +7,7 @@ same transaction as its change (audit/log.py).
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -22,6 +23,7 @@ from simtopup.resellers.actions import (
     create_api_key,
     create_reseller,
     credit_float,
+    record_deposit,
     reinstate,
     reset_member_password,
     revoke_api_key,
@@ -59,6 +61,18 @@ class Command(BaseCommand):
         credit.add_argument("id", type=int)
         credit.add_argument("amount")
         credit.add_argument("--reason", required=True)
+        deposit = sub.add_parser(
+            "deposit",
+            help="record a reseller's bank deposit and credit its float by it "
+            "(once per bank reference)",
+        )
+        deposit.add_argument("--agent-code", required=True, help="the reseller's agent code")
+        deposit.add_argument("--amount", required=True, help="e.g. 1000.00")
+        deposit.add_argument("--bank-reference", required=True, help="the bank's reference")
+        deposit.add_argument(
+            "--received-on", required=True, help="the day the bank received it, YYYY-MM-DD"
+        )
+        deposit.add_argument("--reason", required=True)
         for name in ("suspend", "reinstate"):
             p = sub.add_parser(name)
             p.add_argument("id", type=int)
@@ -162,6 +176,44 @@ class Command(BaseCommand):
                     "id": reseller.pk,
                     "float": money(balance(reseller.float_account), reseller.currency),
                 }
+            )
+        )
+
+    def do_deposit(
+        self,
+        agent_code: str,
+        amount: str,
+        bank_reference: str,
+        received_on: str,
+        reason: str,
+        **_: Any,
+    ) -> None:
+        reseller = (
+            Reseller.objects.select_related("float_account")
+            .filter(code=agent_code.strip().upper())
+            .first()
+        )
+        if reseller is None:
+            raise CommandError(f"no reseller with agent code {agent_code!r}")
+        try:
+            day = date.fromisoformat(received_on.strip())
+        except ValueError:
+            raise CommandError("--received-on must be a date such as 2026-12-03") from None
+        minor = to_minor(amount, reseller.currency)
+        deposit = record_deposit(
+            reseller, minor, bank_reference, day, actor=cli_actor(), reason=reason
+        )
+        self.stdout.write(
+            json.dumps(
+                {
+                    "id": reseller.pk,
+                    "code": reseller.code,
+                    "deposit": deposit.pk,
+                    "bank_reference": deposit.bank_reference,
+                    "deposited": money(minor, reseller.currency),
+                    "float": money(balance(reseller.float_account), reseller.currency),
+                },
+                ensure_ascii=False,
             )
         )
 
