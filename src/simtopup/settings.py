@@ -132,6 +132,9 @@ IDEMPOTENCY_LEASE_SECONDS = envint("IDEMPOTENCY_LEASE_SECONDS", 60)
 # Automatic top-up: orders per device per 24 h, and the pause after a failed attempt.
 AUTO_TOPUP_DAILY_LIMIT = envint("AUTO_TOPUP_DAILY_LIMIT", 3)
 AUTO_TOPUP_RETRY_SECONDS = envint("AUTO_TOPUP_RETRY_SECONDS", 3600)
+# Goodwill credit from customer service (devices/goodwill.py): above this many minor units a
+# second staff member with the approval permission must approve it.
+GOODWILL_APPROVAL_ABOVE = envint("GOODWILL_APPROVAL_ABOVE", 5000)
 # Alerts (usage/alerts.py): retries of a channel that failed, seconds; a bundle that ended
 # longer ago than this is closed by the expiry job without an `expired` alert (old data).
 ALERT_BACKOFF = [int(s) for s in envlist("ALERT_BACKOFF", "30,120,600,3600")]

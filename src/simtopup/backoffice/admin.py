@@ -39,7 +39,8 @@ from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.errors import DomainError
 from simtopup.core.money import to_decimal_string
 from simtopup.devices.binding import PIN_MAX_LENGTH, PIN_MIN_LENGTH, hash_pin, pin_problem
-from simtopup.devices.models import Device, DeviceStatus
+from simtopup.devices.models import Device
+from simtopup.devices.status import status_action
 from simtopup.ledger.models import Account, LedgerAudit, Transfer
 from simtopup.orders.models import Order, Quote
 from simtopup.payments.models import Payment, PaymentEvent, Refund
@@ -179,14 +180,8 @@ class DeviceAdmin(AuditedAdmin):
     audit_change = Action.DEVICE_CHANGE
 
     def audit_action(self, obj: Any, before: dict[str, Any], after: dict[str, Any]) -> Action:
-        status = after.get("status")
-        if status == DeviceStatus.SUSPENDED:
-            return Action.DEVICE_SUSPEND
-        if status == DeviceStatus.RETIRED:
-            return Action.DEVICE_RETIRE
-        if status and before.get("status") in (DeviceStatus.SUSPENDED, DeviceStatus.RETIRED):
-            return Action.DEVICE_REINSTATE
-        return Action.DEVICE_CHANGE
+        # The rule of devices/status.py, which the desk's suspend and reinstate record by.
+        return status_action(before.get("status"), after.get("status"))
 
     @admin.display(boolean=True, description="binding PIN")
     def has_pin(self, device: Device) -> bool:

@@ -38,6 +38,12 @@ SUSPEND_DEVICE = "devices.suspend_device"
 REPLY_TICKET = "support.reply_supportticket"
 RETRY_FULFILMENT = "orders.retry_fulfilment"
 RESEND_RECEIPT = "orders.resend_receipt"
+# The desk (backoffice/desk_actions.py): support gives goodwill credit and unbinds cards;
+# goodwill above SIMTOPUP_GOODWILL_APPROVAL_ABOVE needs a second person who may approve it —
+# finance (and admin), never support — so that no one alone gives a large credit.
+GRANT_GOODWILL = "devices.grant_goodwill"
+APPROVE_GOODWILL = "devices.approve_goodwill"
+UNBIND_DEVICE = "devices.unbind_device"
 VIEW_FINANCE_REPORTS = "ledger.view_finance_reports"
 
 CUSTOM_PERMISSIONS: dict[str, tuple[str, str]] = {
@@ -51,6 +57,9 @@ CUSTOM_PERMISSIONS: dict[str, tuple[str, str]] = {
     REPLY_TICKET: ("supportticket", "Can reply to a support ticket"),
     RETRY_FULFILMENT: ("order", "Can retry a stuck fulfilment"),
     RESEND_RECEIPT: ("order", "Can re-send a receipt"),
+    GRANT_GOODWILL: ("goodwillcredit", "Can give a card goodwill credit"),
+    APPROVE_GOODWILL: ("goodwillcredit", "Can approve or reject goodwill credit"),
+    UNBIND_DEVICE: ("device", "Can remove a card from its customer's account"),
     VIEW_FINANCE_REPORTS: ("account", "Can see reseller statements and the ledger by day"),
 }
 
@@ -83,6 +92,8 @@ SUPPORT_PERMISSIONS = _view(
     REPLY_TICKET,
     RETRY_FULFILMENT,
     RESEND_RECEIPT,
+    GRANT_GOODWILL,
+    UNBIND_DEVICE,
 }
 
 # Payments, refunds, reconciliation, the ledger and the resellers' floats.
@@ -108,6 +119,8 @@ FINANCE_PERMISSIONS = _view(
     VIEW_RECONCILIATION,
     CREDIT_RESELLER,
     SUSPEND_RESELLER,
+    GRANT_GOODWILL,
+    APPROVE_GOODWILL,
     VIEW_FINANCE_REPORTS,
 }
 

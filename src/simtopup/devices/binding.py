@@ -40,6 +40,8 @@ from django.utils.translation import ngettext
 
 from simtopup.accounts import ratelimit
 from simtopup.accounts.models import Customer
+from simtopup.audit.log import record
+from simtopup.audit.models import Action
 from simtopup.core.errors import DomainError, field_error
 from simtopup.devices.identifiers import find_device
 from simtopup.devices.models import Device, DeviceKind
@@ -306,12 +308,45 @@ def _already_mine(customer: Customer, device: Device, nickname: str) -> Device:
     return device
 
 
+def _release(device_id: int, owner_id: int) -> bool:
+    """Take the card out of ``owner_id``'s account if it is still there (compare-and-swap):
+    its credit and bundles stay on the card. True if this call did it."""
+    return bool(
+        Device.objects.filter(pk=device_id, owner_id=owner_id).update(
+            owner=None, bound_at=None, nickname=""
+        )
+    )
+
+
 def unbind_device(customer: Customer, device_id: int) -> None:
     """Remove the card from the customer's account (its credit and bundles stay on it)."""
-    if not Device.objects.filter(pk=device_id, owner=customer).update(
-        owner=None, bound_at=None, nickname=""
-    ):
+    if not _release(device_id, customer.pk):
         raise not_found()
+
+
+def unbind_card(device: Device, *, actor: str, ip: str | None, reason: str) -> Device:
+    """Customer service takes the card out of its customer's account (a card sold on, or
+    bound by someone who should not have it): the customer's app and website no longer list
+    it, and whoever proves holding it can bind it again. Audited ``device.unbind`` with the
+    customer it left, in the same transaction; a replay finds it unbound (``not_bound``)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise field_error("reason_required", _("Say why."), "reason")
+    with transaction.atomic(durable=True):
+        owner_id = Device.objects.filter(pk=device.pk).values_list("owner_id", flat=True).first()
+        if owner_id is None or not _release(device.pk, owner_id):
+            raise DomainError("not_bound", _("This card is not in anyone's account."), 409)
+        record(
+            Action.DEVICE_UNBIND,
+            device,
+            actor=actor,
+            ip=ip,
+            before={"owner": owner_id},
+            after={"owner": None},
+            reason=reason,
+        )
+    device.refresh_from_db()
+    return device
 
 
 def rename_device(customer: Customer, device_id: int, nickname: str) -> Device:

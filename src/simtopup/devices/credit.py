@@ -25,9 +25,16 @@ CREDIT_KINDS = {
 }
 
 
+# Transfer kinds shown under a movement kind above but with words of their own: a goodwill
+# credit is an ``adjustment`` to API clients (the enum stays as documented in docs/api.md),
+# with its own memo.
+OWN_MEMOS = {"goodwill_credit": "goodwill"}
+
+
 def credit_memos() -> dict[str, str]:
-    """Each movement kind's words, in the current language."""
+    """Each movement kind's words (and those of :data:`OWN_MEMOS`), in the current language."""
     return {
+        "goodwill": _("Goodwill credit from customer service"),
         "topup": _("Credit top-up"),
         "payg_charge": _("Pay-per-use data"),
         "bundle_purchase": _("Plan paid from credit"),
@@ -67,7 +74,7 @@ def movements(transfers: list[Transfer], account_id: int) -> list[Movement]:
                 amount=t.amount,
                 unit=t.unit,
                 created_at=t.created_at,
-                memo=memos[kind],
+                memo=memos[OWN_MEMOS.get(t.kind, kind)],
                 order_id=order_id_of(t.idempotency_key),
             )
         )

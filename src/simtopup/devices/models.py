@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from simtopup.ledger.models import Account
 
@@ -93,3 +96,62 @@ def mask(identifier: str) -> str:
     if len(identifier) <= 8:
         return identifier[:2] + "•" * max(len(identifier) - 4, 1) + identifier[-2:]
     return identifier[:4] + "•" * (len(identifier) - 8) + identifier[-4:]
+
+
+class GoodwillStatus(models.TextChoices):
+    PENDING = "pending", _("awaiting approval")
+    APPROVED = "approved", _("approved")
+    REJECTED = "rejected", _("rejected")
+    POSTED = "posted", _("credited")
+
+
+class GoodwillCredit(models.Model):
+    """A goodwill credit customer service gives a card (devices/goodwill.py): from the
+    ``adjustments`` ledger account to the card's credit. Above
+    ``settings.GOODWILL_APPROVAL_ABOVE`` it waits for a second staff member's approval.
+    Rows are never deleted: each is the story of one grant."""
+
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="goodwill_credits")
+    amount = models.BigIntegerField()  # minor units of ``currency``
+    currency = models.CharField(max_length=3)
+    reason = models.TextField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(
+        max_length=10, choices=GoodwillStatus.choices, default=GoodwillStatus.PENDING
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True, default="")
+    # The ledger transfer's idempotency key (``goodwill:<id>``), set when it is posted.
+    transfer_key = models.CharField(max_length=200, null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("goodwill credit")
+        verbose_name_plural = _("goodwill credits")
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="devices_goodwill_positive"),
+            models.UniqueConstraint(fields=["transfer_key"], name="devices_goodwill_key_once"),
+            models.CheckConstraint(
+                condition=~Q(status="posted") | Q(transfer_key__isnull=False),
+                name="devices_goodwill_posted_has_key",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["requested_at"],
+                condition=Q(status="pending"),
+                name="devices_goodwill_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"goodwill {self.pk} ({self.status})"

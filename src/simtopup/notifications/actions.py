@@ -41,8 +41,14 @@ def render(template_key: str, context: Mapping[str, Any], language: str) -> tupl
         return str(template.subject), str(template.body) % values
 
 
-def channel_for(customer: Customer) -> tuple[Channel, str]:
-    """Phone customers get an SMS, email customers an email."""
+def channel_for(customer: Customer, channel: Channel | None = None) -> tuple[Channel, str]:
+    """Phone customers get an SMS, email customers an email; ``channel``: this one, which the
+    customer must have (ValueError otherwise)."""
+    if channel is not None:
+        recipient = customer.phone if channel == "sms" else customer.email
+        if not recipient:
+            raise ValueError(f"the customer has no {channel} contact")
+        return channel, recipient
     if customer.phone:
         return "sms", customer.phone
     assert customer.email, "a customer has a phone or an email (database constraint)"
@@ -74,16 +80,23 @@ def send_now(
     return deliver(Message(channel, recipient, subject, body, language), template_key)
 
 
-def notify(customer: Customer, template_key: str, context: Mapping[str, Any]) -> None:
+def notify(
+    customer: Customer,
+    template_key: str,
+    context: Mapping[str, Any],
+    *,
+    channel: Channel | None = None,
+) -> None:
     """Tell ``customer`` something (``TEMPLATES[template_key]``) by SMS to their phone, else
-    by email, in their language, once the current transaction commits. Safe to call inside
-    ``transaction.atomic()``; nothing is sent if it rolls back.
+    by email (or by ``channel``, see :func:`channel_for`), in their language, once the
+    current transaction commits. Safe to call inside ``transaction.atomic()``; nothing is
+    sent if it rolls back.
 
     Rendered now, so an unknown template or a missing placeholder fails at the call site.
     Pass lazy translations (``gettext_lazy``) as context values to have them rendered in the
     customer's language too.
     """
-    channel, recipient = channel_for(customer)
+    via, recipient = channel_for(customer, channel)
     subject, body = render(template_key, context, customer.language)
-    message = Message(channel, recipient, subject, body, customer.language)
+    message = Message(via, recipient, subject, body, customer.language)
     transaction.on_commit(partial(deliver, message, template_key), robust=True)

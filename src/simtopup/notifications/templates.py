@@ -48,6 +48,14 @@ TEMPLATES: dict[str, Template] = {
             "%(reason)s"
         ),
     ),
+    # Customer service sending a receipt again (orders/service.py).
+    "receipt_resent": Template(
+        _("Your receipt"),
+        _(
+            "Your receipt %(receipt_no)s: %(plan)s for card %(device)s, %(amount)s. "
+            "View or check it: %(link)s"
+        ),
+    ),
     "data_low": Template(
         _("Data running low"),
         _("Card %(device)s has used %(percent)s%% of its data; %(remaining)s left."),

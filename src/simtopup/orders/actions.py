@@ -231,6 +231,20 @@ def fulfil_pending(order_id: int) -> str:
     )
     if claimed != 1:
         return "not_claimable"
+    return attempt_claimed(order_id)
+
+
+def claim_lease() -> datetime:
+    """Until when a fulfilment claimed now is its claimer's (a stale lease is taken over)."""
+    return timezone.now() + timedelta(seconds=settings.FULFILMENT_LEASE_SECONDS)
+
+
+def attempt_claimed(order_id: int) -> str:
+    """One fulfilment attempt of an order its caller has just claimed (``fulfilling`` with a
+    fresh lease, ``attempts`` counted): the adapter outside any transaction, then record the
+    grant, or schedule the next attempt, or fail and refund. The worker's path
+    (:func:`fulfil_pending`) and customer service's retry (orders/service.py) both claim by
+    compare-and-swap and then call this."""
     order = Order.objects.select_related("plan", "device", "reseller").get(pk=order_id)
     adapter = get_adapter()
     try:
