@@ -15,7 +15,7 @@ import io
 import itertools
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -504,3 +504,47 @@ def test_a_float_only_in_one_statement_is_the_ledgers(carol: Reseller) -> None:
     assert last is not None
     recorded = last.source_balance if last.source_id == account else last.destination_balance
     assert statement(carol, 2026, 11, now=DECEMBER_NOW).opening == recorded
+
+
+# --- exactly once under concurrency ---------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_one_bank_reference_recorded_at_once_by_many_credits_once() -> None:
+    """Eight threads record the same bank transfer at the same moment (committed data, each
+    with its own connection): one deposit, one credit, one audit row; the rest are told it
+    is a duplicate."""
+    from tests.test_concurrency import run_concurrently
+
+    reseller, _key = create_reseller("Race Mobile")
+
+    def attempt(n: int) -> Callable[[], str]:
+        def job() -> str:
+            try:
+                record_deposit(
+                    Reseller.objects.select_related("float_account").get(pk=reseller.pk),
+                    10_000,
+                    "SWIFT-RACE-1" if n % 2 else "swift-race-1 ",
+                    date(2026, 12, 1),
+                    actor=f"cli:t{n}",
+                    reason="race",
+                )
+            except DomainError as exc:
+                return exc.code
+            return "recorded"
+
+        return job
+
+    outcomes = run_concurrently([attempt(n) for n in range(8)], threads=8)
+    assert sorted(outcomes) == ["duplicate_bank_reference"] * 7 + ["recorded"]
+    assert float_of(reseller) == 10_000
+    assert ResellerDeposit.objects.filter(reseller=reseller).count() == 1
+    assert AuditEntry.objects.filter(action=Action.RESELLER_DEPOSIT).count() == 1
+    assert statement(reseller, *this_month_now()).deposits_total == 10_000
+
+
+def this_month_now() -> tuple[int, int]:
+    from simtopup.resellers.statements import this_month
+
+    return this_month()
