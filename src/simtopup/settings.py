@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -231,6 +232,7 @@ STRIPE_ACCOUNT = env("STRIPE_ACCOUNT", "")
 STRIPE_API_VERSION = env("STRIPE_API_VERSION", "")  # empty: the SDK's pinned version
 STRIPE_TIMEOUT_SECONDS = envint("STRIPE_TIMEOUT_SECONDS", 30)
 STRIPE_MAX_NETWORK_RETRIES = envint("STRIPE_MAX_NETWORK_RETRIES", 2)
+STRIPE_API_BASE = env("STRIPE_API_BASE", "")  # empty: Stripe's own API (https://api.stripe.com)
 # Alipay direct (RSA2): the app, its private key and Alipay's public key (public-key mode).
 ALIPAY_APP_ID = env("ALIPAY_APP_ID", "")
 ALIPAY_APP_PRIVATE_KEY = env("ALIPAY_APP_PRIVATE_KEY", "")
@@ -301,6 +303,21 @@ STAFF_ENROL_HOURS = envint("STAFF_ENROL_HOURS", 72)
 STAFF_ENROL_AT_LOGIN = envbool("STAFF_ENROL_AT_LOGIN", False)
 # The name authenticator apps show beside a staff member's codes.
 OTP_TOTP_ISSUER = OPERATOR_NAME
+# Passkeys (WebAuthn, django-otp-webauthn) as a staff member's second factor after the password
+# (backoffice/passkeys.py reads the site's origin from SITE_URL at each request). Browsers
+# offer them only on https:// or on http://localhost: on another plain-http address (the
+# default http://127.0.0.1:8000) the console does not offer them, and the library's check of
+# that origin is silenced. Never passwordless: the password comes first.
+OTP_WEBAUTHN_RP_NAME = OPERATOR_NAME
+OTP_WEBAUTHN_RP_ID = urlsplit(SITE_URL).hostname or "localhost"
+OTP_WEBAUTHN_ALLOWED_ORIGINS = [f"{urlsplit(SITE_URL).scheme}://{urlsplit(SITE_URL).netloc}"]
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+OTP_WEBAUTHN_HELPER_CLASS = "simtopup.backoffice.passkeys.Helper"
+SILENCED_SYSTEM_CHECKS = (
+    []
+    if OTP_WEBAUTHN_ALLOWED_ORIGINS[0].startswith(("https://", "http://localhost"))
+    else ["otp_webauthn.E031"]
+)
 
 # --- customer service: the help page's contact form (support/, web/help.py) ---------------
 # Where new support tickets are emailed (through the email sender); empty: stored and logged only.
@@ -322,6 +339,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
+    "django_otp_webauthn",  # passkeys (backoffice/passkeys.py)
     "django_tasks_db",
     "ninja",  # its static files: Swagger UI for /api/docs, served by us (CSP: no CDN)
     "simtopup.core",
@@ -337,6 +355,8 @@ INSTALLED_APPS = [
     "simtopup.network",
     "simtopup.notifications",
     "simtopup.support",
+    # The daily reconciliation of our payments with each provider's statement.
+    "simtopup.finance",
     "simtopup.api",
     "simtopup.backoffice",
     "simtopup.web",

@@ -24,7 +24,15 @@ def _ip(request: HttpRequest | None) -> str | None:
 def logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     if not getattr(user, "is_staff", False):
         return
-    record(Action.STAFF_LOGIN, user, actor=staff_actor(user), ip=_ip(request))
+    # The second factor, when the console's login says which (backoffice/two_factor.py).
+    method = getattr(request, "staff_login_method", "")
+    record(
+        Action.STAFF_LOGIN,
+        user,
+        actor=staff_actor(user),
+        ip=_ip(request),
+        after={"method": method} if method else None,
+    )
 
 
 def _at_console_login(request: HttpRequest | None) -> bool:

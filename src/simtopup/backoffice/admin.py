@@ -24,6 +24,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.models import WebAuthnCredential
 
 from simtopup.accounts.models import AppToken, Customer
 from simtopup.accounts.tokens import revoke_token
@@ -618,3 +619,21 @@ for _device_model in (TOTPDevice, StaticDevice):
     if admin.site.is_registered(_device_model):
         admin.site.unregister(_device_model)
     admin.site.register(_device_model, StaffDeviceAdmin)
+
+
+class StaffPasskeyAdmin(StaffDeviceAdmin):
+    """A staff member's passkeys (backoffice/passkeys.py): listed and removed here like the
+    other second factors (a lost phone or key), each removal a staff.passkey row."""
+
+    def _record_removal(self, request: HttpRequest, device: Any) -> None:
+        record(
+            Action.STAFF_PASSKEY,
+            device.user,
+            before={"passkey": device.name, "passkey_id": device.pk},
+            after={"passkey": "removed"},
+            reason=audited.action_reason(request),
+            **from_request(request),
+        )
+
+
+admin.site.register(WebAuthnCredential, StaffPasskeyAdmin)

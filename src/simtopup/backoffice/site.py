@@ -4,9 +4,11 @@ member gets in only with a password and a second factor (backoffice/two_factor.p
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import segno
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
@@ -126,10 +128,11 @@ class ConsoleSite(admin.AdminSite):
             desk_actions,
             desk_refunds,
             reconciliation,
+            staff_pages,
             statements,
         )
 
-        for module in (desk, desk_actions, desk_refunds, reconciliation, statements):
+        for module in (desk, desk_actions, desk_refunds, reconciliation, statements, staff_pages):
             own += module.urls(self)
         return own + super().get_urls()
 
@@ -157,6 +160,8 @@ class ConsoleSite(admin.AdminSite):
 @never_cache
 @csrf_protect
 def _login(request: HttpRequest, site: ConsoleSite, extra_context: Any = None) -> HttpResponse:
+    from simtopup.backoffice import passkeys
+
     if request.method == "GET" and site.has_permission(request):
         return HttpResponseRedirect(site._next(request))
     form = LoginForm(request.POST if request.method == "POST" else None)
@@ -167,11 +172,18 @@ def _login(request: HttpRequest, site: ConsoleSite, extra_context: Any = None) -
             form.cleaned_data["username"].strip(),
             form.cleaned_data["password"],
             form.cleaned_data["otp_token"],
+            method="passkey" if request.POST.get("method") == "passkey" else "code",
         )
         if outcome.device is not None:
             return HttpResponseRedirect(site._next(request))
         if outcome.enrol:
             return redirect("admin:enrol")
+        if outcome.passkey:
+            target = reverse("admin:login-passkey")
+            following = request.POST.get("next") or ""
+            return HttpResponseRedirect(
+                target + ("?" + urlencode({"next": following}) if following else "")
+            )
         form.add_error(None, outcome.error)
         status = outcome.status
     context = {
@@ -180,6 +192,8 @@ def _login(request: HttpRequest, site: ConsoleSite, extra_context: Any = None) -
         "form": form,
         "app_path": request.get_full_path(),
         "next": request.POST.get("next") or request.GET.get("next") or "",
+        "passkeys_available": passkeys.available(),
+        "enrol_at_login": settings.STAFF_ENROL_AT_LOGIN,
         **(extra_context or {}),
     }
     request.current_app = site.name

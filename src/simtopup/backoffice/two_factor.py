@@ -49,6 +49,7 @@ class Outcome:
     user: Any = None
     device: Any = None  # set: logged in
     enrol: bool = False  # the password was right, no authenticator yet
+    passkey: bool = False  # the password was right: on to the passkey step
     error: str = ""
     status: int = 200
 
@@ -72,9 +73,17 @@ def _refused(request: HttpRequest, username: str) -> None:
     user_login_failed.send(sender=__name__, credentials={"username": username}, request=request)
 
 
-def attempt(request: HttpRequest, username: str, password: str, token: str) -> Outcome:
+def refused(request: HttpRequest, username: str) -> None:
+    _refused(request, username)
+
+
+def attempt(
+    request: HttpRequest, username: str, password: str, token: str, method: str = "code"
+) -> Outcome:
     """Check one console login attempt; on success the staff member is logged in with the
-    device that accepted the code."""
+    device that accepted the code. ``method="passkey"``: a right password opens the passkey
+    step (backoffice/passkeys.py) for a staff member who has one; the attempt stays counted
+    against the limits until the passkey logs them in."""
     keys, pair = _keys(request, username)
     now = timezone.now()
     try:
@@ -109,6 +118,14 @@ def attempt(request: HttpRequest, username: str, password: str, token: str) -> O
         request.session[ENROL_SESSION_KEY] = {"user": user.pk, "at": int(time.time())}
         return Outcome(user=user, enrol=True)
     code = "".join(token.split())
+    if method == "passkey" and not code:
+        from simtopup.backoffice import passkeys
+
+        if not passkeys.has_passkey(user):
+            _refused(request, username)
+            return Outcome(error=wrong)
+        passkeys.start(request, user, username)
+        return Outcome(user=user, passkey=True)
     device = django_otp.match_token(user, code) if code else None
     if device is None:
         _refused(request, username)
@@ -127,7 +144,23 @@ def _give_back(keys: Keys, pair: str, now: datetime) -> None:
     durable(give_back)
 
 
+def passkey_login(request: HttpRequest, user: Any, device: Any, username: str) -> None:
+    """The passkey step of a login was right: the attempt is given back, and in."""
+    keys, pair = _keys(request, username or user.get_username())
+    _give_back(keys, pair, timezone.now())
+    log_in(request, user, device)
+
+
+# The second factor of a login as the audit log names it (audit/logins.py).
+METHODS = {
+    "totpdevice": "authenticator app",
+    "staticdevice": "recovery code",
+    "webauthncredential": "passkey",
+}
+
+
 def log_in(request: HttpRequest, user: Any, device: Any) -> None:
+    request.staff_login_method = METHODS.get(device._meta.model_name, device._meta.model_name)  # type: ignore[attr-defined]
     auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     django_otp.login(request, device)
 

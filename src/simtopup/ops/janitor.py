@@ -13,12 +13,14 @@ from django.utils import timezone
 
 from simtopup.accounts.login import prune_login_data
 from simtopup.core import idempotency
+from simtopup.finance.actions import run_daily as reconcile_daily
 from simtopup.ledger.audit import record_audit
 from simtopup.ledger.models import LedgerAudit
 from simtopup.ops.upstream_usage import sync_usage as sync_upstream_usage
 from simtopup.orders.actions import reconcile
 from simtopup.orders.customer import prune_quotes
 from simtopup.payments.actions import sweep as sweep_payments
+from simtopup.payments.registry import enabled_providers
 from simtopup.usage import alerts as usage_alerts
 from simtopup.usage import expiry
 
@@ -30,6 +32,9 @@ _audit_retry_at = 0.0
 # The expiry job runs at most once a minute (this pass runs every reconcile interval).
 EXPIRY_INTERVAL_SECONDS = 60.0
 _expiry_due_at = 0.0
+# The daily reconciliation looks for a due day at most every few minutes.
+RECONCILIATION_INTERVAL_SECONDS = 300.0
+_reconciliation_due_at = 0.0
 
 
 def maybe_expire_bundles() -> dict[str, int] | None:
@@ -53,6 +58,21 @@ def maybe_sync_upstream_usage() -> dict[str, int] | None:
         return sync_upstream_usage()
     except Exception:
         logger.exception("upstream usage sync failed; next attempt in the next pass")
+        return None
+
+
+def maybe_reconcile_statements() -> dict[str, str] | None:
+    """The daily reconciliation of every enabled provider's statement (finance/actions.py:
+    yesterday's, once the provider has made it; a failed run is retried later), looked at
+    every few minutes; None when not due."""
+    global _reconciliation_due_at
+    if time.monotonic() < _reconciliation_due_at:
+        return None
+    _reconciliation_due_at = time.monotonic() + RECONCILIATION_INTERVAL_SECONDS
+    try:
+        return reconcile_daily(enabled_providers())
+    except Exception:
+        logger.exception("daily reconciliation failed; next attempt in a few minutes")
         return None
 
 
@@ -88,6 +108,7 @@ def run_janitor() -> dict[str, object]:
     upstream_usage = maybe_sync_upstream_usage()
     alerts_sent = usage_alerts.deliver_due()
     audited = maybe_audit_ledger()
+    reconciled = maybe_reconcile_statements()
     return {
         "orders": orders,
         "payments": payments,
@@ -100,4 +121,7 @@ def run_janitor() -> dict[str, object]:
         "alerts_retried": alerts_sent,
         # Violations the ledger audit found in this pass; None: no audit was due.
         "ledger_violations": audited.violations_count if audited else None,
+        # Daily reconciliation runs made in this pass ({provider: "day status"}); None: not
+        # looked at this pass.
+        "reconciliations": reconciled,
     }

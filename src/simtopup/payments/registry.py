@@ -35,6 +35,16 @@ def is_enabled(name: str) -> bool:
     return name in enabled_providers()
 
 
+def provider_class(name: str) -> type[Provider]:
+    """A provider's class by name (its capability flags and statement zone, without the
+    credentials its constructor checks)."""
+    path = PROVIDER_CLASSES.get(name)
+    if path is None:
+        raise LookupError(f"unknown payment provider {name!r}")
+    cls: type[Provider] = import_string(path)
+    return cls
+
+
 def get_provider(name: str) -> Provider:
     """A provider object by name (enabled or not: payments made through a provider that has
     since been switched off still need their refunds and queries)."""

@@ -22,6 +22,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext
 
+from simtopup.core.errors import DomainError
+from simtopup.core.money import to_minor
 from simtopup.payments.providers.base import PaymentRequest, ProviderError, RefundRequest
 
 # Alipay and WeChat Pay speak China Standard Time (no DST) in their own timestamps.
@@ -160,3 +162,19 @@ def check_refund(refund: RefundRequest, currency: str = "") -> None:
         raise ProviderError(
             "currency_mismatch", gettext("The refund currency differs from the payment's.")
         )
+
+
+def malformed_statement_error(why: str) -> ProviderError:
+    """A statement we cannot read (cut short, another format): nothing is concluded from it;
+    a later run fetches it again."""
+    return ProviderError("statement_malformed", f"the provider's statement is malformed: {why}")
+
+
+def yuan_to_fen(text: str) -> int:
+    """The magnitude of a statement's yuan amount (``"30.00"``, ``"-0.01"``) in fen, exactly
+    (Decimal, never a float); a statement's refunds may carry a minus sign."""
+    value = text.strip().lstrip("+-")
+    try:
+        return to_minor(value or "0", "CNY", allow_zero=True)
+    except DomainError:
+        raise malformed_statement_error(f"amount {text!r}") from None

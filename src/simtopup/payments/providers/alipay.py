@@ -23,6 +23,11 @@ Settings (environment variables, ``SIMTOPUP_`` prefix, ``*_FILE`` variants for t
   each ``notify_id`` is stored once.
 - ``ALIPAY_TIMEOUT_SECONDS`` (15), ``ALIPAY_VERBOSE`` (false: the SDK's debug logging).
 
+The statement of a day (:meth:`AlipayProvider.statement`) is Alipay's trade bill of that
+Beijing day (``alipay.data.dataservice.bill.downloadurl.query``, ``bill_type=trade``): a ZIP
+of GBK CSV files, of which the 业务明细 (business details) is read. Alipay makes it the next
+morning (before 9:00 Beijing time, it says).
+
 The asynchronous notification is a form post signed with Alipay's key over the sorted
 ``k=v&…`` string of every field but ``sign`` and ``sign_type``; it is answered ``success``
 (anything else makes Alipay retry). Alipay's own timestamps are Beijing time.
@@ -30,11 +35,14 @@ The asynchronous notification is a form post signed with Alipay's key over the s
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
+import zipfile
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from urllib.error import HTTPError, URLError
@@ -56,9 +64,11 @@ from simtopup.payments.providers._common import (
     check_reference,
     check_refund,
     gateway_url,
+    malformed_statement_error,
     private_key_pem,
     public_key_pem,
     require,
+    yuan_to_fen,
 )
 
 logger = logging.getLogger(__name__)
@@ -195,10 +205,107 @@ def _succeeded(answer: Mapping[str, Any]) -> bool:
     return str(answer.get("code")) == "10000"
 
 
+# The bill's answers that mean "no bill for that day": no trade, nothing to list.
+_NO_BILL = {"isp.bill_not_exist", "isp.bill_not_exists", "NO_BILL_DATA", "BILL_NOT_EXIST"}
+# The 业务明细 file's columns read here (headers as Alipay writes them, parentheses either
+# full-width or not).
+_COLUMNS = {
+    "trade_no": "支付宝交易号",
+    "out_trade_no": "商户订单号",
+    "kind": "业务类型",
+    "finished": "完成时间",
+    "order_amount": "订单金额(元)",
+    "received": "商家实收(元)",
+    "request_no": "退款批次号/请求号",
+}
+
+
+def _member_name(info: zipfile.ZipInfo) -> str:
+    """A ZIP member's name: Alipay writes GBK names without the UTF-8 flag, which Python
+    reads as code page 437."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("gb18030")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return info.filename
+
+
+def parse_trade_bill(archive: bytes) -> list[base.StatementLine]:
+    """The lines of Alipay's trade bill ZIP: its 业务明细 CSV (not the 汇总 summary), GBK,
+    ``#`` comment lines above and below the table, cells padded with tabs or spaces.
+    业务类型 交易 is a payment (订单金额 is what was asked for), 退款 a refund (商家实收, negative,
+    is what went back; 退款批次号/请求号 is our out_request_no)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(archive)) as bill:
+            members = [
+                info
+                for info in bill.infolist()
+                if _member_name(info).endswith(".csv") and "汇总" not in _member_name(info)
+            ]
+            details = [i for i in members if "业务明细" in _member_name(i)] or members
+            if not details:
+                raise malformed_statement_error("no 业务明细 CSV in the ZIP")
+            raw = bill.read(details[0])
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise malformed_statement_error(f"not a readable ZIP ({exc})") from None
+    text = raw.decode("gb18030", errors="strict") if raw else ""
+    rows = [
+        [cell.strip() for cell in row]
+        for row in csv.reader(io.StringIO(text))
+        if row and not row[0].lstrip().startswith("#")
+    ]
+    if not rows:
+        return []
+    header = [h.replace("（", "(").replace("）", ")") for h in rows[0]]
+    try:
+        column = {key: header.index(name) for key, name in _COLUMNS.items()}
+    except ValueError as exc:
+        raise malformed_statement_error(f"a column is missing ({exc})") from None
+    lines: list[base.StatementLine] = []
+    for row in rows[1:]:
+        if len(row) < len(header):
+            raise malformed_statement_error(f"a short row ({len(row)} cells)")
+        kind = row[column["kind"]]
+        try:
+            at = _parse_beijing(row[column["finished"]]) if row[column["finished"]] else None
+        except ValueError:
+            raise malformed_statement_error(f"time {row[column['finished']]!r}") from None
+        if kind == "交易":
+            lines.append(
+                base.StatementLine(
+                    kind=base.STATEMENT_PAYMENT,
+                    reference=row[column["out_trade_no"]],
+                    provider_ref=row[column["trade_no"]],
+                    amount=yuan_to_fen(row[column["order_amount"]]),
+                    currency=CURRENCY,
+                    at=at,
+                )
+            )
+        elif kind == "退款":
+            amount = yuan_to_fen(row[column["received"]]) or yuan_to_fen(
+                row[column["order_amount"]]
+            )
+            lines.append(
+                base.StatementLine(
+                    kind=base.STATEMENT_REFUND,
+                    reference=row[column["request_no"]],
+                    provider_ref=row[column["trade_no"]],
+                    amount=amount,
+                    currency=CURRENCY,
+                    at=at,
+                    payment_reference=row[column["out_trade_no"]],
+                )
+            )
+    return lines
+
+
 class AlipayProvider(base.Provider):
     name = "alipay"
     methods = frozenset({base.ALIPAY})
     supports_partial_refund = True
+    statement_zone = BEIJING
+    statement_ready_after = timedelta(hours=10)
 
     def __init__(self) -> None:
         self._app_id = require("ALIPAY_APP_ID")
@@ -395,3 +502,30 @@ class AlipayProvider(base.Provider):
         ):
             return base.RefundResult("succeeded", answer.get("trade_no") or provider_ref)
         return base.RefundResult("pending", answer.get("trade_no") or provider_ref)
+
+    # --- the day's statement --------------------------------------------------------------
+
+    def statement(self, day: date) -> list[base.StatementLine]:
+        """Alipay's trade bill of ``day`` (Beijing): the download address (valid 30 s) from
+        ``alipay.data.dataservice.bill.downloadurl.query``, then the ZIP it points to."""
+        answer = self._client.server_api(
+            "alipay.data.dataservice.bill.downloadurl.query",
+            {"bill_type": "trade", "bill_date": day.isoformat()},
+        )
+        if not _succeeded(answer):
+            if str(answer.get("sub_code", "")) in _NO_BILL:
+                return []
+            raise _refusal(answer)
+        url = str(answer.get("bill_download_url") or "")
+        if not url.startswith(("https://", "http://")):
+            raise malformed_statement_error("no bill_download_url")
+        try:
+            with urlopen(url, timeout=self._client._config.timeout) as response:  # noqa: S310
+                archive = response.read()
+        except HTTPError as exc:
+            logger.warning("alipay: bill download answered HTTP %s", exc.code)
+            raise base.unavailable_error() from exc
+        except (URLError, TimeoutError, OSError) as exc:
+            logger.warning("alipay: bill download failed: %s", exc)
+            raise base.unavailable_error() from exc
+        return parse_trade_bill(archive)

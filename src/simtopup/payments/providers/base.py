@@ -15,8 +15,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, ClassVar, Literal
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any, ClassVar, Final, Literal
 
 from django.utils.translation import gettext
 
@@ -209,6 +209,39 @@ class Ack:
     body: bytes = b""
 
 
+# A statement line's kind.
+STATEMENT_PAYMENT: Final = "payment"
+STATEMENT_REFUND: Final = "refund"
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """One payment or refund as the provider's own statement of a day lists it.
+
+    ``reference``: ours, as the provider echoes it (the payment's ``PaymentRequest.reference``
+    as out_trade_no / 商户订单号 / metadata; a refund's refund reference as out_request_no /
+    商户退款单号 / metadata) — empty when the provider's line names none. ``state``:
+    ``succeeded``, ``pending`` or ``failed``, in our words. ``amount``: minor units, in the
+    payment's own currency (not a converted settlement amount)."""
+
+    kind: Literal["payment", "refund"]
+    reference: str
+    provider_ref: str
+    amount: int
+    currency: str
+    state: str = "succeeded"
+    at: datetime | None = None
+    # The payment's reference for a refund line, when the statement gives it.
+    payment_reference: str = ""
+
+
+def day_window(day: date, zone: tzinfo) -> tuple[datetime, datetime]:
+    """``day`` in ``zone`` as a half-open UTC interval ``[start, end)``."""
+    start = datetime.combine(day, time.min, tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
 class Provider(abc.ABC):
     name: ClassVar[str]
     methods: ClassVar[frozenset[str]]
@@ -218,6 +251,12 @@ class Provider(abc.ABC):
     supports_query: ClassVar[bool] = True
     # The provider delivers notifications asynchronously (all real ones do).
     supports_webhooks: ClassVar[bool] = True
+    # The provider gives a statement of each day (:meth:`statement`), in the time zone its
+    # own days are counted in, complete this long after the day's end (Alipay's and WeChat
+    # Pay's bills are made the next morning).
+    supports_statement: ClassVar[bool] = True
+    statement_zone: ClassVar[tzinfo] = UTC
+    statement_ready_after: ClassVar[timedelta] = timedelta(hours=1)
 
     @property
     def merchant(self) -> str | None:
@@ -261,3 +300,10 @@ class Provider(abc.ABC):
     def make_refund(self, refund: RefundRequest) -> RefundResult:
         """Ask the provider for ``refund`` (what :meth:`refund` does, with its arguments in
         one object); raises :class:`ProviderError`."""
+
+    def statement(self, day: date) -> list[StatementLine]:
+        """The provider's own statement of ``day`` (a calendar day in
+        :attr:`statement_zone`): the payments it captured and the refunds it made that day;
+        raises :class:`ProviderError` (``provider_unavailable`` when it cannot be reached,
+        or the statement is not made yet)."""
+        raise ProviderError("statement_not_supported", "this provider gives no statement")

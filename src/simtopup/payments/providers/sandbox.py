@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -146,6 +146,41 @@ class SandboxProvider(base.Provider):
             merchant=charge.merchant,
             failure_code=charge.failure_code or None,
         )
+
+    def statement(self, day: date) -> list[base.StatementLine]:
+        """The gateway's own books of ``day`` (UTC): charges it captured (settled then, and
+        not declined) and the refunds it made."""
+        start, end = base.day_window(day, self.statement_zone)
+        lines = [
+            base.StatementLine(
+                kind=base.STATEMENT_PAYMENT,
+                reference=charge.reference,
+                provider_ref=charge.public_id,
+                amount=charge.amount,
+                currency=charge.currency,
+                at=charge.settled_at,
+            )
+            for charge in SandboxCharge.objects.filter(
+                status__in=(SandboxChargeStatus.SUCCEEDED, SandboxChargeStatus.REFUNDED),
+                settled_at__gte=start,
+                settled_at__lt=end,
+            ).order_by("settled_at", "pk")
+        ]
+        lines += [
+            base.StatementLine(
+                kind=base.STATEMENT_REFUND,
+                reference=made.refund_reference,
+                provider_ref=made.public_id,
+                amount=made.amount,
+                currency=made.charge.currency,
+                at=made.created_at,
+                payment_reference=made.charge.reference,
+            )
+            for made in SandboxRefund.objects.select_related("charge")
+            .filter(created_at__gte=start, created_at__lt=end)
+            .order_by("created_at", "pk")
+        ]
+        return lines
 
     def make_refund(self, refund: base.RefundRequest) -> base.RefundResult:
         amount = refund.amount

@@ -11,6 +11,11 @@ Settings (environment variables, ``SIMTOPUP_`` prefix, ``*_FILE`` variants for s
   another account are refused.
 - ``STRIPE_API_VERSION`` (default: the SDK's pinned version), ``STRIPE_TIMEOUT_SECONDS`` (30),
   ``STRIPE_MAX_NETWORK_RETRIES`` (2; safe, every POST carries an idempotency key).
+- ``STRIPE_API_BASE``: another address of Stripe's API (empty: Stripe's own; a test's fake).
+
+The statement of a day (:meth:`StripeProvider.statement`) is the account's balance
+transactions created that day, a UTC day (Stripe's reports count days in UTC unless the
+account says otherwise).
 
 How each method is paid:
 
@@ -32,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import stripe
@@ -45,6 +50,7 @@ from simtopup.payments.providers._common import (
     check_payment_request,
     check_reference,
     check_refund,
+    gateway_url,
     header,
     require,
 )
@@ -114,8 +120,10 @@ class StripeProvider(base.Provider):
         self._webhook_secret = require("STRIPE_WEBHOOK_SECRET")
         self._account = settings.STRIPE_ACCOUNT.strip() or None
         self._live = "_live_" in secret_key
+        api_base = gateway_url("STRIPE_API_BASE")
         self._client = stripe.StripeClient(
             secret_key,
+            base_addresses={"api": api_base} if api_base else None,
             stripe_account=self._account,
             stripe_version=settings.STRIPE_API_VERSION.strip() or None,
             max_network_retries=settings.STRIPE_MAX_NETWORK_RETRIES,
@@ -488,3 +496,72 @@ class StripeProvider(base.Provider):
         if status in ("failed", "canceled"):
             return base.RefundResult("failed", refund.get("id"))
         return base.RefundResult("pending", refund.get("id"))
+
+    # --- the day's statement --------------------------------------------------------------
+
+    def statement(self, day: date) -> list[base.StatementLine]:
+        """Balance transactions created on ``day`` (UTC), every page (``has_more`` /
+        ``starting_after``): ``charge`` ones as payments, ``refund`` and ``refund_failure``
+        ones as refunds; fees, payouts and the rest are not ours to match.
+
+        A balance transaction's own amount is in the balance's currency, after conversion and
+        before fees; what we asked for is the source's (the charge's or the refund's) amount
+        in its own currency, so that is what a line carries. Our reference is in the
+        PaymentIntent's metadata (expanded with the source) and our refund reference in the
+        refund's."""
+        start, end = base.day_window(day, self.statement_zone)
+        params: dict[str, Any] = {
+            "created": {"gte": int(start.timestamp()), "lt": int(end.timestamp())},
+            "limit": 100,
+            "expand": ["data.source", "data.source.payment_intent"],
+        }
+        lines: list[base.StatementLine] = []
+        try:
+            page = self._client.v1.balance_transactions.list(params=cast(Any, params))
+            for item in page.auto_paging_iter():
+                line = self._statement_line(item.to_dict())
+                if line is not None:
+                    lines.append(line)
+        except stripe.StripeError as exc:
+            raise _error(exc) from exc
+        return lines
+
+    @staticmethod
+    def _statement_line(transaction: dict[str, Any]) -> base.StatementLine | None:
+        category = transaction.get("reporting_category") or transaction.get("type")
+        source = transaction.get("source")
+        if category not in ("charge", "refund", "refund_failure") or not isinstance(source, dict):
+            return None
+        currency = str(source.get("currency") or transaction.get("currency") or "").upper()
+        amount = from_stripe_amount(source.get("amount"), currency) or 0
+        intent = source.get("payment_intent")
+        intent_metadata = (intent.get("metadata") if isinstance(intent, dict) else None) or {}
+        metadata = source.get("metadata") or {}
+        created = transaction.get("created")
+        at = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
+        payment_reference = str(metadata.get("reference") or intent_metadata.get("reference") or "")
+        if category == "charge":
+            return base.StatementLine(
+                kind=base.STATEMENT_PAYMENT,
+                reference=payment_reference,
+                provider_ref=str(
+                    (intent.get("id") if isinstance(intent, dict) else intent) or source["id"]
+                ),
+                amount=amount,
+                currency=currency,
+                state="succeeded" if source.get("status") == "succeeded" else "pending",
+                at=at,
+            )
+        status = "failed" if category == "refund_failure" else source.get("status")
+        return base.StatementLine(
+            kind=base.STATEMENT_REFUND,
+            reference=str(metadata.get("refund_reference") or ""),
+            provider_ref=str(source.get("id") or ""),
+            amount=amount,
+            currency=currency,
+            state={"succeeded": "succeeded", "failed": "failed", "canceled": "failed"}.get(
+                str(status), "pending"
+            ),
+            at=at,
+            payment_reference=payment_reference,
+        )

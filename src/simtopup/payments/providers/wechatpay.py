@@ -30,6 +30,11 @@ Settings (environment variables, ``SIMTOPUP_`` prefix, ``*_FILE`` variants for k
   settled by the refund call's answer and queries without it), ``WECHATPAY_TIMEOUT_SECONDS``
   (15).
 
+The statement of a day (:meth:`WechatPayProvider.statement`) is WeChat Pay's trade bill of
+that Beijing day (``GET /v3/bill/tradebill``, ``bill_type=ALL``): a download address and the
+SHA-1 of the bill, then the bill itself (gzip), a CSV whose every cell starts with a backtick,
+followed by a summary. WeChat Pay makes it the next morning (from 10:00 Beijing time).
+
 A notification is verified (RSA-SHA256 over ``timestamp\\nnonce\\nbody\\n`` with the key named by
 ``Wechatpay-Serial``), must be signed within 300 s of now, and its ``resource`` is decrypted
 (AEAD_AES_256_GCM with the APIv3 key). API answers are verified by the SDK the same way.
@@ -37,6 +42,9 @@ A notification is verified (RSA-SHA256 over ``timestamp\\nnonce\\nbody\\n`` with
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -44,7 +52,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -63,9 +71,11 @@ from simtopup.payments.providers._common import (
     check_refund,
     gateway_url,
     header,
+    malformed_statement_error,
     private_key_pem,
     public_key_pem,
     require,
+    yuan_to_fen,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,6 +97,87 @@ _TRADE_STATES: dict[str, str] = {
 }
 # Error codes of WeChat Pay that mean "later": its outage, its rate limit, our balance.
 _RETRYABLE = {"SYSTEM_ERROR", "FREQUENCY_LIMITED", "BANKERROR", "NOT_ENOUGH"}
+
+
+# A refund's 退款状态 in the bill, in our words.
+_REFUND_STATES = {"SUCCESS": "succeeded", "PROCESSING": "pending"}
+
+
+def _cells(line: str) -> list[str]:
+    """One row of the bill: every cell starts with a backtick (so that a spreadsheet keeps
+    long numbers as text); cells are split on ``,` `` so that a comma inside a product name
+    does not shift the columns."""
+    text = line.strip()
+    if text.startswith("`"):
+        return [cell.strip() for cell in text[1:].split(",`")]
+    return [cell.strip() for cell in text.split(",")]
+
+
+def parse_trade_bill(text: str) -> list[base.StatementLine]:
+    """The lines of WeChat Pay's ALL trade bill: the header, one row per payment (交易状态
+    SUCCESS: 订单金额 is what was asked for, 应结订单金额 when the bill has no 订单金额) and per
+    refund (REFUND: 商户退款单号 is our out_refund_no, 申请退款金额 what we asked back), then the
+    summary (总交易单数 …), whose count of rows must agree."""
+    lines = [line for line in text.lstrip("\ufeff").splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = _cells(lines[0])
+    column = {name: index for index, name in enumerate(header)}
+    for needed in ("交易时间", "微信订单号", "商户订单号", "交易状态", "应结订单金额"):
+        if needed not in column:
+            raise malformed_statement_error(f"column {needed} is missing")
+    rows: list[list[str]] = []
+    summary: list[str] = []
+    for index, line in enumerate(lines[1:], start=1):
+        if line.lstrip("`").startswith("总交易单数"):
+            summary = _cells(lines[index + 1]) if index + 1 < len(lines) else []
+            break
+        rows.append(_cells(line))
+    if summary and summary[0].isdigit() and int(summary[0]) != len(rows):
+        raise malformed_statement_error(f"{len(rows)} rows, the summary says {summary[0]}")
+
+    def cell(row: list[str], name: str) -> str:
+        index = column.get(name)
+        return row[index] if index is not None and index < len(row) else ""
+
+    statement: list[base.StatementLine] = []
+    for row in rows:
+        if len(row) < len(header):
+            raise malformed_statement_error(f"a short row ({len(row)} cells)")
+        try:
+            at = datetime.strptime(cell(row, "交易时间"), "%Y-%m-%d %H:%M:%S").replace(
+                tzinfo=BEIJING
+            )
+        except ValueError:
+            raise malformed_statement_error(f"time {cell(row, '交易时间')!r}") from None
+        state = cell(row, "交易状态")
+        currency = (cell(row, "货币种类") or CURRENCY).upper()
+        if state == "SUCCESS":
+            statement.append(
+                base.StatementLine(
+                    kind=base.STATEMENT_PAYMENT,
+                    reference=cell(row, "商户订单号"),
+                    provider_ref=cell(row, "微信订单号"),
+                    amount=yuan_to_fen(cell(row, "订单金额") or cell(row, "应结订单金额")),
+                    currency=currency,
+                    at=at,
+                )
+            )
+        elif state == "REFUND":
+            refund_state = cell(row, "退款状态")
+            statement.append(
+                base.StatementLine(
+                    kind=base.STATEMENT_REFUND,
+                    reference=cell(row, "商户退款单号"),
+                    provider_ref=cell(row, "微信退款单号"),
+                    amount=yuan_to_fen(cell(row, "申请退款金额") or cell(row, "退款金额")),
+                    currency=currency,
+                    state=_REFUND_STATES.get(refund_state, "failed"),
+                    at=at,
+                    payment_reference=cell(row, "商户订单号"),
+                )
+            )
+    return statement
 
 
 @dataclass(frozen=True)
@@ -140,6 +231,8 @@ class WechatPayProvider(base.Provider):
     name = "wechatpay"
     methods = frozenset({base.WECHAT_PAY})
     supports_partial_refund = True
+    statement_zone = BEIJING
+    statement_ready_after = timedelta(hours=11)
 
     def __init__(self) -> None:
         apiv3_key = require("WECHATPAY_APIV3_KEY")
@@ -463,3 +556,53 @@ class WechatPayProvider(base.Provider):
         if refund_status in ("CLOSED", "ABNORMAL"):
             return base.RefundResult("failed", refund_id)
         return base.RefundResult("pending", refund_id)
+
+    # --- the day's statement --------------------------------------------------------------
+
+    def statement(self, day: date) -> list[base.StatementLine]:
+        """WeChat Pay's ALL trade bill of ``day`` (Beijing): ``/v3/bill/tradebill`` names the
+        download address and the bill's SHA-1; the bill comes gzip-compressed and must hash
+        to that value once decompressed (else it is fetched again on the next run)."""
+        client = self._client()
+        status, answer = self._call(
+            client.trade_bill, bill_date=day.isoformat(), bill_type="ALL", tar_type="GZIP"
+        )
+        if status == 400 and answer.get("code") == "NO_STATEMENT_EXIST":
+            return []  # no trade that day
+        if answer.get("code") == "STATEMENT_CREATING":
+            raise base.unavailable_error()
+        if not 200 <= status < 300:
+            raise self._refusal(status, answer)
+        url = str(answer.get("download_url") or "")
+        if not url:
+            raise malformed_statement_error("no download_url")
+        try:
+            code, content = client.download_bill(url)
+        except requests.RequestException as exc:
+            logger.warning("wechatpay: bill download failed: %s", exc)
+            raise base.unavailable_error() from exc
+        if not 200 <= code < 300:
+            logger.warning("wechatpay: bill download answered HTTP %s", code)
+            raise base.unavailable_error()
+        data = content.encode() if isinstance(content, str) else bytes(content)
+        if data[:2] == b"\x1f\x8b":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError) as exc:
+                raise malformed_statement_error("not readable gzip") from exc
+        hash_type = str(answer.get("hash_type") or "SHA1").upper()
+        if hash_type != "SHA1":
+            raise malformed_statement_error(f"hash type {hash_type}")
+        expected = str(answer.get("hash_value") or "").lower()
+        if not hmac.compare_digest(hashlib.sha1(data).hexdigest(), expected):  # noqa: S324
+            logger.error("wechatpay: the bill of %s does not hash to its hash_value", day)
+            raise base.ProviderError(
+                "statement_hash_mismatch",
+                "the bill does not match its hash; it is fetched again on the next run",
+                retryable=True,
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise malformed_statement_error("not UTF-8") from None
+        return parse_trade_bill(text)
