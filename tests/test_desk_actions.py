@@ -590,3 +590,18 @@ def test_two_approvers_at_once_credit_once(settings: Any) -> None:
     assert Transfer.objects.filter(kind="goodwill_credit").count() == 1
     assert len(entries(Action.GOODWILL_APPROVE)) == 1
     assert ledger_audit() == []
+
+
+def test_the_console_lists_every_goodwill_credit_read_only(desk: Desk) -> None:
+    for role in (roles.SUPPORT, roles.FINANCE):
+        client = console_client(make_staff(f"reader-{role}", role))
+        page = client.get("/admin/devices/goodwillcredit/")
+        assert page.status_code == 200
+        assert "999.99 CNY" in page.content.decode()
+        assert (
+            client.get(f"/admin/devices/goodwillcredit/{desk.grant.pk}/change/").status_code == 200
+        )
+        assert (
+            client.post(f"/admin/devices/goodwillcredit/{desk.grant.pk}/delete/").status_code == 403
+        )
+    assert GoodwillCredit.objects.get().status == GoodwillStatus.PENDING

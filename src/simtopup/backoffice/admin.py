@@ -40,7 +40,7 @@ from simtopup.catalog.models import PaygTariff, Plan
 from simtopup.core.errors import DomainError
 from simtopup.core.money import to_decimal_string
 from simtopup.devices.binding import PIN_MAX_LENGTH, PIN_MIN_LENGTH, hash_pin, pin_problem
-from simtopup.devices.models import Device
+from simtopup.devices.models import Device, GoodwillCredit
 from simtopup.devices.status import status_action
 from simtopup.ledger.models import Account, LedgerAudit, Transfer
 from simtopup.orders.models import Order, Quote
@@ -207,6 +207,30 @@ class ResellerForm(forms.ModelForm):
             return reseller_actions.validate_webhook_url(self.cleaned_data["webhook_url"] or "")
         except DomainError as exc:
             raise forms.ValidationError(str(exc.message)) from None
+
+
+@admin.register(GoodwillCredit)
+class GoodwillCreditAdmin(ReadOnlyAdmin):
+    """Every goodwill credit and what became of it, read-only: grants are made, approved and
+    rejected on the desk's pages (backoffice/desk_actions.py, devices/goodwill.py)."""
+
+    list_display = [
+        "id",
+        "device",
+        "amount_display",
+        "status",
+        "requested_by",
+        "requested_at",
+        "decided_by",
+        "decided_at",
+    ]
+    list_filter = ["status"]
+    list_select_related = ["device", "requested_by", "decided_by"]
+    search_fields = ["device__iccid", "device__eid", "device__imei", "device__serial"]
+
+    @admin.display(description="amount")
+    def amount_display(self, grant: GoodwillCredit) -> str:
+        return f"{to_decimal_string(grant.amount, grant.currency)} {grant.currency}"
 
 
 @admin.register(Reseller)

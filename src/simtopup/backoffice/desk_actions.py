@@ -38,6 +38,23 @@ from simtopup.orders.models import Order
 
 type View = Callable[..., HttpResponse]
 
+# The words the desk shows for a status (the code beside them, for the staff's precision).
+DEVICE_STATUS_WORDS = {
+    "in_stock": gettext_lazy("In stock"),
+    "active": gettext_lazy("Active"),
+    "suspended": gettext_lazy("Suspended"),
+    "retired": gettext_lazy("Retired"),
+}
+ORDER_STATUS_WORDS = {
+    "awaiting_payment": gettext_lazy("Awaiting payment"),
+    "paid": gettext_lazy("Paid, crediting"),
+    "fulfilling": gettext_lazy("Paid, crediting"),
+    "fulfilled": gettext_lazy("Credited"),
+    "failed": gettext_lazy("Failed, refunded"),
+    "refunded": gettext_lazy("Refunded"),
+    "cancelled": gettext_lazy("Cancelled"),
+}
+
 REASON_MAX_LENGTH = 500
 
 
@@ -214,7 +231,7 @@ def _device(device_id: int) -> Device:
 def _order_facts(order: Order) -> list[tuple[str, Any]]:
     return [
         (_("Order"), order.pk),
-        (_("Status"), order.status),
+        (_("Status"), f"{ORDER_STATUS_WORDS.get(order.status, order.status)} ({order.status})"),
         (_("Data card"), order.device.masked),
         (_("Plan"), order.plan.name),
         (_("Amount"), format_money(order.amount, order.currency)),
@@ -227,7 +244,7 @@ def _order_facts(order: Order) -> list[tuple[str, Any]]:
 def _device_facts(device: Device) -> list[tuple[str, Any]]:
     return [
         (_("Data card"), device.masked),
-        (_("Status"), device.get_status_display()),
+        (_("Status"), DEVICE_STATUS_WORDS.get(device.status, device.status)),
         (_("Customer"), _owner(device)),
         (_("Credit"), format_money(device.credit_account.balance, device.credit_account.unit)),
     ]

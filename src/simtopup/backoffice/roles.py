@@ -74,6 +74,7 @@ SUPPORT_PERMISSIONS = _view(
     "accounts.customer",
     "accounts.apptoken",
     "devices.device",
+    "devices.goodwillcredit",
     "orders.order",
     "orders.quote",
     "payments.payment",
@@ -100,6 +101,7 @@ SUPPORT_PERMISSIONS = _view(
 FINANCE_PERMISSIONS = _view(
     "accounts.customer",
     "devices.device",
+    "devices.goodwillcredit",
     "orders.order",
     "payments.payment",
     "payments.paymentevent",
