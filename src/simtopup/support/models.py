@@ -1,7 +1,9 @@
-"""Customer service: messages people send through the help page's contact form."""
+"""Customer service: messages people send through the help page's contact form, and the
+thread of replies the desk sends back (support/actions.py)."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from simtopup.accounts.models import Customer
@@ -13,8 +15,12 @@ class ReplyChannel(models.TextChoices):
 
 
 class TicketStatus(models.TextChoices):
-    OPEN = "open", "open"
-    CLOSED = "closed", "closed"
+    """Where a ticket stands: ``new`` until the desk answers, ``waiting`` on the customer
+    after a reply that asks something, ``solved`` when nothing is left to do."""
+
+    NEW = "new", "new"
+    WAITING = "waiting", "waiting on customer"
+    SOLVED = "solved", "solved"
 
 
 class SupportTicket(models.Model):
@@ -32,9 +38,7 @@ class SupportTicket(models.Model):
     message = models.TextField()
     language = models.CharField(max_length=10, default="zh-hans")
     ip = models.GenericIPAddressField(null=True, blank=True)
-    status = models.CharField(
-        max_length=10, choices=TicketStatus.choices, default=TicketStatus.OPEN
-    )
+    status = models.CharField(max_length=10, choices=TicketStatus.choices, default=TicketStatus.NEW)
     # When the operator was emailed about it (null: not configured, or the email failed).
     notified_at = models.DateTimeField(null=True, blank=True)
 
@@ -44,3 +48,43 @@ class SupportTicket(models.Model):
 
     def __str__(self) -> str:
         return f"ticket #{self.pk}"
+
+
+class Delivery(models.TextChoices):
+    PENDING = "pending", "pending"
+    DELIVERED = "delivered", "delivered"
+    FAILED = "failed", "failed"
+
+
+class TicketMessage(models.Model):
+    """One message of a ticket's thread after the customer's first one (which stays on the
+    ticket): a reply by a staff member, sent to ``reply_to`` by email or SMS after the commit,
+    its delivery recorded; or a later message from the customer (``staff`` null)."""
+
+    ticket = models.ForeignKey(SupportTicket, on_delete=models.CASCADE, related_name="messages")
+    at = models.DateTimeField()
+    # The staff member who wrote it; null: the customer wrote it.
+    staff = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # The staff member's user name as it was (kept if the account goes).
+    author = models.CharField(max_length=150, blank=True)
+    body = models.TextField()
+    channel = models.CharField(max_length=5, choices=ReplyChannel.choices)
+    delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.PENDING)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["ticket", "at"])]
+
+    def __str__(self) -> str:
+        return f"message {self.pk} of ticket #{self.ticket_id}"
+
+    @property
+    def from_customer(self) -> bool:
+        return not self.author and self.staff_id is None

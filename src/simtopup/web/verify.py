@@ -13,7 +13,6 @@ plainly — it may be a fake — and reveals nothing else.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -35,7 +34,7 @@ from simtopup.orders.receipts import (
     normalise_language,
     receipt_facts,
 )
-from simtopup.resellers.models import Reseller
+from simtopup.resellers.lookups import AGENT_CODE_MAX, normalise_agent_code, reseller_by_agent_code
 
 MAX_INPUT = 100
 
@@ -110,15 +109,6 @@ def receipt(request: HttpRequest, receipt_no: str) -> HttpResponse:
     return _page(request, receipt_no)
 
 
-AGENT_CODE_MAX = 40
-
-
-def normalise_agent_code(text: str) -> str:
-    """``ag 7k3m-xq9p`` → ``AG7K3MXQ9P``: full-width characters, spaces and dashes forgiven."""
-    text = unicodedata.normalize("NFKC", text)
-    return "".join(ch for ch in text if not ch.isspace() and ch != "-").upper()
-
-
 @require_GET
 def agent(request: HttpRequest) -> HttpResponse:
     typed = request.GET.get("code", "")[:AGENT_CODE_MAX]
@@ -134,7 +124,7 @@ def agent(request: HttpRequest) -> HttpResponse:
         retry_after = exc.headers.get("Retry-After")
         code = ""
     if code:
-        reseller = Reseller.objects.filter(code__iexact=code).first()
+        reseller = reseller_by_agent_code(code)
         if reseller is None:
             context["outcome"] = "unknown"
             status = 404
