@@ -82,6 +82,7 @@ SUPPORT_PERMISSIONS = _view(
     "usage.bundle",
     "usage.usagerecord",
     "usage.autotopuprule",
+    "usage.alert",  # the notifications a card's story lists (backoffice/desk.py)
     "support.supportticket",
     "catalog.plan",
     "catalog.paygtariff",
