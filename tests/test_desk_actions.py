@@ -26,6 +26,7 @@ from simtopup.devices.models import Device, DeviceStatus, GoodwillCredit, Goodwi
 from simtopup.devices.status import reinstate_card, suspend_card
 from simtopup.ledger.audit import audit as ledger_audit
 from simtopup.ledger.models import Account, Transfer
+from simtopup.network.adapters import AdapterError, Grant
 from simtopup.orders import service
 from simtopup.orders.models import Channel, Order, OrderStatus
 from tests.customer_support import app_client, captured_messages
@@ -110,6 +111,33 @@ def test_a_fulfilment_whose_worker_died_is_taken_over(actors: Actors, ann: Custo
     assert service.retry_fulfilment(order, reason="worker died", **WHO) == "fulfilled"
     order.refresh_from_db()
     assert (order.status, order.attempts) == (OrderStatus.FULFILLED, 2)
+
+
+class DownUpstream:
+    """A network that is down (retryable)."""
+
+    synchronous = False
+
+    def apply(self, order: Order) -> Grant:
+        raise AdapterError("upstream down")
+
+
+def test_a_retry_the_network_refuses_goes_back_to_the_back_off(
+    actors: Actors, ann: Customer, settings: Any
+) -> None:
+    settings.NETWORK_ADAPTER = "tests.test_desk_actions.DownUpstream"
+    order = stuck_order(actors, ann)
+    assert service.retry_fulfilment(order, reason="customer called", **WHO) == "retry"
+    order.refresh_from_db()
+    assert (order.status, order.attempts, order.failure_detail) == ("paid", 1, "upstream down")
+    assert order.next_attempt_at is not None
+    assert order.next_attempt_at > timezone.now()
+    assert order.lease_until is None
+    # Still stuck, so the desk may try again; the money stays in clearing meanwhile.
+    assert service.stuck(order)
+    assert service.retry_fulfilment(order, reason="again", **WHO) == "retry"
+    assert len(entries(Action.FULFILMENT_RETRY)) == 2
+    assert ledger_audit() == []
 
 
 def test_a_retry_is_refused_unless_the_order_is_stuck(actors: Actors, ann: Customer) -> None:
