@@ -297,6 +297,10 @@ STAFF_LOGIN_IP_LIMITS = envlist("STAFF_LOGIN_IP_LIMITS", "30/900,300/86400")
 STAFF_IDLE_MINUTES = envint("STAFF_IDLE_MINUTES", 30)
 # How long a one-time enrolment link (`simtopup staff add` / `staff link`) can be used.
 STAFF_ENROL_HOURS = envint("STAFF_ENROL_HOURS", 72)
+# The console's dashboard: a reseller float below this many minor units is marked low
+# (100000 = ¥1000.00), and an order paid but not fulfilled after this many minutes is stuck.
+LOW_FLOAT_THRESHOLD = envint("LOW_FLOAT_THRESHOLD", 100_000)
+STUCK_ORDER_MINUTES = envint("STUCK_ORDER_MINUTES", 15)
 # Whether a staff member with a password but no authenticator yet may enrol one at the login
 # page, with the password alone. Off: such a login is refused (a failed login) and an
 # authenticator is enrolled only through a one-time enrolment link.

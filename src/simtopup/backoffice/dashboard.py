@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -254,7 +255,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
             for f in floats
         ],
         "low_floats": sum(1 for f in floats if f.low),
-        "low_float": _money(resellers_reports.LOW_FLOAT, "CNY"),
+        "low_float": _money(resellers_reports.low_float(), settings.CURRENCY),
         "usage_chart": usage_chart,
         "usage_records": sum(h.records for h in hours),
         "usage_bytes": sum(h.bytes for h in hours),

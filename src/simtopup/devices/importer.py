@@ -30,6 +30,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from tqdm import tqdm
 
+from simtopup.audit.log import SYSTEM, record
+from simtopup.audit.models import Action
 from simtopup.devices.binding import hash_pin, normalise_pin, pin_matches, pin_problem
 from simtopup.devices.identifiers import IdentifierKind, normalise_digits, parse
 from simtopup.devices.inventory import DeviceSpec, create_devices
@@ -143,8 +145,12 @@ def lookup_keys(column: str, value: str) -> tuple[str, ...]:
     return (value,)
 
 
-def import_devices(path: str | Path, *, progress: TextIO | None = None) -> ImportResult:
-    """Import the CSV file at ``path`` in one transaction, or raise :class:`ImportRejected`.
+def import_devices(
+    path: str | Path, *, actor: str = SYSTEM, progress: TextIO | None = None
+) -> ImportResult:
+    """Import the CSV file at ``path`` in one transaction, or raise :class:`ImportRejected`;
+    the import is one ``device.import`` row of the audit log (``actor``, the counts and the
+    file's name) in that transaction.
 
     ``progress``: a terminal stream to draw a progress bar on while devices are created.
     """
@@ -167,6 +173,17 @@ def import_devices(path: str | Path, *, progress: TextIO | None = None) -> Impor
                     lines = (batch[0].line, batch[-1].line)
                     create_devices([row.spec() for row in batch])
                     batch = []
+            record(
+                Action.DEVICE_IMPORT,
+                ("devices.device", ""),
+                actor=actor,
+                after={
+                    "file": Path(path).name,
+                    "created": len(to_create),
+                    "unchanged": unchanged,
+                    "pins_added": pins_added,
+                },
+            )
     except IntegrityError as exc:
         # Another writer added one of these identifiers after we looked; the whole file
         # has been rolled back, so running it again is safe.

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
+from django.conf import settings
 from django.db.models import Count, Sum
 from django.utils import timezone
 
@@ -21,8 +22,6 @@ from simtopup.orders.models import Order, OrderStatus
 from simtopup.orders.receipts import customer_zone
 
 SOLD = (OrderStatus.PAID, OrderStatus.FULFILLING, OrderStatus.FULFILLED)
-# Paid but not fulfilled after this long: stuck (the worker normally finishes in seconds).
-STUCK_AFTER = timedelta(minutes=15)
 WINDOW_DAYS = {"today": 1, "7d": 7, "30d": 30}
 
 
@@ -75,13 +74,19 @@ def orders_by_status(since: datetime, until: datetime) -> dict[str, int]:
     return {status: counts.get(status, 0) for status in OrderStatus.values}
 
 
+def stuck_after() -> timedelta:
+    """Paid but not fulfilled after this long: stuck (the worker normally finishes in
+    seconds); ``SIMTOPUP_STUCK_ORDER_MINUTES``."""
+    return timedelta(minutes=settings.STUCK_ORDER_MINUTES)
+
+
 def stuck_before(now: datetime | None = None) -> datetime:
     """Orders paid or fulfilling created before this instant are stuck."""
-    return (now or timezone.now()) - STUCK_AFTER
+    return (now or timezone.now()) - stuck_after()
 
 
 def stuck_count(*, now: datetime | None = None) -> int:
-    """Orders paid or still fulfilling for longer than STUCK_AFTER, whenever created."""
+    """Orders paid or still fulfilling for longer than :func:`stuck_after`, whenever created."""
     return Order.objects.filter(
         status__in=(OrderStatus.PAID, OrderStatus.FULFILLING), created_at__lt=stuck_before(now)
     ).count()

@@ -63,7 +63,7 @@ def retry_fulfilment(order: Order, *, actor: str, ip: str | None, reason: str) -
     (``fulfilled``, ``retry`` — scheduled again by the usual back-off —, ``failed`` —
     refunded — or ``already_done``).
 
-    Only an order paid or fulfilling past the stuck limit (``orders.reports.STUCK_AFTER``)
+    Only an order paid or fulfilling past the stuck limit (``orders.reports.stuck_after``)
     whose lease, if any, has run out can be retried: ``not_stuck`` otherwise (a fulfilled,
     failed or refunded order has nothing to retry: a failed one was refunded already),
     ``fulfilment_in_progress`` while an attempt holds a live lease. The claim and its audit

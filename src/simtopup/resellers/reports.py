@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+from django.conf import settings
 from django.db.models import Count, Sum
 from django.utils import timezone
 
@@ -142,10 +143,6 @@ def top_plans(
     return ranked[:limit]
 
 
-# The console's dashboard lists the floats below this (minor units), lowest first.
-LOW_FLOAT = 100_000
-
-
 @dataclass(frozen=True)
 class Float:
     reseller: Reseller
@@ -153,8 +150,16 @@ class Float:
     low: bool
 
 
-def floats(threshold: int = LOW_FLOAT) -> list[Float]:
-    """Every reseller with its float (the ledger's cached balance), lowest first."""
+def low_float() -> int:
+    """The console's dashboard marks the floats below this (minor units):
+    ``SIMTOPUP_LOW_FLOAT_THRESHOLD``."""
+    return int(settings.LOW_FLOAT_THRESHOLD)
+
+
+def floats(threshold: int | None = None) -> list[Float]:
+    """Every reseller with its float (the ledger's cached balance), lowest first; ``low``
+    below ``threshold`` (default :func:`low_float`)."""
+    threshold = low_float() if threshold is None else threshold
     resellers = Reseller.objects.select_related("float_account").order_by(
         "float_account__balance", "code"
     )

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from simtopup.audit.log import cli_actor
 from simtopup.devices.importer import HEADER, ImportRejected, import_devices
 
 
@@ -26,7 +27,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, file: str, verbosity: int = 1, **options: Any) -> None:
         show_progress = verbosity > 0 and self.stdout.isatty()
         try:
-            result = import_devices(file, progress=sys.stderr if show_progress else None)
+            result = import_devices(
+                file, actor=cli_actor(), progress=sys.stderr if show_progress else None
+            )
         except ImportRejected as rejected:
             for problem in rejected.problems:
                 self.stderr.write(str(problem))
