@@ -552,6 +552,9 @@ def test_the_ticket_list_in_the_console_still_works(story: Story, agent: User) -
     response = client.get("/admin/support/supportticket/", {"status__exact": "new"})
     assert response.status_code == 200
     assert "+8613800138000" in text(response)
+    assert f'href="{ticket_url(story.ticket)}"' in text(response)  # to the desk's page
+    solved = client.get("/admin/support/supportticket/", {"status__exact": "solved"})
+    assert "+8613800138000" not in text(solved)
 
 
 def test_the_old_statuses_are_mapped_by_the_migration() -> None:

@@ -21,7 +21,10 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp_webauthn.models import WebAuthnCredential
@@ -542,10 +545,18 @@ class AutoTopupRuleAdmin(ReadOnlyAdmin):
 
 @admin.register(SupportTicket)
 class SupportTicketAdmin(ReadOnlyAdmin):
-    list_display = ["id", "created_at", "status", "reply_to", "name", "device", "language"]
+    """Tickets, read-only: the reply, the thread and the status are on the desk's ticket page
+    (backoffice/desk.py), linked from each row."""
+
+    list_display = ["id", "created_at", "status", "reply_to", "name", "device", "language", "desk"]
     list_filter = ["status", "reply_channel", "language"]
     search_fields = ["reply_to", "name", "device", "message"]
     readonly_fields = ["customer"]
+
+    @admin.display(description=gettext_lazy("Customer service desk"))
+    def desk(self, ticket: SupportTicket) -> str:
+        url = reverse("admin:desk-ticket", args=[ticket.pk])
+        return format_html('<a href="{}">{}</a>', url, gettext_lazy("Open"))
 
 
 @admin.register(ResellerMember)
