@@ -1036,6 +1036,9 @@ def test_the_csv_lists_every_line(sandbox_day: dict[str, Any]) -> None:
 def test_support_may_not_see_or_run_the_reconciliation(sandbox_day: dict[str, Any]) -> None:
     run = finance.reconcile("sandbox", DAY)
     support = console_client(make_staff("sup-recon", "support"))
+    assert "finance-reconciliation-link" not in support.get("/admin/").content.decode()
+    finance_home = console_client(make_staff("fin-home-recon", "finance")).get("/admin/")
+    assert "finance-reconciliation-link" in finance_home.content.decode()
     for url in (
         INDEX,
         reverse("admin:finance-reconciliation-run", args=[run.pk]),

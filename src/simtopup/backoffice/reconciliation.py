@@ -5,7 +5,7 @@ one now for a provider and a day (recorded in the audit log). Every view and the
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,7 +23,7 @@ from django.views.decorators.http import require_http_methods
 
 from simtopup.audit.log import from_request
 from simtopup.backoffice.roles import VIEW_RECONCILIATION
-from simtopup.core.money import to_decimal_string
+from simtopup.core.money import format_money, to_decimal_string
 from simtopup.core.spreadsheet import Sheet
 from simtopup.finance.actions import providers, reconcile
 from simtopup.finance.models import (
@@ -95,7 +95,7 @@ def _check(request: HttpRequest) -> None:
 def _money(amount: int | None, currency: str) -> str:
     if amount is None:
         return "—"
-    return f"{to_decimal_string(amount, currency or 'CNY')} {currency}"
+    return format_money(amount, currency or "CNY")
 
 
 def _local(moment: datetime | None, run: ReconciliationRun) -> str:
@@ -112,7 +112,12 @@ def _run_row(run: ReconciliationRun) -> dict[str, Any]:
         "status": _label(STATUS_LABELS, run.status),
         "failed": run.status == RunStatus.FAILED,
         "url": reverse("admin:finance-reconciliation-run", args=[run.pk]),
-        "started": timezone.localtime(run.started_at).strftime("%Y-%m-%d %H:%M"),
+        # Only the kinds found, each with its count; the run's page has all five.
+        "discrepancies": [
+            {"label": str(OUTCOME_LABELS[o]), "count": getattr(run, o.value)}
+            for o in OUTCOME_ORDER
+            if o != Outcome.MATCHED and getattr(run, o.value)
+        ],
     }
 
 
@@ -207,7 +212,7 @@ def run_view(request: HttpRequest, run_id: int) -> HttpResponse:
         ],
         "index_url": reverse("admin:finance-reconciliation"),
         "csv_url": reverse("admin:finance-reconciliation-csv", args=[run.pk]),
-        "finished": timezone.localtime(run.finished_at).strftime("%Y-%m-%d %H:%M:%S"),
+        "finished": run.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
     return TemplateResponse(request, "backoffice/finance/reconciliation_run.html", context)
 
