@@ -75,6 +75,7 @@ def test_an_agent_finds_the_customer_by_phone_and_refunds_an_order(
     )
     _log_in(page, site, agent, totp)
 
+    shot(page, f"desk-home-{language}")
     page.fill("#desk-q", "138 0013 8000")  # as read out over the phone: national form
     page.locator("form.desk-search input[type=submit]").click()
     page.wait_for_url(f"{site}/admin/desk/customers/**")
