@@ -223,6 +223,18 @@ def test_every_run_is_kept_with_its_own_number(sandbox_day: dict[str, Any]) -> N
     assert ReconciliationRun.objects.count() == 2
 
 
+def test_a_statement_line_without_our_reference_is_matched_by_the_providers_id(
+    actors: Actors,
+) -> None:
+    paid(actors, "sandbox", "pay_sbx_noref", 800, at_utc(9), provider_ref="sbx_pay_sbx_noref")
+    charge("pay_sbx_noref", 800, at_utc(9))
+    SandboxCharge.objects.filter(reference="pay_sbx_noref").update(reference="")
+
+    run = finance.reconcile("sandbox", DAY)
+    assert outcomes(run) == {"pay_sbx_noref": Outcome.MATCHED}
+    assert (run.matched, run.missing_theirs) == (1, 0)
+
+
 def test_a_capture_just_across_midnight_still_matches(actors: Actors) -> None:
     # We recorded the capture a second after midnight; the gateway a second before.
     paid(actors, "sandbox", "pay_sbx_midnight", 800, at_utc(0, 0, DAY + timedelta(days=1)))

@@ -148,6 +148,8 @@ def compare(provider: str, day: date, lines: Iterable[StatementLine]) -> list[_C
             payment = payments.pop(line.reference, None) if line.reference else None
             if payment is None:
                 payment = _find_payment(provider, line)
+                if payment is not None:  # a line without our reference, named by its id
+                    payments.pop(payment.reference, None)
             if payment is None:
                 found.append(_Compared(Outcome.MISSING_OURS, **common))
                 continue
