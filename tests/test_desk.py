@@ -312,6 +312,7 @@ def test_the_card_story_in_each_language(
     assert "¥59.00" in body
     assert '<svg xmlns="http://www.w3.org/2000/svg"' in body  # usage per day
     assert "300 MB" in body  # the 30 days' total
+    assert 'id="desk-no-usage"' not in body
     assert f'href="/admin/desk/tickets/{story.ticket.pk}/"' in body
     assert "sms" in body  # the alert's delivery
     assert f'href="/admin/desk/customers/{story.customer.pk}/"' in body
@@ -336,6 +337,14 @@ def test_the_customer_story_in_each_language(
     assert f'id="order-{story.card_order.pk}"' in body
     assert f'id="order-{story.balance_order.pk}"' in body
     assert "My data stopped working" in body
+
+
+def test_a_card_without_usage_says_so(story: Story, agent: User) -> None:
+    body = text(
+        console_client(agent, HTTP_ACCEPT_LANGUAGE="zh-hans").get(device_url(story.hotspot))
+    )
+    assert "这 30 天没有使用流量。" in body
+    assert "未绑定客户" in body  # nobody's card
 
 
 def test_the_story_times_are_in_the_operators_zone(story: Story, agent: User, settings) -> None:

@@ -435,6 +435,7 @@ def device_page(request: HttpRequest, device_id: int) -> HttpResponse:
         else "",
         usage_chart=usage_chart,
         usage_total=format_data(sum(d.bytes for d in story.usage)),
+        usage_used=any(d.bytes for d in story.usage),
         alerts=[
             {
                 "at": _when(a.created_at),
