@@ -96,6 +96,7 @@ SUPPORT_PERMISSIONS = _view(
     RESEND_RECEIPT,
     GRANT_GOODWILL,
     UNBIND_DEVICE,
+    ISSUE_REFUND,  # the desk's journey ends in a refund with a reason (desk_refunds.py)
 }
 
 # Payments, refunds, reconciliation, the ledger and the resellers' floats.

@@ -8,10 +8,11 @@ from simtopup.core.money import format_money
 from simtopup.orders.models import Order
 
 
-def tell_customer(order: Order, template: str) -> None:
+def tell_customer(order: Order, template: str, *, amount: int | None = None) -> None:
     """Queue ``template`` (see notifications.templates) for the order's customer, after the
     current transaction commits. Orders without a customer (resellers') are skipped: the
-    reseller hears through its webhook."""
+    reseller hears through its webhook. ``amount``: the sum to name, when it is not the
+    order's (a partial refund)."""
     from simtopup.notifications.actions import notify
 
     if order.customer_id is None:
@@ -23,6 +24,6 @@ def tell_customer(order: Order, template: str) -> None:
         context = {
             "device": order.device.masked,
             "plan": order.plan.name,
-            "amount": format_money(order.amount, order.currency),
+            "amount": format_money(order.amount if amount is None else amount, order.currency),
         }
     notify(customer, template, context)

@@ -44,6 +44,7 @@ from simtopup.payments.models import (
     PaymentEvent,
     PaymentStatus,
     Refund,
+    RefundDestination,
     RefundStatus,
 )
 from simtopup.payments.providers.base import (
@@ -340,12 +341,30 @@ def _apply(
     return _apply_refund_event(provider, payment, event)
 
 
+def _refund_named(payment: Payment, event: ProviderEvent) -> Refund | None:
+    """The refund of ``payment`` through its provider that a notification names (by our
+    refund reference or the provider's refund id); a payment refunded once stands for its
+    only refund, so that a notification naming another is flagged by ``mismatch``."""
+    refunds = Refund.objects.filter(payment=payment, destination=RefundDestination.PROVIDER)
+    named = Q()
+    if event.refund_reference:
+        named |= Q(reference=event.refund_reference)
+    if event.provider_refund_ref:
+        named |= Q(provider_refund_ref=event.provider_refund_ref)
+    if named:
+        found = refunds.filter(named).order_by("pk").first()
+        if found is not None:
+            return found
+    only = list(refunds.order_by("pk")[:2])
+    return only[0] if len(only) == 1 else None
+
+
 def _apply_refund_event(
     provider: Provider, payment: Payment, event: ProviderEvent
 ) -> tuple[EventOutcome, str]:
     """A refund's notification: it must name our refund of this payment, with its amount and
     currency, before it confirms anything."""
-    refund = Refund.objects.filter(payment=payment).first()
+    refund = _refund_named(payment, event)
     if refund is None:
         # Money going back that we never sent back (a refund made at the provider's
         # dashboard?): the ledger does not know of it, a person must look.
@@ -608,6 +627,7 @@ def _start_refund(payment: Payment, reason: str) -> Refund | None:
     payment.status = PaymentStatus.REFUND_PENDING
     now = timezone.now()
     refund = Refund.objects.create(
+        order_id=payment.order_id,
         payment=payment,
         reference="rf_" + payment.reference,
         amount=payment.amount,
@@ -625,21 +645,30 @@ def _start_refund(payment: Payment, reason: str) -> Refund | None:
 
 
 def _confirm_refund(refund: Refund, provider_refund_ref: str | None) -> bool:
+    """The provider made a refund: settle it once, and its payment once no refund of it is
+    left pending (a payment refunded in full is ``refund_pending`` until then; one refunded
+    in part stays ``succeeded``). The payment row is locked first (the module's lock order),
+    so two refunds of one payment confirmed at once cannot both leave it pending."""
     now = timezone.now()
+    payment_id = refund.payment_id
+    assert payment_id is not None  # only refunds through the provider are confirmed
+    list(Payment.objects.select_for_update().filter(pk=payment_id))
     updates: dict[str, Any] = {"status": RefundStatus.SUCCEEDED, "settled_at": now}
     if provider_refund_ref:
         updates["provider_refund_ref"] = provider_refund_ref[:128]
     won = Refund.objects.filter(pk=refund.pk, status=RefundStatus.PENDING).update(**updates)
     if won != 1:
         return False
-    Payment.objects.filter(pk=refund.payment_id, status=PaymentStatus.REFUND_PENDING).update(
-        status=PaymentStatus.REFUNDED, refunded_at=now
-    )
-    order_id = Payment.objects.values_list("order_id", flat=True).get(pk=refund.payment_id)
+    if not Refund.objects.filter(payment_id=payment_id, status=RefundStatus.PENDING).exists():
+        Payment.objects.filter(pk=payment_id, status=PaymentStatus.REFUND_PENDING).update(
+            status=PaymentStatus.REFUNDED, refunded_at=now
+        )
+    order_id = refund.order_id
     Order.objects.filter(pk=order_id, status=OrderStatus.FAILED).update(status=OrderStatus.REFUNDED)
     tell_customer(
         Order.objects.select_related("customer", "device", "plan").get(pk=order_id),
         "refund_issued",
+        amount=refund.amount,
     )
     return True
 
@@ -658,6 +687,9 @@ def execute_refund(refund_id: int) -> str:
         return "not_due"
     refund = Refund.objects.select_related("payment").get(pk=refund_id)
     payment = refund.payment
+    # Pending refunds are refunds through the provider (one to the card's credit is made
+    # when decided), and those always have their payment (a check constraint).
+    assert payment is not None
     error = ""
     try:
         provider = get_provider(payment.provider)
@@ -831,8 +863,9 @@ def sweep(limit: int = 200) -> dict[str, int]:
 
 
 def gateway_clearing_expected() -> dict[str, int]:
-    """What the gateway clearing accounts must hold: refunds decided minus captures (the
-    money providers owe us shows as a negative balance, like any source of funds)."""
+    """What the gateway clearing accounts must hold: refunds through the provider decided
+    minus captures (the money providers owe us shows as a negative balance, like any source
+    of funds). Refunds to the card's credit never pass through it."""
     expected: dict[str, int] = {}
     for currency, total in (
         Payment.objects.filter(captured_at__isnull=False)
@@ -841,7 +874,11 @@ def gateway_clearing_expected() -> dict[str, int]:
     ):
         code = f"system:gateway_clearing:{currency}"
         expected[code] = expected.get(code, 0) - int(total)
-    for currency, total in Refund.objects.values_list("currency").annotate(total=Sum("amount")):
+    for currency, total in (
+        Refund.objects.filter(destination=RefundDestination.PROVIDER)
+        .values_list("currency")
+        .annotate(total=Sum("amount"))
+    ):
         code = f"system:gateway_clearing:{currency}"
         expected[code] = expected.get(code, 0) + int(total)
     return expected
@@ -858,7 +895,7 @@ def payment_consistency() -> list[str]:
     for pk in paid_without_capture:
         problems.append(f"order {pk} is paid but its payment was never captured")
     kept_without_order = Payment.objects.filter(
-        captured_at__isnull=False, refund__isnull=True
+        captured_at__isnull=False, refunds__isnull=True
     ).exclude(order__status__in=(OrderStatus.PAID, OrderStatus.FULFILLING, OrderStatus.FULFILLED))
     for reference in kept_without_order.values_list("reference", flat=True)[:20]:
         problems.append(f"payment {reference} was captured, its order not served, not refunded")

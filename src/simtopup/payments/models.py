@@ -79,6 +79,12 @@ class Payment(models.Model):
     def __str__(self) -> str:
         return f"payment {self.reference} ({self.status})"
 
+    @property
+    def refund(self) -> Refund | None:
+        """The payment's first refund (of an order that failed: its only one), or None;
+        ``refunds`` are all of them (staff may refund a fulfilled order in parts)."""
+        return self.refunds.order_by("pk").first()
+
 
 class EventOutcome(models.TextChoices):
     RECEIVED = "received", "received"
@@ -136,16 +142,37 @@ class RefundStatus(models.TextChoices):
     FAILED = "failed", "failed"
 
 
-class Refund(models.Model):
-    """Money of a captured payment going back to the payer. The ledger moves when the row is
-    created (order clearing → gateway clearing); the provider is asked afterwards, with
-    retries, idempotently on ``reference``."""
+class RefundDestination(models.TextChoices):
+    """Where a refund's money goes: back through the payment's provider (asynchronously,
+    with retries), or onto the card's credit (at once)."""
 
-    payment = models.OneToOneField(Payment, on_delete=models.PROTECT, related_name="refund")
+    PROVIDER = "provider", "provider"
+    CREDIT = "credit", "card credit"
+
+
+class Refund(models.Model):
+    """Money of a paid order going back to the payer: one row per refund, several (partial)
+    refunds per order, together never more than was paid (``payments.staff_refunds``).
+
+    The ledger moves when the row is created; a refund through the provider is then asked of
+    the provider (with retries, idempotently on ``reference``), a refund to the card's credit
+    is done at once (``succeeded`` when created). An order paid from the card's credit has no
+    payment: its refunds name only the order. ``requested_by`` is empty for the automatic
+    refund of an order that failed (``reason``: the failure's code), else the staff member
+    who decided it (``reason``: their words)."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="refunds"
+    )
     reference = models.CharField(max_length=64, unique=True)
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
-    reason = models.CharField(max_length=40)
+    destination = models.CharField(
+        max_length=10, choices=RefundDestination.choices, default=RefundDestination.PROVIDER
+    )
+    reason = models.CharField(max_length=500)
+    requested_by = models.CharField(max_length=200, blank=True)
     status = models.CharField(
         max_length=10, choices=RefundStatus.choices, default=RefundStatus.PENDING
     )
@@ -158,7 +185,12 @@ class Refund(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gt=0), name="payments_refund_positive")
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payments_refund_positive"),
+            # Only a payment's provider can send money back through the provider.
+            models.CheckConstraint(
+                condition=Q(destination="credit") | Q(payment__isnull=False),
+                name="payments_refund_provider_has_payment",
+            ),
         ]
         indexes = [models.Index(fields=["status", "next_attempt_at"])]
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from simtopup.core.errors import DomainError
@@ -197,13 +198,16 @@ class SandboxProvider(base.Provider):
                 raise base.ProviderError("unknown_payment", "no such sandbox payment")
             if charge.status != SandboxChargeStatus.SUCCEEDED:
                 raise base.ProviderError("not_refundable", f"sandbox payment is {charge.status}")
+            # Like a real gateway: several partial refunds, together at most the charge.
+            refunded = charge.refunds.aggregate(total=Sum("amount"))["total"] or 0
             if (
-                amount != refund.total
-                or amount != charge.amount
+                amount <= 0
+                or refund.total != charge.amount
+                or amount > charge.amount - refunded
                 or refund.currency != charge.currency
             ):
                 raise base.ProviderError(
-                    "invalid_amount", "the sandbox refunds whole payments only"
+                    "invalid_amount", "the sandbox refunds at most what is left of a payment"
                 )
             made = SandboxRefund.objects.create(
                 public_id="sbxr_" + secrets.token_urlsafe(12),
@@ -211,8 +215,9 @@ class SandboxProvider(base.Provider):
                 refund_reference=refund.refund_reference,
                 amount=amount,
             )
-            charge.status = SandboxChargeStatus.REFUNDED
-            charge.save(update_fields=["status"])
+            if refunded + amount == charge.amount:
+                charge.status = SandboxChargeStatus.REFUNDED
+                charge.save(update_fields=["status"])
             queue_event(charge, "refund.succeeded", refund=made)
             if settings.SANDBOX_OUT_OF_ORDER:
                 # The payment's success notification arrives again after its refund.
