@@ -987,6 +987,10 @@ def test_the_cli_records_the_os_user(sandbox_day: dict[str, Any]) -> None:
     assert entry.actor.startswith("cli:")
     with pytest.raises(CommandError, match="YYYY-MM-DD"):
         call_command("finance", "reconcile", "--provider", "sandbox", "--day", "25/11/2026")
+    # Without --day: the provider's latest day whose statement is ready.
+    call_command("finance", "reconcile", "--provider", "sandbox", stdout=io.StringIO())
+    latest = ReconciliationRun.objects.order_by("-pk")[0]
+    assert latest.day == finance.due_day("sandbox", timezone.now())
 
 
 # --- the console ---------------------------------------------------------------------------------
@@ -998,6 +1002,11 @@ def test_the_console_pages_in_three_languages(sandbox_day: dict[str, Any]) -> No
     clerk = console_client(make_staff("fin-recon", "finance"))
     assert reverse("admin:finance-reconciliation") == INDEX
 
+    future = (timezone.now() + timedelta(days=3)).date().isoformat()
+    refused = clerk.post(INDEX, {"provider": "sandbox", "day": future})
+    assert refused.status_code == 200
+    assert "The day has not come yet." in refused.content.decode()
+    assert not ReconciliationRun.objects.exists()
     response = clerk.post(INDEX, {"provider": "sandbox", "day": DAY.isoformat()})
     run = ReconciliationRun.objects.get()
     assert response.status_code == 302
