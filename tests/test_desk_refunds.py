@@ -24,7 +24,9 @@ from simtopup.notifications.backends import memory
 from simtopup.orders.models import Order, OrderStatus
 from simtopup.payments.actions import execute_refund, gateway_clearing_expected, sweep
 from simtopup.payments.models import (
+    EventOutcome,
     Payment,
+    PaymentEvent,
     PaymentStatus,
     Refund,
     RefundDestination,
@@ -44,8 +46,10 @@ from tests.payments_support import (
     make_customer,
     pay_on_page,
     post_json,
+    post_notification,
     run_tasks,
     sandbox_direct,
+    sandbox_notification,
 )
 from tests.staff_support import console_client, make_staff
 from tests.support import Actors
@@ -311,6 +315,58 @@ def test_a_staff_refund_the_provider_cannot_make_yet_is_retried(
     assert (done.status, done.attempts) == (RefundStatus.SUCCEEDED, 2)
     assert SandboxRefund.objects.get().amount == 250
     assert Payment.objects.get(order=order).status == PaymentStatus.SUCCEEDED
+    assert_ledger_clean()
+
+
+def test_each_notification_confirms_the_refund_it_names(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two refunds of one payment, confirmed by the provider's notifications only (in the
+    other order): each confirms its own; the payment is refunded once both are made."""
+    from simtopup.payments import registry
+    from tests.test_payment_checks import MERCHANT
+
+    order = paid_by_card(actors, "+8613500000015")
+    monkeypatch.setitem(
+        registry.PROVIDER_CLASSES, "sandbox", "tests.test_payment_checks.ProcessingRefunds"
+    )
+    first, second = refund(order, 100), refund(order, 400)
+    run_tasks()  # the provider takes both, to confirm later
+    payment = Payment.objects.get(order=order)
+    assert payment.status == PaymentStatus.REFUND_PENDING
+
+    def notify(row: Refund, event_id: str) -> PaymentEvent:
+        row.refresh_from_db()
+        data = {
+            "payment": payment.provider_ref,
+            "reference": payment.reference,
+            "amount": row.amount,
+            "currency": "CNY",
+            "merchant": MERCHANT,
+            "method": payment.method,
+            "status": "refunded",
+            "failure_code": None,
+            "refund": row.provider_refund_ref,
+            "refund_reference": row.reference,
+        }
+        headers, body = sandbox_notification(data, kind="refund.succeeded", event_id=event_id)
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            assert post_notification(Client(), headers, body).status_code == 200
+        return PaymentEvent.objects.get(event_id=event_id)
+
+    assert notify(second, "evt_second").outcome == EventOutcome.APPLIED
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == (RefundStatus.PENDING, RefundStatus.SUCCEEDED)
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.REFUND_PENDING
+    assert notify(first, "evt_first").outcome == EventOutcome.APPLIED
+    assert Refund.objects.get(pk=first.pk).status == RefundStatus.SUCCEEDED
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.REFUNDED
+    assert not PaymentEvent.objects.filter(flagged_at__isnull=False).exists()
+    told = sorted(m.body for m in memory.outbox if "We refunded" in m.body)
+    assert len(told) == 2
+    assert "¥1.00" in told[0]  # each message names its own refund's amount
+    assert "¥4.00" in told[1]
     assert_ledger_clean()
 
 
