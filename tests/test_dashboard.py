@@ -149,6 +149,7 @@ def test_success_rate_refunds_floats_and_usage_per_hour(actors: Actors) -> None:
     ] == 0.5
 
     Refund.objects.create(
+        order=paid,
         payment=Payment.objects.get(order=paid),
         reference="rf-1",
         amount=500,
