@@ -6,6 +6,7 @@ against a software authenticator (tests/webauthn_soft.py): the server's checks a
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -190,7 +191,7 @@ def test_a_staff_member_removes_their_passkey_on_the_record_not_anothers(db: Non
 def test_passkeys_are_not_offered_where_browsers_refuse_them(db: None, settings: Any) -> None:
     settings.SITE_URL = "http://127.0.0.1:8000"  # plain http, not localhost
     page = Client().get("/admin/login/").content.decode()
-    assert "sign-in-with-passkey" not in page
+    assert 'id="sign-in-with-passkey"' not in page
     sam = console_client(make_staff("sam", roles.SUPPORT))
     page = sam.get("/admin/sign-in-methods/").content.decode()
     assert "passkey-register-button" not in page
@@ -233,3 +234,18 @@ def test_an_admin_removes_a_staff_members_lost_passkey_on_the_record(db: None) -
     assert not WebAuthnCredential.objects.filter(pk=passkey.pk).exists()
     removed = AuditEntry.objects.filter(action=Action.STAFF_PASSKEY, after={"passkey": "removed"})
     assert removed.get().object_id == str(sam.pk)
+
+
+def test_the_login_like_pages_show_no_stray_nonce_text(db: None) -> None:
+    """admin/login.html prints ``{% csp_nonce_attr form.media %}``: a page without a form
+    showed ``nonce="…"`` as text above the box (seen in the browser's screenshot)."""
+    sam = make_staff("sam", roles.SUPPORT)
+    assert add_passkey(console_client(sam), SoftAuthenticator(ORIGIN, "localhost")).status_code
+    browser = Client()
+    password_step(browser, "sam")
+    for page in (
+        browser.get("/admin/login/passkey/").content.decode(),
+        Client().get("/admin/enrol/not-a-link/").content.decode(),
+    ):
+        head = page[: page.index("</head>")]
+        assert not re.search(r'\n\s*nonce="[^"]+"\s*\n', head)

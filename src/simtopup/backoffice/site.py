@@ -276,7 +276,13 @@ def _enrol_link(request: HttpRequest, site: ConsoleSite, token: str) -> HttpResp
 
 
 def _link_gone(request: HttpRequest, site: ConsoleSite) -> HttpResponse:
-    context = {**site.each_context(request), "title": _("This link cannot be used")}
+    # A form for admin/login.html's ``{% csp_nonce_attr form.media %}`` (without one, the
+    # bare nonce attribute shows as text at the top of the page).
+    context = {
+        **site.each_context(request),
+        "title": _("This link cannot be used"),
+        "form": forms.Form(),
+    }
     request.current_app = site.name
     return TemplateResponse(request, "backoffice/link_gone.html", context, status=410)
 

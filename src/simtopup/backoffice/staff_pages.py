@@ -31,7 +31,7 @@ from simtopup.core.errors import DomainError
 
 ADD_STAFF = "auth.add_user"
 ROLE_LABELS = {
-    roles.SUPPORT: gettext_lazy("Customer service (support)"),
+    roles.SUPPORT: gettext_lazy("Customer service"),
     roles.FINANCE: gettext_lazy("Finance"),
     roles.ADMIN: gettext_lazy("Administrator"),
 }
@@ -155,6 +155,9 @@ def login_passkey(request: HttpRequest, site: Any) -> HttpResponse:
     context = {
         **site.each_context(request),
         "title": _("Sign in with a passkey"),
+        # admin/login.html prints ``{% csp_nonce_attr form.media %}``: without a form, the
+        # bare nonce attribute would show as text on the page.
+        "form": forms.Form(),
         "staff_name": user.get_username(),
         "next": request.GET.get("next", ""),
         "passkey_config": _config(request),
