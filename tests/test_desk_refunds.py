@@ -509,6 +509,14 @@ def test_a_refund_from_the_page_goes_back_to_next_with_a_message(actors: Actors)
     # The success message shows on the next console page.
     shown = browser.get(reverse("admin:orders_order_change", args=[order.pk]))
     assert "¥1.50 went back to the card&#x27;s credit." in shown.content.decode()
+    # The order's and the payment's console pages list the refund (amount, destination).
+    payment = Payment.objects.get(order=order)
+    for page in (shown, browser.get(reverse("admin:payments_payment_change", args=[payment.pk]))):
+        assert page.status_code == 200
+        body = page.content.decode()
+        assert made.reference in body
+        assert "1.50 CNY" in body
+        assert "network down" in body
     # Without a safe next: the order's console page.
     elsewhere = browser.post(
         refund_url(order, next="https://evil.example/"),
