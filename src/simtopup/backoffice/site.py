@@ -299,12 +299,14 @@ def _secret_of(uri: str) -> str:
 def _recovery_codes(request: HttpRequest, site: ConsoleSite) -> HttpResponse:
     """The new recovery codes, shown once (taken out of the session as they are shown)."""
     codes = request.session.pop(two_factor.RECOVERY_SESSION_KEY, None)
+    renewed = request.session.pop(two_factor.RECOVERY_RENEWED_KEY, False)
     if not codes or not site.has_permission(request):
         return redirect("admin:index")
     context = {
         **site.each_context(request),
         "title": _("Your recovery codes"),
         "codes": codes,
+        "renewed": renewed,
     }
     request.current_app = site.name
     return TemplateResponse(request, "backoffice/recovery_codes.html", context)

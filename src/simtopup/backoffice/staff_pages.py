@@ -26,7 +26,7 @@ from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from simtopup.audit.log import from_request
-from simtopup.backoffice import enrolment, passkeys, roles
+from simtopup.backoffice import enrolment, passkeys, roles, two_factor
 from simtopup.core.errors import DomainError
 
 ADD_STAFF = "auth.add_user"
@@ -56,6 +56,11 @@ def urls(site: Any) -> list[URLPattern]:
             "sign-in-methods/passkeys/<int:pk>/remove/",
             site.admin_view(require_POST(lambda r, pk: remove_passkey(r, pk))),
             name="passkey-remove",
+        ),
+        path(
+            "sign-in-methods/recovery-codes/",
+            site.admin_view(require_POST(new_recovery_codes)),
+            name="recovery-codes-new",
         ),
         path(
             "sign-in-methods/passkeys/begin/",
@@ -138,6 +143,15 @@ def sign_in_methods(request: HttpRequest, site: Any) -> HttpResponse:
     }
     request.current_app = site.name
     return TemplateResponse(request, "backoffice/sign_in_methods.html", context)
+
+
+def new_recovery_codes(request: HttpRequest) -> HttpResponse:
+    """New recovery codes for the staff member themself, shown once on the page that shows
+    them after an enrolment."""
+    codes = two_factor.replace_recovery_codes(request, request.user)
+    request.session[two_factor.RECOVERY_SESSION_KEY] = codes
+    request.session[two_factor.RECOVERY_RENEWED_KEY] = True
+    return HttpResponseRedirect(reverse("admin:recovery-codes"))
 
 
 def remove_passkey(request: HttpRequest, pk: int) -> HttpResponse:

@@ -42,6 +42,8 @@ RECOVERY_CODES = 10
 ENROL_SESSION_KEY = "backoffice_enrol"
 ENROL_SECONDS = 15 * 60
 RECOVERY_SESSION_KEY = "backoffice_recovery_codes"
+# Set when the codes shown next replace earlier ones (not a first enrolment).
+RECOVERY_RENEWED_KEY = "backoffice_recovery_renewed"
 
 
 @dataclass
@@ -234,6 +236,20 @@ def confirm(
         )
     request.session.pop(ENROL_SESSION_KEY, None)
     log_in(request, user, device)
+    return codes
+
+
+def replace_recovery_codes(request: HttpRequest, user: Any) -> list[str]:
+    """A staff member's own new recovery codes (the earlier ones stop working), on the audit
+    log in the same transaction; shown once by the caller."""
+    with transaction.atomic():
+        codes = new_recovery_codes(user)
+        record(
+            Action.STAFF_CHANGE,
+            user,
+            after={"recovery_codes": f"replaced ({len(codes)})"},
+            **from_request(request),
+        )
     return codes
 
 
