@@ -415,6 +415,7 @@ def test_every_template_renders_in_every_language() -> None:
         "credit": "¥2.00",
         "name": "n",
         "threshold": "¥5.00",
+        "receipt_no": "20261205-000001",  # the re-sent receipt (orders/service.resend_receipt)
     }
     for key in TEMPLATES:
         for language in ("zh-hans", "zh-hant", "en"):
