@@ -488,6 +488,16 @@ class ConsolePermissions(TestCase):
         problems += [f"{name} is in PAGES but no URL has that name" for name in PAGES.keys() - seen]
         assert not problems, "\n".join(problems)
 
+    def test_the_stock_object_shortcut_reaches_no_object(self) -> None:
+        """admin:view_on_site (contenttypes' shortcut) redirects any staff member to any
+        object's ``get_absolute_url`` without asking for a permission: no model has one."""
+        from django.apps import apps
+
+        with_urls = [m._meta.label for m in apps.get_models() if hasattr(m, "get_absolute_url")]
+        assert with_urls == []
+        url = reverse("admin:view_on_site", args=[_content_type_id(Customer), self.customer.pk])
+        assert self.clients[NONE].get(url).status_code == 404
+
     def test_the_tables_name_permissions_that_exist(self) -> None:
         existing = {
             f"{p.content_type.app_label}.{p.codename}"
@@ -867,6 +877,12 @@ class ConsolePermissions(TestCase):
 def _perms(page: Page) -> set[str]:
     needs = {page.needs} if isinstance(page.needs, str) else set(page.needs)
     return needs | ({page.post_needs} if page.post_needs else set())
+
+
+def _content_type_id(model: type[Model]) -> int:
+    from django.contrib.contenttypes.models import ContentType
+
+    return ContentType.objects.get_for_model(model).pk
 
 
 def _as(user: User) -> Any:
