@@ -21,6 +21,7 @@ from simtopup.orders import customer as orders
 from simtopup.orders.models import Channel, Order, OrderStatus, Quote
 from simtopup.payments import checkout
 from simtopup.payments.actions import PreparedPayment
+from simtopup.payments.customer_refunds import DONE, ON_ITS_WAY, customer_refunds
 from simtopup.payments.models import PaymentStatus
 from simtopup.payments.providers.base import METHODS
 
@@ -86,6 +87,19 @@ class PaymentOut(Schema):
     qr_data: str | None = Field(None, description="content of a QR code to scan, if any")
 
 
+class RefundOut(Schema):
+    amount: MoneyOut
+    destination: str = Field(
+        json_schema_extra=one_of(("credit", "provider")),
+        description="credit: the card's credit; provider: the original payment method",
+    )
+    status: str = Field(
+        json_schema_extra=one_of((DONE, ON_ITS_WAY)),
+        description="refunded: the money has gone; pending: on its way",
+    )
+    at: str = Field(description="when the money went, or when the refund was decided")
+
+
 class OrderOut(Schema):
     id: int
     status: OrderStatus
@@ -99,6 +113,7 @@ class OrderOut(Schema):
     fulfilled_at: str | None
     failure_code: str | None
     payment: PaymentOut
+    refunds: list[RefundOut] = Field(description="refunds of a fulfilled order, oldest first")
 
 
 class OrderList(Schema):
@@ -154,7 +169,8 @@ def payment_body(order: Order) -> dict[str, Any]:
 
 def order_body(order: Order) -> dict[str, Any]:
     """An order as docs/api.md describes it (plus ``plan_name``, ``failure_code`` and the
-    payment's ``qr_data``)."""
+    payment's ``qr_data``); ``refunds``: payments/customer_refunds.py, as the website and
+    the receipt show them."""
     return {
         "id": order.pk,
         "status": order.status,
@@ -168,6 +184,15 @@ def order_body(order: Order) -> dict[str, Any]:
         "fulfilled_at": rfc3339(order.fulfilled_at),
         "failure_code": order.failure_code or None,
         "payment": payment_body(order),
+        "refunds": [
+            {
+                "amount": money(r.amount, r.currency),
+                "destination": r.destination,
+                "status": r.state,
+                "at": rfc3339(r.at),
+            }
+            for r in customer_refunds(order)
+        ],
     }
 
 

@@ -1,6 +1,10 @@
 """The console's dashboard (/admin/dashboard/): today, 7 days or 30 days in the operator's
-calendar. It only composes the domain's report queries (orders/reports.py,
-payments/reports.py, resellers/reports.py, usage/reports.py) and draws bars as SVG written
+calendar. Revenue is net of the refunds decided in the window — what the operator kept —
+beside what was sold and what was refunded, and the ledger's revenue account for the same
+window (into, out of, net) is shown above it: the number the ledger itself recorded.
+
+It only composes the domain's report queries (orders/reports.py, payments/reports.py,
+ledger/reports.py, resellers/reports.py, usage/reports.py) and draws bars as SVG written
 here (no script, no external reference: the CSP holds). It needs ``ledger.view_account``
 (finance and admin hold it; support does not: money and floats are finance's business).
 """
@@ -24,6 +28,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from simtopup.core.money import to_decimal_string
+from simtopup.ledger import reports as ledger_reports
 from simtopup.orders import reports as orders_reports
 from simtopup.orders.models import OrderStatus
 from simtopup.orders.receipts import customer_zone
@@ -154,12 +159,15 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
 
     sales = {}
     for field, labels in (("channel", CHANNEL_LABELS), ("payment_method", METHOD_LABELS)):
-        rows = orders_reports.sales_by(field, window.start, window.end)
+        # Revenue net of the period's refunds (payments/reports.py revenue_by).
+        rows = payments_reports.revenue_by(field, window.start, window.end)
         sales[field] = {
             "rows": [
                 {
                     "label": str(labels.get(r.key, r.key or "—")),
                     "count": r.count,
+                    "sold": _money(r.sold, r.currency),
+                    "refunded": _money(r.refunded, r.currency) if r.refunds else "—",
                     "revenue": _money(r.revenue, r.currency),
                 }
                 for r in rows
@@ -178,6 +186,15 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
             if rows
             else None,
         }
+    ledger_revenue = [
+        {
+            "currency": m.currency,
+            "into": _money(m.into, m.currency),
+            "out": _money(m.out, m.currency),
+            "net": _money(m.net, m.currency),
+        }
+        for m in ledger_reports.revenue_movements(window.start, window.end)
+    ]
 
     by_status = orders_reports.orders_by_status(window.start, window.end)
     since = window.start.isoformat()
@@ -235,6 +252,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         "zone": zone.key,
         "sales_channel": sales["channel"],
         "sales_method": sales["payment_method"],
+        "ledger_revenue": ledger_revenue,
         "statuses": statuses,
         "stuck": stuck,
         "stuck_url": stuck_url,

@@ -8,6 +8,12 @@ and finance hold it) for GET and POST alike and calls ``payments.staff_refunds``
 every rule (how much, to where, the ledger, the audit row, telling the customer). A refusal
 shows on the form and changes nothing; a refund goes back to a safe ``next`` (the desk's
 story page links here with ``?next=``) or to the order's console page.
+
+A refund through the provider that failed after its retries is listed with a way out, for
+the same permission: ask the provider again, or send it to the card's credit instead, with a
+reason (``admin:desk-refund-failed``, POST only; ``staff_refunds.retry_failed_refund`` and
+``failed_refund_to_credit`` own the rules). Either way the page comes back with what
+happened.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -30,8 +36,15 @@ from simtopup.backoffice import roles
 from simtopup.core.errors import DomainError
 from simtopup.core.money import format_money, to_decimal_string, to_minor
 from simtopup.orders.models import Order
-from simtopup.payments.models import RefundDestination, RefundStatus
-from simtopup.payments.staff_refunds import REASON_MAX, Refundable, refund_by_staff, refundable
+from simtopup.payments.models import Refund, RefundDestination, RefundStatus
+from simtopup.payments.staff_refunds import (
+    REASON_MAX,
+    Refundable,
+    failed_refund_to_credit,
+    refund_by_staff,
+    refundable,
+    retry_failed_refund,
+)
 
 
 def urls(site: Any) -> list[URLPattern]:
@@ -41,7 +54,18 @@ def urls(site: Any) -> list[URLPattern]:
         request.current_app = site.name
         return refund_view(request, site, order_id)
 
-    return [path("desk/orders/<int:order_id>/refund/", site.admin_view(refund), name="desk-refund")]
+    def failed(request: HttpRequest, refund_id: int) -> HttpResponse:
+        request.current_app = site.name
+        return failed_refund_view(request, refund_id)
+
+    return [
+        path("desk/orders/<int:order_id>/refund/", site.admin_view(refund), name="desk-refund"),
+        path(
+            "desk/refunds/<int:refund_id>/failed/",
+            site.admin_view(failed),
+            name="desk-refund-failed",
+        ),
+    ]
 
 
 DESTINATION_LABELS = {
@@ -161,6 +185,7 @@ def refund_view(request: HttpRequest, site: Any, order_id: int) -> HttpResponse:
         "form": form,
         "next": request.POST.get("next") or request.GET.get("next") or "",
         "back": back,
+        "reason_max": REASON_MAX,
     }
     return TemplateResponse(request, "backoffice/desk/refund.html", context, status=status_code)
 
@@ -194,6 +219,46 @@ def _refunds(state: Refundable) -> list[dict[str, Any]]:
             "status": str(STATUS_LABELS.get(RefundStatus(r.status), r.status)),
             "by": r.requested_by or _("automatic"),
             "reason": r.reason,
+            "last_error": r.last_error if r.status == RefundStatus.FAILED else "",
+            "failed_url": reverse("admin:desk-refund-failed", args=[r.pk])
+            if r.status == RefundStatus.FAILED and r.destination == RefundDestination.PROVIDER
+            else "",
         }
         for r in state.refunds
     ]
+
+
+FAILED_ACTIONS = {"retry": retry_failed_refund, "credit": failed_refund_to_credit}
+
+
+def failed_refund_view(request: HttpRequest, refund_id: int) -> HttpResponse:
+    """POST ``action`` (``retry`` or ``credit``) and ``reason`` for a failed provider
+    refund; back to the order's refund page with what happened (or why nothing did)."""
+    if not request.user.has_perm(roles.ISSUE_REFUND):
+        raise PermissionDenied
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    refund = get_object_or_404(Refund, pk=refund_id)
+    page = reverse("admin:desk-refund", args=[refund.order_id])
+    action = FAILED_ACTIONS.get(request.POST.get("action", ""))
+    if action is None:
+        messages.error(
+            request, _("Choose to retry through the provider or to send to the card's credit.")
+        )
+        return HttpResponseRedirect(page)
+    who = from_request(request)
+    try:
+        done = action(refund, request.POST.get("reason", ""), who["actor"], who["ip"])
+    except DomainError as exc:
+        messages.error(request, str(exc.message))
+        return HttpResponseRedirect(page)
+    amount = format_money(done.amount, done.currency)
+    if done.destination == RefundDestination.CREDIT:
+        text = _("%(amount)s went back to the card's credit instead.") % {"amount": amount}
+    else:
+        text = _(
+            "The refund of %(amount)s was asked of the payment's provider again; "
+            "the customer is told when it is made."
+        ) % {"amount": amount}
+    messages.success(request, text)
+    return HttpResponseRedirect(page)

@@ -81,3 +81,29 @@ def balances_by_day(
         days.append(Day(day, tuple(running), changes))
         day += timedelta(days=1)
     return days
+
+
+@dataclass(frozen=True)
+class Movement:
+    currency: str
+    into: int  # transfers into the account in the period
+    out: int  # transfers out of it
+
+    @property
+    def net(self) -> int:
+        return self.into - self.out
+
+
+def revenue_movements(since: datetime, until: datetime) -> list[Movement]:
+    """What went into and out of each currency's ``revenue`` account in ``[since, until)``
+    (sales and pay-per-use charges in; refunds of fulfilled orders out), read in one
+    snapshot: the revenue the ledger itself recorded for the period."""
+    with read_snapshot():
+        accounts = list(Account.objects.filter(code__startswith="system:revenue:").order_by("code"))
+        window = Transfer.objects.filter(created_at__gte=since, created_at__lt=until)
+        moves = []
+        for account in accounts:
+            into = window.filter(destination=account).aggregate(s=Sum("amount"))["s"] or 0
+            out = window.filter(source=account).aggregate(s=Sum("amount"))["s"] or 0
+            moves.append(Movement(account.unit, int(into), int(out)))
+    return moves

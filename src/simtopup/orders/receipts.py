@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -166,6 +167,26 @@ class ReceiptFacts:
     status: str
     refunded: bool
     url: str
+    # One sentence per refund of a fulfilled order ("Refunded ¥5.00 on 2026-03-10 (to your
+    # card's credit)"), oldest first.
+    refunds: tuple[str, ...] = ()
+
+
+# The sentences a receipt shows for a fulfilled order's refunds. Refunds are rows of
+# payments, above orders, so payments lends the function at start-up (payments/apps.py,
+# payments/customer_refunds.refund_lines), as it lends its payer (orders/payers.py).
+RefundLines = Callable[[Order, ZoneInfo], list[str]]
+_REFUND_LINES: list[RefundLines] = []
+
+
+def register_refund_lines(lines: RefundLines) -> None:
+    _REFUND_LINES[:] = [lines]
+
+
+def _refund_lines(order: Order, zone: ZoneInfo) -> tuple[str, ...]:
+    if not _REFUND_LINES:
+        raise RuntimeError("no refund lines registered (is the payments app installed?)")
+    return tuple(_REFUND_LINES[0](order, zone))
 
 
 def receipt_facts(order: Order, zone: ZoneInfo) -> ReceiptFacts:
@@ -187,6 +208,7 @@ def receipt_facts(order: Order, zone: ZoneInfo) -> ReceiptFacts:
         status=status_label(order.status),
         refunded=order.status == OrderStatus.REFUNDED,
         url=verification_url(order.receipt_no),
+        refunds=_refund_lines(order, zone),
     )
 
 
@@ -532,6 +554,8 @@ def _render(
     _row(pdf, _("Amount"), facts.amount, size=14)
     _row(pdf, _("Payment method"), facts.payment_method)
     _row(pdf, _("Status"), facts.status)
+    if facts.refunds:
+        _row(pdf, _("Refunds"), "\n".join(facts.refunds))
     _rule(pdf)
 
     top = pdf.get_y()

@@ -1,5 +1,7 @@
 """The operator's numbers about payments: success rate per provider, refunds pending and
-provider notifications flagged for review, read from the payment rows themselves."""
+provider notifications flagged for review, read from the payment rows themselves; and the
+revenue of a period net of its refunds (the sales of ``orders.reports`` minus the refunds
+decided in the period), which the dashboard shows beside the ledger's revenue account."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from datetime import datetime
 
 from django.db.models import Count, Q, Sum
 
+from simtopup.orders import reports as orders_reports
 from simtopup.payments.models import Payment, PaymentEvent, PaymentStatus, Refund, RefundStatus
 
 # The provider took the money (a refund later does not undo the success of the payment).
@@ -67,3 +70,68 @@ def refunds_open() -> RefundsOpen:
             flagged_at__isnull=False, reviewed_at__isnull=True
         ).count(),
     )
+
+
+# --- revenue net of refunds ----------------------------------------------------------------
+# What an operator reads as a period's revenue is what it kept: the sales of the period minus
+# the refunds decided in the period (a refund of last week's order lowers this week's
+# revenue, as it lowered the ledger's revenue account the moment it was decided). Refunds of
+# a fulfilled order are the ones that come out of revenue (payments/staff_refunds.py); an
+# order that failed was never revenue, and neither is its automatic refund.
+
+
+@dataclass(frozen=True)
+class RevenueRow:
+    key: str
+    currency: str
+    count: int  # sales in the period
+    sold: int  # what those sales took
+    refunded: int  # refunds of sold orders decided in the period
+    refunds: int  # how many
+
+    @property
+    def revenue(self) -> int:
+        return self.sold - self.refunded
+
+
+def refunds_by(
+    field: str, since: datetime, until: datetime
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Refunds of sold orders decided in ``[since, until)``, by the order's ``channel`` or
+    ``payment_method`` and currency: (count, amount)."""
+    if field not in ("channel", "payment_method"):
+        raise ValueError(field)
+    rows = (
+        Refund.objects.filter(
+            created_at__gte=since, created_at__lt=until, order__status__in=orders_reports.SOLD
+        )
+        .values(f"order__{field}", "currency")
+        .annotate(n=Count("pk"), total=Sum("amount"))
+        .order_by()
+    )
+    return {
+        (r[f"order__{field}"] or "", r["currency"]): (r["n"], int(r["total"] or 0)) for r in rows
+    }
+
+
+def revenue_by(field: str, since: datetime, until: datetime) -> list[RevenueRow]:
+    """Sales (``orders.reports.sales_by``) and refunds (:func:`refunds_by`) of
+    ``[since, until)`` side by side, and the revenue they leave, by ``channel`` or
+    ``payment_method`` and currency."""
+    sales = {(r.key, r.currency): r for r in orders_reports.sales_by(field, since, until)}
+    refunds = refunds_by(field, since, until)
+    rows = []
+    for key, currency in sorted(set(sales) | set(refunds)):
+        sale = sales.get((key, currency))
+        n, refunded = refunds.get((key, currency), (0, 0))
+        rows.append(
+            RevenueRow(
+                key,
+                currency,
+                sale.count if sale else 0,
+                sale.revenue if sale else 0,
+                refunded,
+                n,
+            )
+        )
+    return rows

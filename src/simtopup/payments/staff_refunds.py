@@ -286,3 +286,159 @@ def _settle_payment(payment: Payment | None, refunded: int, now: datetime) -> st
         status=PaymentStatus.REFUNDED, refunded_at=now
     )
     return str(PaymentStatus.REFUNDED)
+
+
+# --- a provider refund that failed for good ------------------------------------------------
+# After its last retry (``actions.execute_refund``) a refund through the provider is
+# ``failed``: its money left revenue (or order clearing) into ``gateway_clearing`` when it
+# was decided, so it still counts as refunded (the limit above) and the gateway clearing
+# expectation still counts it. Customer service gets it moving again in one of two ways, each
+# exactly once (a compare-and-swap on the refund's ``failed`` status) and audited (``refund``,
+# with the reason):
+# - ask the provider again: the refund is ``pending`` again with its attempts reset, on its
+#   own reference (the provider is idempotent on it), and queued; the ledger does not move;
+# - send it to the card's credit instead: the money goes ``gateway_clearing → card credit``
+#   (it left revenue when the refund was decided, so revenue does not move again and a
+#   refund counts once in the revenue of the day it was decided), the refund becomes a
+#   ``credit`` refund that ``succeeded`` now, the payment is ``refunded`` once none of its
+#   refunds is pending, and the customer is told.
+
+
+def _not_failed() -> DomainError:
+    return DomainError(
+        "refund_not_failed",
+        _("Only a refund through the provider that failed can be retried or redirected."),
+        409,
+    )
+
+
+def _failed_refund(refund_id: int) -> Refund:
+    refund = Refund.objects.select_related("order", "payment").get(pk=refund_id)
+    if refund.status != RefundStatus.FAILED or refund.destination != RefundDestination.PROVIDER:
+        raise _not_failed()
+    return refund
+
+
+def _check_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise DomainError("reason_required", _("Say why the order is refunded."), 422)
+    if len(reason) > REASON_MAX:
+        raise DomainError(
+            "reason_too_long",
+            _("The reason can be at most %(max)s characters.") % {"max": REASON_MAX},
+            422,
+        )
+    return reason
+
+
+def retry_failed_refund(refund: Refund, reason: str, actor: str, ip: str | None = None) -> Refund:
+    """Ask the provider once more for a refund that failed after its retries: ``pending``
+    again, its attempts counted afresh, queued for the worker. Raises ``refund_not_failed``
+    (409) when it is not (or no longer) a failed provider refund."""
+    reason = _check_reason(reason)
+    return durable(lambda: _retry(refund.pk, reason, actor, ip))
+
+
+def _retry(refund_id: int, reason: str, actor: str, ip: str | None) -> Refund:
+    from simtopup.payments.tasks import refund_task
+
+    refund = _failed_refund(refund_id)
+    now = timezone.now()
+    won = Refund.objects.filter(
+        pk=refund.pk, status=RefundStatus.FAILED, destination=RefundDestination.PROVIDER
+    ).update(status=RefundStatus.PENDING, attempts=0, next_attempt_at=now)
+    if won != 1:
+        raise _not_failed()
+    record(
+        Action.REFUND,
+        refund.order,
+        actor=actor,
+        ip=ip,
+        before={
+            "refund": refund.reference,
+            "status": refund.status,
+            "attempts": refund.attempts,
+            "last_error": refund.last_error,
+        },
+        after={"refund": refund.reference, "status": RefundStatus.PENDING, "retry": True},
+        reason=reason,
+    )
+    refund_task.enqueue(refund.pk)
+    refund.refresh_from_db()
+    return refund
+
+
+def failed_refund_to_credit(
+    refund: Refund, reason: str, actor: str, ip: str | None = None
+) -> Refund:
+    """Send a refund that failed at the provider to the card's credit instead (see above).
+    Raises ``refund_not_failed`` (409) when it is not (or no longer) a failed provider
+    refund."""
+    reason = _check_reason(reason)
+    return durable(lambda: _to_credit(refund.pk, reason, actor, ip))
+
+
+def _to_credit(refund_id: int, reason: str, actor: str, ip: str | None) -> Refund:
+    refund = _failed_refund(refund_id)
+    payment_id = refund.payment_id
+    assert payment_id is not None  # a provider refund always has its payment (a constraint)
+    # The module's lock order: the payment row first (as _confirm_refund and _refund do).
+    list(Payment.objects.select_for_update(of=("self",)).filter(pk=payment_id))
+    now = timezone.now()
+    won = Refund.objects.filter(
+        pk=refund.pk, status=RefundStatus.FAILED, destination=RefundDestination.PROVIDER
+    ).update(
+        destination=RefundDestination.CREDIT,
+        status=RefundStatus.SUCCEEDED,
+        settled_at=now,
+        next_attempt_at=None,
+    )
+    if won != 1:
+        raise _not_failed()  # someone else got there first
+    order = Order.objects.select_related("device", "customer", "plan").get(pk=refund.order_id)
+    credit = order.device.credit_account
+    lock_accounts([credit.pk])
+    post(
+        [
+            Posting(
+                system_account("gateway_clearing", refund.currency),
+                credit,
+                refund.amount,
+                "order_refund",
+                order_key(order.pk, f"refund:{refund.reference}:credit"),
+                f"refund {refund.reference} of order {order.pk} to the card's credit "
+                "instead of the provider",
+            )
+        ]
+    )
+    if not Refund.objects.filter(payment_id=payment_id, status=RefundStatus.PENDING).exists():
+        Payment.objects.filter(pk=payment_id, status=PaymentStatus.REFUND_PENDING).update(
+            status=PaymentStatus.REFUNDED, refunded_at=now
+        )
+    payment_status = Payment.objects.filter(pk=payment_id).values_list("status", flat=True).first()
+    Order.objects.filter(pk=order.pk, status=OrderStatus.FAILED).update(status=OrderStatus.REFUNDED)
+    record(
+        Action.REFUND,
+        order,
+        actor=actor,
+        ip=ip,
+        before={
+            "refund": refund.reference,
+            "status": refund.status,
+            "destination": refund.destination,
+            "last_error": refund.last_error,
+        },
+        after={
+            "refund": refund.reference,
+            "status": RefundStatus.SUCCEEDED,
+            "destination": RefundDestination.CREDIT,
+            "amount": refund.amount,
+            "currency": refund.currency,
+            "payment_status": payment_status,
+        },
+        reason=reason,
+    )
+    tell_customer(order, "refund_issued", amount=refund.amount)
+    refund.refresh_from_db()
+    return refund

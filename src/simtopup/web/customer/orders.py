@@ -21,6 +21,7 @@ from simtopup.core.spreadsheet import Sheet
 from simtopup.orders import customer as orders
 from simtopup.orders.models import FINAL
 from simtopup.orders.receipts import format_time, normalise_language, render_receipt_pdf
+from simtopup.payments.customer_refunds import refund_lines
 from simtopup.payments.models import Payment
 from simtopup.payments.providers.base import ALIPAY, WECHAT_PAY
 from simtopup.payments.registry import get_provider
@@ -95,6 +96,7 @@ def status(request: HttpRequest, order_id: int) -> HttpResponse:
         "receipt_url": _with_token(reverse("web:receipt", kwargs={"order_id": order.pk}), token),
         "created": format_time(order.created_at, zone_of(customer or order.customer)),
         "mine": customer is not None and order.device.owner_id == customer.pk,
+        "refunds": refund_lines(order, zone_of(customer or order.customer)),
     }
     response = render(request, "web/customer/order_status.html", context)
     response["Cache-Control"] = "no-store"
@@ -165,6 +167,7 @@ def _rows(orders_: Any, customer: Any = None) -> list[dict[str, Any]]:
     """History rows; with ``customer``, each row of a card still theirs and a plan still on
     sale carries its "buy again" link (the confirmation of that plan for that card)."""
     methods = payment_labels()
+    zone = zone_of(customer)
     return [
         {
             "order": o,
@@ -175,6 +178,7 @@ def _rows(orders_: Any, customer: Any = None) -> list[dict[str, Any]]:
             if o.receipt_no
             else None,
             "status_url": reverse("web:order-status", kwargs={"order_id": o.pk}),
+            "refunds": refund_lines(o, zone),
             "again_url": buy_again_url(o.device_id, o.plan.code)
             if customer is not None and o.device.owner_id == customer.pk and o.plan.active
             else None,
