@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -569,3 +570,22 @@ def test_a_failed_order_lists_no_refund_lines(actors: Actors, settings: Any) -> 
     assert body["status"] == "refunded"
     assert body["refunds"] == []  # told by its status
     assert Refund.objects.filter(destination=RefundDestination.PROVIDER).count() == 1
+
+
+def test_the_dashboard_counts_failed_refunds_and_links_to_them(
+    actors: Actors, failing_provider: type[FailingRefunds]
+) -> None:
+    order = paid_by_card(actors, "+8613600000023")
+    failed = failed_refund(order, 200)
+    assert payments_reports.refunds_open().failed == 1
+    client = console_client(make_staff("fin-failed", "finance"))
+    body = client.get("/admin/dashboard/").content.decode()
+    assert "Refunds failed at the provider" in body
+    link = re.search(r'id="failed-refunds-link" href="([^"]+)"', body)
+    assert link
+    listed = client.get(link.group(1).replace("&amp;", "&"))
+    assert listed.status_code == 200
+    assert list(listed.context["cl"].queryset) == [failed]
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        failed_refund_to_credit(failed, "card closed", ACTOR)
+    assert payments_reports.refunds_open().failed == 0

@@ -261,6 +261,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         "refunds": refunds,
         "refund_amounts": [_money(a, c) for c, a in refunds.pending_amounts.items()],
         "refunds_url": _changelist("payments_refund", status__exact="pending"),
+        "failed_refunds_url": _changelist("payments_refund", status__exact="failed"),
         "flagged_url": _changelist("payments_paymentevent", review="needed"),
         "floats": [
             {

@@ -53,10 +53,14 @@ class RefundsOpen:
     pending: int
     pending_amounts: dict[str, int]  # currency → minor units
     flagged_events: int
+    # Provider refunds that failed after every retry: customer service retries them or
+    # sends them to the card's credit (payments/staff_refunds.py).
+    failed: int = 0
 
 
 def refunds_open() -> RefundsOpen:
-    """Refunds still pending (any age) and provider notifications flagged and not reviewed."""
+    """Refunds still pending (any age) or failed, and provider notifications flagged and not
+    reviewed."""
     amounts = dict(
         Refund.objects.filter(status=RefundStatus.PENDING)
         .values_list("currency")
@@ -69,6 +73,7 @@ def refunds_open() -> RefundsOpen:
         flagged_events=PaymentEvent.objects.filter(
             flagged_at__isnull=False, reviewed_at__isnull=True
         ).count(),
+        failed=Refund.objects.filter(status=RefundStatus.FAILED).count(),
     )
 
 
