@@ -41,7 +41,7 @@ def test_the_console_lists_customer_payments_read_only(actors: Actors, settings)
         "/admin/payments/refund/": "0 refunds",
         "/admin/orders/quote/": "0 quotes",
         "/admin/usage/autotopuprule/": "0 automatic top-up rules",
-        "/admin/resellers/resellermember/": "0 reseller members",
+        "/admin/resellers/resellermember/": "0 reseller staff",
         "/admin/support/supportticket/": "0 support tickets",
     }
     for path, text in pages.items():

@@ -341,10 +341,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     # Second factors of staff logins: authenticator apps (TOTP) and recovery codes.
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
-    "django_otp_webauthn",  # passkeys (backoffice/passkeys.py)
-    "django_tasks_db",
+    # The libraries' own app configs with their console section names translated
+    # (backoffice/library_apps.py): same apps and labels.
+    "simtopup.backoffice.library_apps.AuthenticatorAppsConfig",  # django_otp.plugins.otp_totp
+    "simtopup.backoffice.library_apps.RecoveryCodesConfig",  # django_otp.plugins.otp_static
+    "simtopup.backoffice.library_apps.PasskeysConfig",  # django_otp_webauthn (passkeys)
+    "simtopup.backoffice.library_apps.BackgroundTasksConfig",  # django_tasks_db
     "ninja",  # its static files: Swagger UI for /api/docs, served by us (CSP: no CDN)
     "simtopup.core",
     "simtopup.audit",

@@ -5,21 +5,30 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class Customer(models.Model):
     """A person who logs in by one-time code to a phone number or an email address."""
 
     # E.164 (``+8613800138000``), as normalised by ``phonenumbers``.
-    phone = models.CharField(max_length=16, null=True, blank=True, unique=True)
+    phone = models.CharField(
+        max_length=16, null=True, blank=True, unique=True, verbose_name=_("phone")
+    )
     # Lower-cased.
-    email = models.EmailField(max_length=254, null=True, blank=True, unique=True)
-    language = models.CharField(max_length=10, default="zh-hans")
-    time_zone = models.CharField(max_length=64, default="Asia/Shanghai")
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_login_at = models.DateTimeField(null=True, blank=True)
+    email = models.EmailField(
+        max_length=254, null=True, blank=True, unique=True, verbose_name=_("email")
+    )
+    language = models.CharField(max_length=10, default="zh-hans", verbose_name=_("language"))
+    time_zone = models.CharField(
+        max_length=64, default="Asia/Shanghai", verbose_name=_("time zone")
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    last_login_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last sign-in"))
 
     class Meta:
+        verbose_name = _("customer")
+        verbose_name_plural = _("customers")
         constraints = [
             models.CheckConstraint(
                 condition=Q(phone__isnull=False) | Q(email__isnull=False),
@@ -34,13 +43,19 @@ class Customer(models.Model):
 class AppToken(models.Model):
     """An opaque bearer token of the app. Only its SHA-256 is stored; it is shown once."""
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="tokens")
-    name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=16)
-    token_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="tokens", verbose_name=_("customer")
+    )
+    name = models.CharField(max_length=100, blank=True, verbose_name=_("name"))
+    prefix = models.CharField(max_length=16, verbose_name=_("prefix"))
+    token_hash = models.CharField(max_length=64, unique=True, verbose_name=_("token (hashed)"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    last_used_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last used"))
+    revoked_at = models.DateTimeField(null=True, blank=True, verbose_name=_("revoked"))
+
+    class Meta:
+        verbose_name = _("app token")
+        verbose_name_plural = _("app tokens")
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.customer_id})"

@@ -24,6 +24,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -59,7 +60,7 @@ from simtopup.resellers.models import (
 from simtopup.support.models import SupportTicket
 from simtopup.usage.models import AutoTopupRule, Bundle, UsageRecord
 
-admin.site.site_header = "simtopup operator console"
+admin.site.site_header = gettext_lazy("simtopup operator console")
 admin.site.site_title = "simtopup"
 
 
@@ -91,7 +92,7 @@ class PlanAdmin(AuditedAdmin):
     list_filter = ["kind", "active"]
     search_fields = ["code", "name_en", "name_zh_hans", "name_zh_hant"]
 
-    @admin.display(description="price")
+    @admin.display(description=gettext_lazy("price"))
     def price_display(self, plan: Plan) -> str:
         return f"{to_decimal_string(plan.price, plan.currency)} {plan.currency}"
 
@@ -114,13 +115,17 @@ class DeviceForm(forms.ModelForm):
     one) but is never shown: only whether the card has one."""
 
     new_pin = forms.CharField(
-        label="New binding PIN",
+        label=gettext_lazy("New binding PIN"),
         required=False,
         strip=True,
         max_length=40,
-        help_text=(
-            f"{PIN_MIN_LENGTH}–{PIN_MAX_LENGTH} letters or digits (spaces and dashes ignored). "
-            "Leave empty to keep the current PIN. Stored hashed: it cannot be shown again."
+        help_text=format_lazy(
+            gettext_lazy(
+                "{min}–{max} letters or digits (spaces and dashes ignored). Leave empty to keep "
+                "the current PIN. Stored hashed: it cannot be shown again."
+            ),
+            min=PIN_MIN_LENGTH,
+            max=PIN_MAX_LENGTH,
         ),
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )
@@ -187,7 +192,7 @@ class DeviceAdmin(AuditedAdmin):
         # The rule of devices/status.py, which the desk's suspend and reinstate record by.
         return status_action(before.get("status"), after.get("status"))
 
-    @admin.display(boolean=True, description="binding PIN")
+    @admin.display(boolean=True, description=gettext_lazy("binding PIN"))
     def has_pin(self, device: Device) -> bool:
         return device.has_pin
 
@@ -231,7 +236,7 @@ class GoodwillCreditAdmin(ReadOnlyAdmin):
     list_select_related = ["device", "requested_by", "decided_by"]
     search_fields = ["device__iccid", "device__eid", "device__imei", "device__serial"]
 
-    @admin.display(description="amount")
+    @admin.display(description=gettext_lazy("amount"))
     def amount_display(self, grant: GoodwillCredit) -> str:
         return f"{to_decimal_string(grant.amount, grant.currency)} {grant.currency}"
 
@@ -253,7 +258,7 @@ class ResellerAdmin(AuditedAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # orders refer to resellers (and the database keeps them): suspend instead
 
-    @admin.display(description="float")
+    @admin.display(description=gettext_lazy("float"))
     def float_display(self, reseller: Reseller) -> str:
         return f"{to_decimal_string(reseller.float_account.balance, reseller.currency)} {reseller.currency}"
 
@@ -263,7 +268,7 @@ class ResellerAdmin(AuditedAdmin):
     def has_suspend_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(roles.SUSPEND_RESELLER)
 
-    @admin.action(description="Suspend selected resellers", permissions=["suspend"])
+    @admin.action(description=gettext_lazy("Suspend selected resellers"), permissions=["suspend"])
     def suspend_selected(self, request: HttpRequest, queryset: QuerySet[Reseller]) -> None:
         n = 0
         for reseller in queryset:
@@ -278,7 +283,7 @@ class ResellerAdmin(AuditedAdmin):
                     )
         self.message_user(request, f"{n} reseller(s) suspended.", messages.SUCCESS)
 
-    @admin.action(description="Reinstate selected resellers", permissions=["suspend"])
+    @admin.action(description=gettext_lazy("Reinstate selected resellers"), permissions=["suspend"])
     def reinstate_selected(self, request: HttpRequest, queryset: QuerySet[Reseller]) -> None:
         n = 0
         for reseller in queryset:
@@ -335,7 +340,7 @@ class RefundInline(admin.TabularInline):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="amount")
+    @admin.display(description=gettext_lazy("amount"))
     def amount_display(self, refund: Refund) -> str:
         return f"{to_decimal_string(refund.amount, refund.currency)} {refund.currency}"
 
@@ -462,7 +467,9 @@ class AppTokenAdmin(AuditedAdmin, ReadOnlyAdmin):
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(roles.REVOKE_APP_TOKEN)
 
-    @admin.action(description="Revoke the selected tokens at once", permissions=["revoke"])
+    @admin.action(
+        description=gettext_lazy("Revoke the selected tokens at once"), permissions=["revoke"]
+    )
     def revoke(self, request: HttpRequest, queryset: QuerySet[AppToken]) -> None:
         done = 0
         for token in queryset:
@@ -490,7 +497,7 @@ class PaymentAdmin(ReadOnlyAdmin):
     list_filter = ["provider", "method", "status"]
     search_fields = ["reference", "provider_ref", "order__id"]
 
-    @admin.display(description="amount")
+    @admin.display(description=gettext_lazy("amount"))
     def amount_display(self, payment: Payment) -> str:
         return f"{to_decimal_string(payment.amount, payment.currency)} {payment.currency}"
 
@@ -498,11 +505,15 @@ class PaymentAdmin(ReadOnlyAdmin):
 class NeedsReviewFilter(admin.SimpleListFilter):
     """Notifications that did not match what we expected, flagged for an operator."""
 
-    title = "review"
+    title = gettext_lazy("review")
     parameter_name = "review"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("needed", "needing review"), ("done", "reviewed"), ("flagged", "all flagged")]
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [
+            ("needed", gettext_lazy("needing review")),
+            ("done", gettext_lazy("already reviewed")),
+            ("flagged", gettext_lazy("all flagged")),
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         flagged = queryset.filter(flagged_at__isnull=False)
@@ -536,7 +547,8 @@ class PaymentEventAdmin(AuditedAdmin, ReadOnlyAdmin):
         return request.user.has_perm(roles.REVIEW_PAYMENT_EVENT)
 
     @admin.action(
-        description="Mark the selected flagged notifications as reviewed", permissions=["review"]
+        description=gettext_lazy("Mark the selected flagged notifications as reviewed"),
+        permissions=["review"],
     )
     def mark_reviewed(self, request: HttpRequest, queryset: QuerySet[PaymentEvent]) -> None:
         # Only the review is recorded: a flagged notification never moves money or orders.

@@ -98,7 +98,7 @@ class LinkForm(ConfirmForm):
 
 
 class ConsoleSite(admin.AdminSite):
-    site_header = "simtopup operator console"
+    site_header = gettext_lazy("simtopup operator console")
     site_title = "simtopup"
     # The home page: the dashboard above the app list, for staff who may see it.
     index_template = "backoffice/index.html"

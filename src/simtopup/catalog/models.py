@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 from django.utils import translation
+from django.utils.translation import gettext_lazy as _
 
 
 class PlanKind(models.TextChoices):
@@ -14,21 +15,23 @@ class PlanKind(models.TextChoices):
 
 
 class Plan(models.Model):
-    code = models.SlugField(max_length=40, unique=True)
-    kind = models.CharField(max_length=10, choices=PlanKind.choices)
-    name_en = models.CharField(max_length=100)
-    name_zh_hans = models.CharField(max_length=100)
-    name_zh_hant = models.CharField(max_length=100)
+    code = models.SlugField(max_length=40, unique=True, verbose_name=_("code"))
+    kind = models.CharField(max_length=10, choices=PlanKind.choices, verbose_name=_("kind"))
+    name_en = models.CharField(max_length=100, verbose_name=_("name (English)"))
+    name_zh_hans = models.CharField(max_length=100, verbose_name=_("name (Simplified Chinese)"))
+    name_zh_hant = models.CharField(max_length=100, verbose_name=_("name (Traditional Chinese)"))
     # Bundles: data granted and how long it lasts. Pay-per-use credit: both 0.
-    data_bytes = models.BigIntegerField(default=0)
-    validity_hours = models.PositiveIntegerField(default=0)
+    data_bytes = models.BigIntegerField(default=0, verbose_name=_("data (bytes)"))
+    validity_hours = models.PositiveIntegerField(default=0, verbose_name=_("valid for (hours)"))
     # Retail price in minor units. For a payg plan it is also the credit added to the card.
-    price = models.BigIntegerField()
-    currency = models.CharField(max_length=3, default="CNY")
-    active = models.BooleanField(default=True)
-    sort_order = models.IntegerField(default=0)
+    price = models.BigIntegerField(verbose_name=_("price (minor units)"))
+    currency = models.CharField(max_length=3, default="CNY", verbose_name=_("currency"))
+    active = models.BooleanField(default=True, verbose_name=_("on sale"))
+    sort_order = models.IntegerField(default=0, verbose_name=_("sort order"))
 
     class Meta:
+        verbose_name = _("plan")
+        verbose_name_plural = _("plans")
         ordering = ["sort_order", "id"]
         constraints = [
             models.CheckConstraint(condition=Q(price__gt=0), name="catalog_plan_price_positive"),
@@ -59,12 +62,14 @@ class Plan(models.Model):
 class PaygTariff(models.Model):
     """Price per started MB of pay-per-use data; the newest effective row applies."""
 
-    currency = models.CharField(max_length=3, default="CNY")
-    price_per_mb = models.BigIntegerField()
-    effective_from = models.DateTimeField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    currency = models.CharField(max_length=3, default="CNY", verbose_name=_("currency"))
+    price_per_mb = models.BigIntegerField(verbose_name=_("price per MB (minor units)"))
+    effective_from = models.DateTimeField(verbose_name=_("effective from"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
 
     class Meta:
+        verbose_name = _("pay-per-use tariff")
+        verbose_name_plural = _("pay-per-use tariffs")
         ordering = ["-effective_from", "-id"]
         constraints = [
             models.CheckConstraint(condition=Q(price_per_mb__gt=0), name="catalog_tariff_positive")

@@ -28,25 +28,42 @@ RECHARGEABLE = (DeviceStatus.IN_STOCK, DeviceStatus.ACTIVE)
 
 
 class Device(models.Model):
-    kind = models.CharField(max_length=10, choices=DeviceKind.choices)
+    kind = models.CharField(max_length=10, choices=DeviceKind.choices, verbose_name=_("kind"))
     # Identifiers as imported (normalised digits for IMEI / ICCID / EID, verbatim serial).
-    imei = models.CharField(max_length=15, null=True, blank=True, unique=True)
-    iccid = models.CharField(max_length=20, null=True, blank=True, unique=True)
-    eid = models.CharField(max_length=32, null=True, blank=True, unique=True)
-    serial = models.CharField(max_length=64, null=True, blank=True, unique=True)
-    activation_code = models.CharField(max_length=255, blank=True)
+    imei = models.CharField(
+        max_length=15, null=True, blank=True, unique=True, verbose_name="IMEI"
+    )
+    iccid = models.CharField(
+        max_length=20, null=True, blank=True, unique=True, verbose_name="ICCID"
+    )
+    eid = models.CharField(max_length=32, null=True, blank=True, unique=True, verbose_name="EID")
+    serial = models.CharField(
+        max_length=64, null=True, blank=True, unique=True, verbose_name=_("serial number")
+    )
+    activation_code = models.CharField(
+        max_length=255, blank=True, verbose_name=_("eSIM activation code")
+    )
     # The binding PIN printed with the card (proof of holding it, devices/binding.py), as a
     # keyed hash: ``v1$<salt>$<HMAC>``. Empty: no PIN.
-    pin_hash = models.CharField(max_length=128, blank=True, default="")
+    pin_hash = models.CharField(
+        max_length=128, blank=True, default="", verbose_name=_("binding PIN (hashed)")
+    )
     status = models.CharField(
-        max_length=10, choices=DeviceStatus.choices, default=DeviceStatus.IN_STOCK
+        max_length=10,
+        choices=DeviceStatus.choices,
+        default=DeviceStatus.IN_STOCK,
+        verbose_name=_("status"),
     )
     # Pay-per-use: usage beyond all bundles is charged to the card's credit.
-    payg = models.BooleanField(default=False)
-    credit_account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="+")
-    overage_account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    activated_at = models.DateTimeField(null=True, blank=True)
+    payg = models.BooleanField(default=False, verbose_name=_("pay per use"))
+    credit_account = models.OneToOneField(
+        Account, on_delete=models.PROTECT, related_name="+", verbose_name=_("credit account")
+    )
+    overage_account = models.OneToOneField(
+        Account, on_delete=models.PROTECT, related_name="+", verbose_name=_("overage account")
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    activated_at = models.DateTimeField(null=True, blank=True, verbose_name=_("activated"))
     # The customer the card is bound to ("add to my account"), at most one.
     owner = models.ForeignKey(
         "accounts.Customer",
@@ -54,13 +71,18 @@ class Device(models.Model):
         null=True,
         blank=True,
         related_name="devices",
+        verbose_name=_("bound to customer"),
     )
-    nickname = models.CharField(max_length=60, blank=True)
-    bound_at = models.DateTimeField(null=True, blank=True)
+    nickname = models.CharField(max_length=60, blank=True, verbose_name=_("nickname"))
+    bound_at = models.DateTimeField(null=True, blank=True, verbose_name=_("added to account"))
     # When the owner first fetched the eSIM activation code (LPA / QR).
-    esim_activated_at = models.DateTimeField(null=True, blank=True)
+    esim_activated_at = models.DateTimeField(
+        null=True, blank=True, verbose_name=_("eSIM activated")
+    )
 
     class Meta:
+        verbose_name = _("data card")
+        verbose_name_plural = _("data cards")
         constraints = [
             models.CheckConstraint(
                 condition=Q(imei__isnull=False)

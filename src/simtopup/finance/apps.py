@@ -1,7 +1,8 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class FinanceConfig(AppConfig):
     name = "simtopup.finance"
     label = "finance"
-    verbose_name = "Finance"
+    verbose_name = _("Finance")

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
+from django.utils.translation import gettext_lazy as _
 
 
 def _system_accounts(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
@@ -19,7 +20,7 @@ def _system_accounts(sender: AppConfig, using: str = "default", **kwargs: Any) -
 class LedgerConfig(AppConfig):
     name = "simtopup.ledger"
     label = "ledger"
-    verbose_name = "Ledger"
+    verbose_name = _("Ledger")
 
     def ready(self) -> None:
         post_migrate.connect(

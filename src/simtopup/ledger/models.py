@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 BYTES = "BYTES"
 
@@ -32,21 +33,23 @@ class AccountKind(models.TextChoices):
 class Account(models.Model):
     # Unique by a constraint, not unique=True, so PostgreSQL keeps one index on it (no
     # second pattern-ops index for LIKE that nothing uses): every top-up inserts an account.
-    code = models.CharField(max_length=100)
-    kind = models.CharField(max_length=20, choices=AccountKind.choices)
-    unit = models.CharField(max_length=8)
+    code = models.CharField(max_length=100, verbose_name=_("code"))
+    kind = models.CharField(max_length=20, choices=AccountKind.choices, verbose_name=_("kind"))
+    unit = models.CharField(max_length=8, verbose_name=_("unit"))
     # Cached balance of bounded accounts; always 0 for hot accounts (derived from transfers).
-    balance = models.BigIntegerField(default=0)
+    balance = models.BigIntegerField(default=0, verbose_name=_("balance"))
     # May this account go below zero? Only system accounts and overage may.
-    allow_negative = models.BooleanField(default=False)
+    allow_negative = models.BooleanField(default=False, verbose_name=_("may go negative"))
     # Hot accounts are not row-locked and keep no cached balance.
-    hot = models.BooleanField(default=False)
+    hot = models.BooleanField(default=False, verbose_name=_("hot (busy) account"))
     # A clearing account must return to zero once everything has settled.
-    clearing = models.BooleanField(default=False)
-    name = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    clearing = models.BooleanField(default=False, verbose_name=_("clearing account"))
+    name = models.CharField(max_length=200, blank=True, verbose_name=_("name"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
 
     class Meta:
+        verbose_name = _("ledger account")
+        verbose_name_plural = _("ledger accounts")
         constraints = [
             models.UniqueConstraint(fields=["code"], name="ledger_account_code_once"),
             models.CheckConstraint(
@@ -73,26 +76,44 @@ class Transfer(models.Model):
     # 0004 installs the equivalent without locks: accounts can never be deleted or renumbered,
     # and a statement-level trigger refuses a transfer naming an account that does not exist.
     source = models.ForeignKey(
-        Account, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+        Account,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+        verbose_name=_("from account"),
     )
     destination = models.ForeignKey(
-        Account, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+        Account,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+        verbose_name=_("to account"),
     )
-    amount = models.BigIntegerField()
-    unit = models.CharField(max_length=8)
-    kind = models.CharField(max_length=40)
+    amount = models.BigIntegerField(verbose_name=_("amount (in its unit)"))
+    unit = models.CharField(max_length=8, verbose_name=_("unit"))
+    kind = models.CharField(max_length=40, verbose_name=_("kind"))
     # Exactly-once: a retried operation posts the same key and is refused the second time.
-    idempotency_key = models.CharField(max_length=200)  # unique: see Meta
-    memo = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    idempotency_key = models.CharField(
+        max_length=200, verbose_name=_("idempotency key")
+    )  # unique: see Meta
+    memo = models.CharField(max_length=300, blank=True, verbose_name=_("memo"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
     # The balance each bounded account held right after this transfer, as the balance's
     # compare-and-swap returned it in the transfer's own transaction (a running balance the
     # ledger really held, for statements and for the float a sale reports). NULL for hot
     # system accounts (no cached balance) and for transfers recorded before ledger 0006.
-    source_balance = models.BigIntegerField(null=True, blank=True)
-    destination_balance = models.BigIntegerField(null=True, blank=True)
+    source_balance = models.BigIntegerField(
+        null=True, blank=True, verbose_name=_("balance after (from account)")
+    )
+    destination_balance = models.BigIntegerField(
+        null=True, blank=True, verbose_name=_("balance after (to account)")
+    )
 
     class Meta:
+        verbose_name = _("transfer")
+        verbose_name_plural = _("transfers")
         constraints = [
             models.UniqueConstraint(fields=["idempotency_key"], name="ledger_transfer_key_once"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="ledger_transfer_positive"),
@@ -115,14 +136,18 @@ class LedgerAudit(models.Model):
     Only the newest rows are kept (:data:`simtopup.ledger.audit.KEPT_AUDITS`)."""
 
     # When the audit's snapshot was taken (its start).
-    checked_at = models.DateTimeField()
-    ok = models.BooleanField()
-    violations_count = models.PositiveIntegerField()
+    checked_at = models.DateTimeField(verbose_name=_("checked"))
+    ok = models.BooleanField(verbose_name=_("balanced"))
+    violations_count = models.PositiveIntegerField(verbose_name=_("problems found"))
     # The first violation lines (at most simtopup.ledger.audit.KEPT_LINES of them).
-    violations = models.JSONField(default=list, blank=True)
-    accounts = models.BigIntegerField()
-    transfers = models.BigIntegerField()
-    duration_ms = models.PositiveIntegerField()
+    violations = models.JSONField(default=list, blank=True, verbose_name=_("problems"))
+    accounts = models.BigIntegerField(verbose_name=_("accounts checked"))
+    transfers = models.BigIntegerField(verbose_name=_("transfers checked"))
+    duration_ms = models.PositiveIntegerField(verbose_name=_("duration (ms)"))
+
+    class Meta:
+        verbose_name = _("ledger audit")
+        verbose_name_plural = _("ledger audits")
 
     def __str__(self) -> str:
         return f"{self.checked_at:%Y-%m-%d %H:%M:%S} {self.violations_count} violation(s)"

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
+from django.utils.translation import gettext_lazy as _
 
 
 def _install_task_bell(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
@@ -15,7 +16,7 @@ def _install_task_bell(sender: AppConfig, using: str = "default", **kwargs: Any)
 class OpsConfig(AppConfig):
     name = "simtopup.ops"
     label = "ops"
-    verbose_name = "Operations"
+    verbose_name = _("Operations")
 
     def ready(self) -> None:
         from django.apps import apps

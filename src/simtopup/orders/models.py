@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from simtopup.catalog.models import Plan
 from simtopup.devices.models import Device
@@ -34,20 +35,29 @@ class Channel(models.TextChoices):
 
 
 class Order(models.Model):
-    channel = models.CharField(max_length=10, choices=Channel.choices)
-    status = models.CharField(max_length=20, choices=OrderStatus.choices)
+    channel = models.CharField(max_length=10, choices=Channel.choices, verbose_name=_("channel"))
+    status = models.CharField(max_length=20, choices=OrderStatus.choices, verbose_name=_("status"))
     # No foreign-key constraint (nor on plan and reseller below): its check row-locks the
     # referenced row; devices, plans and resellers are permanent and an insert-time check
     # refuses a missing one (core/integrity.py).
     device = models.ForeignKey(
-        Device, on_delete=models.PROTECT, related_name="orders", db_constraint=False
+        Device,
+        on_delete=models.PROTECT,
+        related_name="orders",
+        db_constraint=False,
+        verbose_name=_("data card"),
     )
     # plan and reseller: every sale of a plan, every sale of a reseller, points at the same
     # row, so no foreign-key constraint (its check row-locks that row): plans and resellers
     # are permanent and an insert-time check refuses a missing one (core/integrity.py).
     # Not indexed: nothing looks orders up by plan.
     plan = models.ForeignKey(
-        Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+        Plan,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+        verbose_name=_("plan"),
     )
     # reseller and customer: indexed by (reseller, -id) and (customer, -id) in Meta.
     # By app label, not by import: resellers sells through orders, so it sits above them.
@@ -59,6 +69,7 @@ class Order(models.Model):
         related_name="orders",
         db_index=False,
         db_constraint=False,
+        verbose_name=_("reseller"),
     )
     # The logged-in customer who placed it (app / web / auto); may differ from the card's owner.
     customer = models.ForeignKey(
@@ -68,29 +79,34 @@ class Order(models.Model):
         blank=True,
         related_name="orders",
         db_index=False,
+        verbose_name=_("customer"),
     )
     # card | alipay | wechat_pay | balance (empty for reseller orders: paid from the float).
-    payment_method = models.CharField(max_length=20, blank=True)
+    payment_method = models.CharField(max_length=20, blank=True, verbose_name=_("payment method"))
     # The reseller's own reference for the sale (unique per reseller).
-    reference = models.CharField(max_length=100, null=True, blank=True)
+    reference = models.CharField(max_length=100, null=True, blank=True, verbose_name=_("reference"))
     # What the payer was charged, in minor units of `currency` (wholesale for resellers).
-    amount = models.BigIntegerField()
+    amount = models.BigIntegerField(verbose_name=_("amount (minor units)"))
     # The plan's retail price when ordered (what lands on the card for a credit plan).
-    retail_amount = models.BigIntegerField()
-    currency = models.CharField(max_length=3)
-    receipt_no = models.CharField(max_length=32, null=True, blank=True)  # unique: see Meta
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    retail_amount = models.BigIntegerField(verbose_name=_("retail amount (minor units)"))
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
+    receipt_no = models.CharField(
+        max_length=32, null=True, blank=True, verbose_name=_("receipt number")
+    )  # unique: see Meta
+    attempts = models.PositiveIntegerField(default=0, verbose_name=_("attempts"))
+    next_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next attempt"))
     # Set when a worker claims the fulfilment; a stale lease is taken over by the reconciler.
-    lease_until = models.DateTimeField(null=True, blank=True)
-    failure_code = models.CharField(max_length=40, blank=True)
-    failure_detail = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    paid_at = models.DateTimeField(null=True, blank=True)
-    fulfilled_at = models.DateTimeField(null=True, blank=True)
-    closed_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True, verbose_name=_("leased until"))
+    failure_code = models.CharField(max_length=40, blank=True, verbose_name=_("failure code"))
+    failure_detail = models.CharField(max_length=300, blank=True, verbose_name=_("failure detail"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    paid_at = models.DateTimeField(null=True, blank=True, verbose_name=_("paid"))
+    fulfilled_at = models.DateTimeField(null=True, blank=True, verbose_name=_("fulfilled"))
+    closed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("closed"))
 
     class Meta:
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
         constraints = [
             models.UniqueConstraint(fields=["receipt_no"], name="orders_receipt_no_once"),
             models.UniqueConstraint(
@@ -126,16 +142,25 @@ class Quote(models.Model):
     order that references it pays exactly this price, if it comes before ``expires_at``."""
 
     customer = models.ForeignKey(
-        "accounts.Customer", on_delete=models.CASCADE, related_name="quotes"
+        "accounts.Customer",
+        on_delete=models.CASCADE,
+        related_name="quotes",
+        verbose_name=_("customer"),
     )
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="+")
-    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
-    amount = models.BigIntegerField()
-    currency = models.CharField(max_length=3)
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField()
+    device = models.ForeignKey(
+        Device, on_delete=models.CASCADE, related_name="+", verbose_name=_("data card")
+    )
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, related_name="+", verbose_name=_("plan")
+    )
+    amount = models.BigIntegerField(verbose_name=_("amount (minor units)"))
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    expires_at = models.DateTimeField(verbose_name=_("expires"))
 
     class Meta:
+        verbose_name = _("quote")
+        verbose_name_plural = _("quotes")
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="orders_quote_amount_positive")
         ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from simtopup.orders.models import Order
 
@@ -31,34 +32,48 @@ class Payment(models.Model):
     pending (the partial unique constraint); at most one can pay the order (its
     awaiting → paid compare-and-swap), any other money that arrives is refunded."""
 
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="payments")
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, related_name="payments", verbose_name=_("order")
+    )
     current_for = models.OneToOneField(
-        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="payment"
+        Order,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payment",
+        verbose_name=_("current payment of"),
     )
-    provider = models.CharField(max_length=20)
-    method = models.CharField(max_length=20)
+    provider = models.CharField(max_length=20, verbose_name=_("provider"))
+    method = models.CharField(max_length=20, verbose_name=_("payment method"))
     status = models.CharField(
-        max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.PENDING
+        max_length=20,
+        choices=PaymentStatus.choices,
+        default=PaymentStatus.PENDING,
+        verbose_name=_("status"),
     )
-    amount = models.BigIntegerField()
-    currency = models.CharField(max_length=3)
+    amount = models.BigIntegerField(verbose_name=_("amount (minor units)"))
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
     # Our merchant reference (out_trade_no, metadata): unique, random, never reused.
-    reference = models.CharField(max_length=64, unique=True)
-    provider_ref = models.CharField(max_length=128, blank=True)
+    reference = models.CharField(max_length=64, unique=True, verbose_name=_("reference"))
+    provider_ref = models.CharField(
+        max_length=128, blank=True, verbose_name=_("provider's reference")
+    )
     # Signed page URLs (Alipay's carry an RSA signature) run to several kilobytes.
-    checkout_url = models.TextField(blank=True)
-    qr_data = models.TextField(blank=True)
+    checkout_url = models.TextField(blank=True, verbose_name=_("checkout URL"))
+    qr_data = models.TextField(blank=True, verbose_name=_("QR code data"))
     # Janitor: when to ask the provider next, and how often it was asked.
-    next_check_at = models.DateTimeField(null=True, blank=True)
-    checks = models.PositiveIntegerField(default=0)
-    failure_code = models.CharField(max_length=60, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    next_check_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next check"))
+    checks = models.PositiveIntegerField(default=0, verbose_name=_("checks"))
+    failure_code = models.CharField(max_length=60, blank=True, verbose_name=_("failure code"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
     # Set once, when the captured money entered the ledger (gateway clearing → order).
-    captured_at = models.DateTimeField(null=True, blank=True)
-    settled_at = models.DateTimeField(null=True, blank=True)
-    refunded_at = models.DateTimeField(null=True, blank=True)
+    captured_at = models.DateTimeField(null=True, blank=True, verbose_name=_("captured"))
+    settled_at = models.DateTimeField(null=True, blank=True, verbose_name=_("settled"))
+    refunded_at = models.DateTimeField(null=True, blank=True, verbose_name=_("refunded"))
 
     class Meta:
+        verbose_name = _("payment")
+        verbose_name_plural = _("payments")
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payments_amount_positive"),
             models.UniqueConstraint(
@@ -99,26 +114,36 @@ class EventOutcome(models.TextChoices):
 class PaymentEvent(models.Model):
     """A verified provider notification, stored exactly once (provider + event id)."""
 
-    provider = models.CharField(max_length=20)
-    event_id = models.CharField(max_length=200)
+    provider = models.CharField(max_length=20, verbose_name=_("provider"))
+    event_id = models.CharField(max_length=200, verbose_name=_("event ID"))
     payment = models.ForeignKey(
-        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="events"
+        Payment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="events",
+        verbose_name=_("payment"),
     )
-    kind = models.CharField(max_length=40)
-    payload = models.JSONField(default=dict)
+    kind = models.CharField(max_length=40, verbose_name=_("kind"))
+    payload = models.JSONField(default=dict, verbose_name=_("payload"))
     outcome = models.CharField(
-        max_length=20, choices=EventOutcome.choices, default=EventOutcome.RECEIVED
+        max_length=20,
+        choices=EventOutcome.choices,
+        default=EventOutcome.RECEIVED,
+        verbose_name=_("outcome"),
     )
-    detail = models.CharField(max_length=300, blank=True)
-    received_at = models.DateTimeField(auto_now_add=True)
+    detail = models.CharField(max_length=300, blank=True, verbose_name=_("detail"))
+    received_at = models.DateTimeField(auto_now_add=True, verbose_name=_("received"))
     # Flagged for an operator: an authentic notification that does not match what we expect
     # (amount, currency, merchant, a refund not ours, money for a payment we do not know).
     # It changed nothing; it waits in the console until an operator marks it reviewed.
-    flagged_at = models.DateTimeField(null=True, blank=True)
-    reviewed_at = models.DateTimeField(null=True, blank=True)
-    reviewed_by = models.CharField(max_length=150, blank=True)
+    flagged_at = models.DateTimeField(null=True, blank=True, verbose_name=_("flagged"))
+    reviewed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("reviewed"))
+    reviewed_by = models.CharField(max_length=150, blank=True, verbose_name=_("reviewed by"))
 
     class Meta:
+        verbose_name = _("payment notification")
+        verbose_name_plural = _("payment notifications")
         constraints = [
             models.UniqueConstraint(
                 fields=["provider", "event_id"], name="payments_event_once_per_provider"
@@ -161,29 +186,46 @@ class Refund(models.Model):
     refund of an order that failed (``reason``: the failure's code), else the staff member
     who decided it (``reason``: their words)."""
 
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, related_name="refunds", verbose_name=_("order")
+    )
     payment = models.ForeignKey(
-        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="refunds"
+        Payment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="refunds",
+        verbose_name=_("payment"),
     )
-    reference = models.CharField(max_length=64, unique=True)
-    amount = models.BigIntegerField()
-    currency = models.CharField(max_length=3)
+    reference = models.CharField(max_length=64, unique=True, verbose_name=_("reference"))
+    amount = models.BigIntegerField(verbose_name=_("amount (minor units)"))
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
     destination = models.CharField(
-        max_length=10, choices=RefundDestination.choices, default=RefundDestination.PROVIDER
+        max_length=10,
+        choices=RefundDestination.choices,
+        default=RefundDestination.PROVIDER,
+        verbose_name=_("refund to"),
     )
-    reason = models.CharField(max_length=500)
-    requested_by = models.CharField(max_length=200, blank=True)
+    reason = models.CharField(max_length=500, verbose_name=_("reason"))
+    requested_by = models.CharField(max_length=200, blank=True, verbose_name=_("requested by"))
     status = models.CharField(
-        max_length=10, choices=RefundStatus.choices, default=RefundStatus.PENDING
+        max_length=10,
+        choices=RefundStatus.choices,
+        default=RefundStatus.PENDING,
+        verbose_name=_("status"),
     )
-    provider_refund_ref = models.CharField(max_length=128, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    settled_at = models.DateTimeField(null=True, blank=True)
+    provider_refund_ref = models.CharField(
+        max_length=128, blank=True, verbose_name=_("provider's refund reference")
+    )
+    attempts = models.PositiveIntegerField(default=0, verbose_name=_("attempts"))
+    next_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next attempt"))
+    last_error = models.CharField(max_length=300, blank=True, verbose_name=_("last error"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    settled_at = models.DateTimeField(null=True, blank=True, verbose_name=_("settled"))
 
     class Meta:
+        verbose_name = _("refund")
+        verbose_name_plural = _("refunds")
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payments_refund_positive"),
             # Only a payment's provider can send money back through the provider.

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
+from django.utils.translation import gettext_lazy as _
 
 
 def _install_fast_sale(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
@@ -15,7 +16,7 @@ def _install_fast_sale(sender: AppConfig, using: str = "default", **kwargs: Any)
 class ResellersConfig(AppConfig):
     name = "simtopup.resellers"
     label = "resellers"
-    verbose_name = "Resellers"
+    verbose_name = _("Resellers")
 
     def ready(self) -> None:
         # After every migrate, so the SQL of the one-statement sale (fast_sale.py) always

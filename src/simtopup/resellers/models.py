@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Upper
+from django.utils.translation import gettext_lazy as _
 
 from simtopup.catalog.models import Plan
 from simtopup.ledger.models import Account, Transfer
@@ -17,22 +18,29 @@ class ResellerStatus(models.TextChoices):
 
 
 class Reseller(models.Model):
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, verbose_name=_("name"))
     # The public agent code customers can verify on the official site.
-    code = models.CharField(max_length=20, unique=True)
+    code = models.CharField(max_length=20, unique=True, verbose_name=_("code"))
     status = models.CharField(
-        max_length=10, choices=ResellerStatus.choices, default=ResellerStatus.ACTIVE
+        max_length=10,
+        choices=ResellerStatus.choices,
+        default=ResellerStatus.ACTIVE,
+        verbose_name=_("status"),
     )
-    currency = models.CharField(max_length=3, default="CNY")
+    currency = models.CharField(max_length=3, default="CNY", verbose_name=_("currency"))
     # Discount off retail in basis points (800 = 8 %), unless a ResellerPrice row says otherwise.
-    discount_bps = models.PositiveIntegerField(default=0)
-    float_account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="+")
-    webhook_url = models.URLField(blank=True)
-    webhook_secret = models.CharField(max_length=100, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    suspended_at = models.DateTimeField(null=True, blank=True)
+    discount_bps = models.PositiveIntegerField(default=0, verbose_name=_("discount (basis points)"))
+    float_account = models.OneToOneField(
+        Account, on_delete=models.PROTECT, related_name="+", verbose_name=_("float account")
+    )
+    webhook_url = models.URLField(blank=True, verbose_name=_("webhook URL"))
+    webhook_secret = models.CharField(max_length=100, blank=True, verbose_name=_("webhook secret"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    suspended_at = models.DateTimeField(null=True, blank=True, verbose_name=_("suspended"))
 
     class Meta:
+        verbose_name = _("reseller")
+        verbose_name_plural = _("resellers")
         constraints = [
             models.CheckConstraint(
                 condition=Q(discount_bps__lt=10000), name="resellers_discount_below_100"
@@ -50,12 +58,18 @@ class Reseller(models.Model):
 class ApiKey(models.Model):
     """A reseller API key. Only its SHA-256 is stored; the key is shown once."""
 
-    reseller = models.ForeignKey(Reseller, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=16)
-    key_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    reseller = models.ForeignKey(
+        Reseller, on_delete=models.CASCADE, related_name="api_keys", verbose_name=_("reseller")
+    )
+    name = models.CharField(max_length=100, blank=True, verbose_name=_("name"))
+    prefix = models.CharField(max_length=16, verbose_name=_("prefix"))
+    key_hash = models.CharField(max_length=64, unique=True, verbose_name=_("key (hashed)"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    revoked_at = models.DateTimeField(null=True, blank=True, verbose_name=_("revoked"))
+
+    class Meta:
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.reseller_id})"
@@ -64,11 +78,17 @@ class ApiKey(models.Model):
 class ResellerPrice(models.Model):
     """An explicit wholesale price for one plan, overriding the reseller's discount."""
 
-    reseller = models.ForeignKey(Reseller, on_delete=models.CASCADE, related_name="prices")
-    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="+")
-    price = models.BigIntegerField()
+    reseller = models.ForeignKey(
+        Reseller, on_delete=models.CASCADE, related_name="prices", verbose_name=_("reseller")
+    )
+    plan = models.ForeignKey(
+        Plan, on_delete=models.CASCADE, related_name="+", verbose_name=_("plan")
+    )
+    price = models.BigIntegerField(verbose_name=_("price (minor units)"))
 
     class Meta:
+        verbose_name = _("reseller price")
+        verbose_name_plural = _("reseller prices")
         constraints = [
             models.UniqueConstraint(fields=["reseller", "plan"], name="resellers_price_once"),
             models.CheckConstraint(condition=Q(price__gt=0), name="resellers_price_positive"),
@@ -87,25 +107,34 @@ class DeliveryStatus(models.TextChoices):
 class WebhookDelivery(models.Model):
     """One outgoing event to a reseller, retried with backoff until delivered."""
 
-    reseller = models.ForeignKey(Reseller, on_delete=models.CASCADE, related_name="deliveries")
-    event = models.CharField(max_length=40)
-    # One event of a kind per object: `topup.fulfilled` for order 12 is sent once.
-    dedupe_key = models.CharField(max_length=100, unique=True)
-    payload = models.JSONField()
-    status = models.CharField(
-        max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    reseller = models.ForeignKey(
+        Reseller, on_delete=models.CASCADE, related_name="deliveries", verbose_name=_("reseller")
     )
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField()
-    last_error = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    event = models.CharField(max_length=40, verbose_name=_("event"))
+    # One event of a kind per object: `topup.fulfilled` for order 12 is sent once.
+    dedupe_key = models.CharField(max_length=100, unique=True, verbose_name=_("deduplication key"))
+    payload = models.JSONField(verbose_name=_("payload"))
+    status = models.CharField(
+        max_length=10,
+        choices=DeliveryStatus.choices,
+        default=DeliveryStatus.PENDING,
+        verbose_name=_("status"),
+    )
+    attempts = models.PositiveIntegerField(default=0, verbose_name=_("attempts"))
+    next_attempt_at = models.DateTimeField(verbose_name=_("next attempt"))
+    last_error = models.CharField(max_length=300, blank=True, verbose_name=_("last error"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    delivered_at = models.DateTimeField(null=True, blank=True, verbose_name=_("delivered"))
     # When the latest attempt began (none yet: null); the reseller's delivery log shows it.
-    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last attempt"))
     # The request that caused the event (core/requestid.py), sent as X-Request-Id; "" if none.
-    request_id = models.CharField(max_length=64, blank=True, default="")
+    request_id = models.CharField(
+        max_length=64, blank=True, default="", verbose_name=_("request ID")
+    )
 
     class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
         indexes = [models.Index(fields=["status", "next_attempt_at"])]
 
     def __str__(self) -> str:
@@ -122,13 +151,24 @@ class ResellerMember(models.Model):
     """A reseller's staff member: a Django user who may use the reseller portal."""
 
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reseller_member"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="reseller_member",
+        verbose_name=_("user"),
     )
-    reseller = models.ForeignKey(Reseller, on_delete=models.CASCADE, related_name="members")
-    role = models.CharField(max_length=10, choices=MemberRole.choices, default=MemberRole.CLERK)
+    reseller = models.ForeignKey(
+        Reseller, on_delete=models.CASCADE, related_name="members", verbose_name=_("reseller")
+    )
+    role = models.CharField(
+        max_length=10, choices=MemberRole.choices, default=MemberRole.CLERK, verbose_name=_("role")
+    )
     # Set for a password the operator handed over: the first login must choose a new one.
-    must_change_password = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    must_change_password = models.BooleanField(default=True, verbose_name=_("must change password"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+
+    class Meta:
+        verbose_name = _("reseller staff member")
+        verbose_name_plural = _("reseller staff")
 
     def __str__(self) -> str:
         return f"{self.user_id} ({self.role}) of reseller {self.reseller_id}"

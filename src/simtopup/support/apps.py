@@ -1,7 +1,8 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class SupportConfig(AppConfig):
     name = "simtopup.support"
     label = "support"
-    verbose_name = "Customer service"
+    verbose_name = _("Customer service")

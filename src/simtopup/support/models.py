@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from simtopup.accounts.models import Customer
 
@@ -26,23 +27,41 @@ class TicketStatus(models.TextChoices):
 class SupportTicket(models.Model):
     """One message to customer service, with where to reply (a phone number or an email)."""
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
     # The logged-in customer who wrote it, if any (visitors may write too).
     customer = models.ForeignKey(
-        Customer, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Customer,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("customer"),
     )
-    name = models.CharField(max_length=100, blank=True)
-    reply_channel = models.CharField(max_length=5, choices=ReplyChannel.choices)
-    reply_to = models.CharField(max_length=254)  # E.164 phone or lower-cased email
-    device = models.CharField(max_length=64, blank=True)  # as typed: not necessarily ours
-    message = models.TextField()
-    language = models.CharField(max_length=10, default="zh-hans")
-    ip = models.GenericIPAddressField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=TicketStatus.choices, default=TicketStatus.NEW)
+    name = models.CharField(max_length=100, blank=True, verbose_name=_("name"))
+    reply_channel = models.CharField(
+        max_length=5, choices=ReplyChannel.choices, verbose_name=_("reply by")
+    )
+    reply_to = models.CharField(
+        max_length=254, verbose_name=_("reply to")
+    )  # E.164 phone or lower-cased email
+    device = models.CharField(
+        max_length=64, blank=True, verbose_name=_("data card")
+    )  # as typed: not necessarily ours
+    message = models.TextField(verbose_name=_("message"))
+    language = models.CharField(max_length=10, default="zh-hans", verbose_name=_("language"))
+    ip = models.GenericIPAddressField(null=True, blank=True, verbose_name=_("IP address"))
+    status = models.CharField(
+        max_length=10,
+        choices=TicketStatus.choices,
+        default=TicketStatus.NEW,
+        verbose_name=_("status"),
+    )
     # When the operator was emailed about it (null: not configured, or the email failed).
-    notified_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True, verbose_name=_("notified"))
 
     class Meta:
+        verbose_name = _("support ticket")
+        verbose_name_plural = _("support tickets")
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status", "-created_at"])]
 

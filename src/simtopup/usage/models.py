@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from simtopup.catalog.models import Plan
 from simtopup.devices.models import Device
@@ -23,10 +24,16 @@ class Bundle(models.Model):
         related_name="bundles",
         db_index=False,
         db_constraint=False,
+        verbose_name=_("data card"),
     )
     # Not indexed: nothing looks bundles up by plan.
     plan = models.ForeignKey(
-        Plan, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+        Plan,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+        verbose_name=_("plan"),
     )
     # Exactly one bundle per order: the fulfilment's unique fact.
     order = models.OneToOneField(
@@ -36,19 +43,26 @@ class Bundle(models.Model):
         blank=True,
         related_name="bundle",
         db_constraint=False,
+        verbose_name=_("order"),
     )
     account = models.OneToOneField(
-        Account, on_delete=models.PROTECT, related_name="+", db_constraint=False
+        Account,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        verbose_name=_("account"),
     )
-    granted_bytes = models.BigIntegerField()
-    starts_at = models.DateTimeField()
-    expires_at = models.DateTimeField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    granted_bytes = models.BigIntegerField(verbose_name=_("data granted (bytes)"))
+    starts_at = models.DateTimeField(verbose_name=_("starts"))
+    expires_at = models.DateTimeField(verbose_name=_("expires"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
     # Set once by the expiry job (usage/expiry.py), by compare-and-swap, when the bundle's
     # end has passed and its unused bytes went back to ``data_issued``.
-    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("closed"))
 
     class Meta:
+        verbose_name = _("bundle")
+        verbose_name_plural = _("bundles")
         indexes = [
             models.Index(fields=["device", "expires_at"]),
             # The expiry job's scan: open bundles by end.
@@ -70,7 +84,9 @@ class Bundle(models.Model):
 class UsageRecord(models.Model):
     """One usage record from the network, rated exactly once (unique record id)."""
 
-    record_id = models.CharField(max_length=100)  # unique: see Meta (one index, no LIKE twin)
+    record_id = models.CharField(
+        max_length=100, verbose_name=_("record ID")
+    )  # unique: see Meta (one index, no LIKE twin)
     # Indexed by (device, -ended_at) in Meta. No foreign-key constraint: its check would
     # row-lock each of a batch's thousand devices; devices are permanent and an insert-time
     # check refuses a missing one (core/integrity.py).
@@ -80,17 +96,28 @@ class UsageRecord(models.Model):
         related_name="usage_records",
         db_index=False,
         db_constraint=False,
+        verbose_name=_("data card"),
     )
-    bytes = models.BigIntegerField()
-    started_at = models.DateTimeField()
-    ended_at = models.DateTimeField()
-    bundle_bytes = models.BigIntegerField(default=0)  # drained from bundles
-    payg_bytes = models.BigIntegerField(default=0)  # charged to credit per started MB
-    charged = models.BigIntegerField(default=0)  # minor units taken from credit
-    overage_bytes = models.BigIntegerField(default=0)  # beyond bundles and credit
-    received_at = models.DateTimeField(auto_now_add=True)
+    bytes = models.BigIntegerField(verbose_name=_("data used (bytes)"))
+    started_at = models.DateTimeField(verbose_name=_("started"))
+    ended_at = models.DateTimeField(verbose_name=_("ended"))
+    bundle_bytes = models.BigIntegerField(
+        default=0, verbose_name=_("from bundles (bytes)")
+    )  # drained from bundles
+    payg_bytes = models.BigIntegerField(
+        default=0, verbose_name=_("pay per use (bytes)")
+    )  # charged to credit per started MB
+    charged = models.BigIntegerField(
+        default=0, verbose_name=_("charged (minor units)")
+    )  # minor units taken from credit
+    overage_bytes = models.BigIntegerField(
+        default=0, verbose_name=_("overage (bytes)")
+    )  # beyond bundles and credit
+    received_at = models.DateTimeField(auto_now_add=True, verbose_name=_("received"))
 
     class Meta:
+        verbose_name = _("usage record")
+        verbose_name_plural = _("usage records")
         constraints = [
             models.UniqueConstraint(fields=["record_id"], name="usage_record_once"),
             models.CheckConstraint(
@@ -115,21 +142,31 @@ class AutoTopupRule(models.Model):
     """Automatic top-up (自动充值): when usage leaves the device below ``threshold_bytes``,
     buy ``plan`` with the card's credit. Set by the card's owner."""
 
-    device = models.OneToOneField(Device, on_delete=models.CASCADE, related_name="auto_topup")
-    customer = models.ForeignKey(
-        "accounts.Customer", on_delete=models.CASCADE, related_name="auto_topups"
+    device = models.OneToOneField(
+        Device, on_delete=models.CASCADE, related_name="auto_topup", verbose_name=_("data card")
     )
-    enabled = models.BooleanField(default=True)
-    threshold_bytes = models.BigIntegerField()
-    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    customer = models.ForeignKey(
+        "accounts.Customer",
+        on_delete=models.CASCADE,
+        related_name="auto_topups",
+        verbose_name=_("customer"),
+    )
+    enabled = models.BooleanField(default=True, verbose_name=_("enabled"))
+    threshold_bytes = models.BigIntegerField(
+        verbose_name=_("when remaining data falls below (bytes)")
+    )
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, related_name="+", verbose_name=_("plan")
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated"))
     # The last time a top-up was attempted, and how it went (placed / a failure code).
-    last_attempt_at = models.DateTimeField(null=True, blank=True)
-    last_outcome = models.CharField(max_length=40, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last attempt"))
+    last_outcome = models.CharField(max_length=40, blank=True, verbose_name=_("last outcome"))
 
     class Meta:
-        verbose_name = "automatic top-up rule"
+        verbose_name_plural = _("automatic top-up rules")
+        verbose_name = _("automatic top-up rule")
         constraints = [
             models.CheckConstraint(
                 condition=Q(threshold_bytes__gte=0), name="usage_autotopup_threshold_nonnegative"
