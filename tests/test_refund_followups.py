@@ -589,3 +589,30 @@ def test_the_dashboard_counts_failed_refunds_and_links_to_them(
     with TestCase.captureOnCommitCallbacks(execute=True):
         failed_refund_to_credit(failed, "card closed", ACTOR)
     assert payments_reports.refunds_open().failed == 0
+
+
+def test_order_lists_read_their_refunds_in_one_query_whatever_their_length(
+    actors: Actors,
+) -> None:
+    """The app's order list and the website's history cost the same statements for one
+    refunded order as for three (refunds come prefetched, not one query per row)."""
+    from tests.test_poll_lists import statements
+
+    token, customer = make_customer("+8613600000031")
+    api, web = app(token), browser(customer, language="en")
+    counts = []
+    for n in range(3):
+        response = post_json(
+            api,
+            "/api/v1/orders",
+            {"device": actors.device.iccid, "plan": "day-1g", "payment_method": "card"},
+        )
+        pay_on_page(response.json()["payment"]["checkout_url"])
+        run_tasks()
+        refund(Order.objects.get(pk=response.json()["id"]), 100, "credit")
+        if n in (0, 2):
+            listed, api_count = statements(api, "/api/v1/orders")
+            assert [len(i["refunds"]) for i in listed.json()["items"]] == [1] * (n + 1)
+            _page, web_count = statements(web, reverse("web:history"))
+            counts.append((api_count, web_count))
+    assert counts[0] == counts[1]

@@ -165,7 +165,12 @@ def place_balance_order(
 
 
 def customer_orders(customer: Customer) -> QuerySet[Order]:
-    return Order.objects.filter(customer=customer).select_related("device", "plan", "payment")
+    # Their refunds (payments' ``Refund.order``) come with them: each row shows its own.
+    return (
+        Order.objects.filter(customer=customer)
+        .select_related("device", "plan", "payment")
+        .prefetch_related("refunds")
+    )
 
 
 def get_customer_order(customer: Customer, order_id: int) -> Order:
