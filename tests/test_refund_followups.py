@@ -616,3 +616,17 @@ def test_order_lists_read_their_refunds_in_one_query_whatever_their_length(
             _page, web_count = statements(web, reverse("web:history"))
             counts.append((api_count, web_count))
     assert counts[0] == counts[1]
+
+
+def test_the_history_csv_lists_each_refund(actors: Actors) -> None:
+    import csv
+    import io as io_
+
+    order, (_token, customer), _pending = refunded_order(actors)
+    day = f"{timezone.now().astimezone(SHANGHAI):%Y-%m-%d}"
+    made, on_its_way, _later = (w.format(day=day) for w in CUSTOMER_WORDS["en"])
+    raw = browser(customer, language="en").get(reverse("web:history-csv")).content
+    rows = list(csv.reader(io_.StringIO(raw.decode("utf-8-sig"))))
+    assert rows[0][-1] == "Refunds"
+    (row,) = [r for r in rows[1:] if r[0] == str(order.pk)]
+    assert row[-1] == f"{made}; {on_its_way}"

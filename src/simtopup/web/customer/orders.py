@@ -223,6 +223,7 @@ def history_csv(request: HttpRequest) -> HttpResponse:
             _("Currency"),
             _("Payment method"),
             _("Receipt"),
+            _("Refunds"),
         ]
     )
     methods = payment_labels()
@@ -238,6 +239,7 @@ def history_csv(request: HttpRequest) -> HttpResponse:
                 o.currency,
                 methods.get(o.payment_method, o.payment_method),
                 o.receipt_no or "",
+                "; ".join(refund_lines(o, zone)),
             ]
         )
     stamp = timezone.now().astimezone(zone).strftime("%Y%m%d")
