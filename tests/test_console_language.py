@@ -17,6 +17,7 @@ import pytest
 from django.test import Client, TestCase
 from django.urls import reverse
 
+from simtopup.devices.models import GoodwillCredit
 from simtopup.payments.models import Payment, Refund
 from simtopup.payments.staff_refunds import refund_by_staff
 from simtopup.support.actions import create_ticket
@@ -44,6 +45,7 @@ CHANGELISTS = [
     "admin:support_supportticket_changelist",
     "admin:ledger_transfer_changelist",
     "admin:catalog_plan_changelist",
+    "admin:devices_goodwillcredit_changelist",
 ]
 
 
@@ -116,7 +118,11 @@ def pages(actors: Actors) -> tuple[Client, list[str]]:
     with TestCase.captureOnCommitCallbacks(execute=True):
         refund = refund_by_staff(order, 100, "provider", "test", "staff:1:alice", "10.0.0.9")
     ticket = create_ticket(reply_channel="email", reply_to="a@example.com", message="help")
-    client = console_client(make_staff("ada", "admin"))
+    admin = make_staff("ada", "admin")
+    GoodwillCredit.objects.create(
+        device=actors.device, amount=500, currency="CNY", reason="test", requested_by=admin
+    )
+    client = console_client(admin)
     urls = ["/admin/", *(reverse(name) for name in CHANGELISTS)]
     urls += [
         reverse("admin:devices_device_change", args=[actors.device.pk]),

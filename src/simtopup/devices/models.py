@@ -30,9 +30,7 @@ RECHARGEABLE = (DeviceStatus.IN_STOCK, DeviceStatus.ACTIVE)
 class Device(models.Model):
     kind = models.CharField(max_length=10, choices=DeviceKind.choices, verbose_name=_("kind"))
     # Identifiers as imported (normalised digits for IMEI / ICCID / EID, verbatim serial).
-    imei = models.CharField(
-        max_length=15, null=True, blank=True, unique=True, verbose_name="IMEI"
-    )
+    imei = models.CharField(max_length=15, null=True, blank=True, unique=True, verbose_name="IMEI")
     iccid = models.CharField(
         max_length=20, null=True, blank=True, unique=True, verbose_name="ICCID"
     )
@@ -133,16 +131,29 @@ class GoodwillCredit(models.Model):
     ``settings.GOODWILL_APPROVAL_ABOVE`` it waits for a second staff member's approval.
     Rows are never deleted: each is the story of one grant."""
 
-    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="goodwill_credits")
-    amount = models.BigIntegerField()  # minor units of ``currency``
-    currency = models.CharField(max_length=3)
-    reason = models.TextField()
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    device = models.ForeignKey(
+        Device,
+        on_delete=models.PROTECT,
+        related_name="goodwill_credits",
+        verbose_name=_("data card"),
     )
-    requested_at = models.DateTimeField(default=timezone.now)
+    # minor units of ``currency``
+    amount = models.BigIntegerField(verbose_name=_("amount (minor units)"))
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
+    reason = models.TextField(verbose_name=_("reason"))
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="+",
+        verbose_name=_("requested by"),
+    )
+    requested_at = models.DateTimeField(default=timezone.now, verbose_name=_("requested"))
     status = models.CharField(
-        max_length=10, choices=GoodwillStatus.choices, default=GoodwillStatus.PENDING
+        max_length=10,
+        choices=GoodwillStatus.choices,
+        default=GoodwillStatus.PENDING,
+        verbose_name=_("status"),
     )
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -150,11 +161,16 @@ class GoodwillCredit(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        verbose_name=_("decided by"),
     )
-    decided_at = models.DateTimeField(null=True, blank=True)
-    decision_reason = models.TextField(blank=True, default="")
+    decided_at = models.DateTimeField(null=True, blank=True, verbose_name=_("decided"))
+    decision_reason = models.TextField(
+        blank=True, default="", verbose_name=_("reason for the decision")
+    )
     # The ledger transfer's idempotency key (``goodwill:<id>``), set when it is posted.
-    transfer_key = models.CharField(max_length=200, null=True, blank=True)
+    transfer_key = models.CharField(
+        max_length=200, null=True, blank=True, verbose_name=_("ledger transfer key")
+    )
 
     class Meta:
         verbose_name = _("goodwill credit")

@@ -95,9 +95,8 @@ class Transfer(models.Model):
     unit = models.CharField(max_length=8, verbose_name=_("unit"))
     kind = models.CharField(max_length=40, verbose_name=_("kind"))
     # Exactly-once: a retried operation posts the same key and is refused the second time.
-    idempotency_key = models.CharField(
-        max_length=200, verbose_name=_("idempotency key")
-    )  # unique: see Meta
+    # unique: see Meta
+    idempotency_key = models.CharField(max_length=200, verbose_name=_("idempotency key"))
     memo = models.CharField(max_length=300, blank=True, verbose_name=_("memo"))
     created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
     # The balance each bounded account held right after this transfer, as the balance's

@@ -90,9 +90,10 @@ class Order(models.Model):
     # The plan's retail price when ordered (what lands on the card for a credit plan).
     retail_amount = models.BigIntegerField(verbose_name=_("retail amount (minor units)"))
     currency = models.CharField(max_length=3, verbose_name=_("currency"))
+    # unique: see Meta
     receipt_no = models.CharField(
         max_length=32, null=True, blank=True, verbose_name=_("receipt number")
-    )  # unique: see Meta
+    )
     attempts = models.PositiveIntegerField(default=0, verbose_name=_("attempts"))
     next_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next attempt"))
     # Set when a worker claims the fulfilment; a stale lease is taken over by the reconciler.

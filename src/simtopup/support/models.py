@@ -41,12 +41,10 @@ class SupportTicket(models.Model):
     reply_channel = models.CharField(
         max_length=5, choices=ReplyChannel.choices, verbose_name=_("reply by")
     )
-    reply_to = models.CharField(
-        max_length=254, verbose_name=_("reply to")
-    )  # E.164 phone or lower-cased email
-    device = models.CharField(
-        max_length=64, blank=True, verbose_name=_("data card")
-    )  # as typed: not necessarily ours
+    # E.164 phone or lower-cased email
+    reply_to = models.CharField(max_length=254, verbose_name=_("reply to"))
+    # as typed: not necessarily ours
+    device = models.CharField(max_length=64, blank=True, verbose_name=_("data card"))
     message = models.TextField(verbose_name=_("message"))
     language = models.CharField(max_length=10, default="zh-hans", verbose_name=_("language"))
     ip = models.GenericIPAddressField(null=True, blank=True, verbose_name=_("IP address"))

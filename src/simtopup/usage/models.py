@@ -84,9 +84,8 @@ class Bundle(models.Model):
 class UsageRecord(models.Model):
     """One usage record from the network, rated exactly once (unique record id)."""
 
-    record_id = models.CharField(
-        max_length=100, verbose_name=_("record ID")
-    )  # unique: see Meta (one index, no LIKE twin)
+    # unique: see Meta (one index, no LIKE twin)
+    record_id = models.CharField(max_length=100, verbose_name=_("record ID"))
     # Indexed by (device, -ended_at) in Meta. No foreign-key constraint: its check would
     # row-lock each of a batch's thousand devices; devices are permanent and an insert-time
     # check refuses a missing one (core/integrity.py).
@@ -101,18 +100,14 @@ class UsageRecord(models.Model):
     bytes = models.BigIntegerField(verbose_name=_("data used (bytes)"))
     started_at = models.DateTimeField(verbose_name=_("started"))
     ended_at = models.DateTimeField(verbose_name=_("ended"))
-    bundle_bytes = models.BigIntegerField(
-        default=0, verbose_name=_("from bundles (bytes)")
-    )  # drained from bundles
-    payg_bytes = models.BigIntegerField(
-        default=0, verbose_name=_("pay per use (bytes)")
-    )  # charged to credit per started MB
-    charged = models.BigIntegerField(
-        default=0, verbose_name=_("charged (minor units)")
-    )  # minor units taken from credit
-    overage_bytes = models.BigIntegerField(
-        default=0, verbose_name=_("overage (bytes)")
-    )  # beyond bundles and credit
+    # drained from bundles
+    bundle_bytes = models.BigIntegerField(default=0, verbose_name=_("from bundles (bytes)"))
+    # charged to credit per started MB
+    payg_bytes = models.BigIntegerField(default=0, verbose_name=_("pay per use (bytes)"))
+    # minor units taken from credit
+    charged = models.BigIntegerField(default=0, verbose_name=_("charged (minor units)"))
+    # beyond bundles and credit
+    overage_bytes = models.BigIntegerField(default=0, verbose_name=_("overage (bytes)"))
     received_at = models.DateTimeField(auto_now_add=True, verbose_name=_("received"))
 
     class Meta:
