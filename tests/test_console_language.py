@@ -184,3 +184,29 @@ def test_in_english_the_console_is_english(pages: tuple[Client, list[str]]) -> N
                 if re.search(r"[\u4e00-\u9fff]", text):
                     chinese.setdefault(f"{url} {kind}", set()).add(text)
     assert chinese == {}
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("zh-hans", ["已到账", "成功", "退款处理中", "使用中"]),
+        ("zh-hant", ["已到帳", "成功", "退款處理中", "使用中"]),
+        ("en", ["fulfilled", "succeeded", "pending", "active"]),
+    ],
+)
+def test_status_values_in_the_lists_speak_the_staff_members_language(
+    pages: tuple[Client, list[str]], language: str, words: list[str]
+) -> None:
+    """The values of the lists' status columns (choice labels), not only their headers."""
+    client, _urls = pages
+    html = "".join(
+        client.get(reverse(name), HTTP_ACCEPT_LANGUAGE=language).content.decode()
+        for name in (
+            "admin:orders_order_changelist",
+            "admin:payments_payment_changelist",
+            "admin:payments_refund_changelist",
+            "admin:devices_device_changelist",
+        )
+    )
+    for word in words:
+        assert f">{word}<" in html, (language, word)

@@ -49,7 +49,12 @@ def python_messages() -> set[str]:
                     and isinstance(node.args[index], ast.Constant)
                     and isinstance(node.args[index].value, str)
                 ):
-                    found.add(node.args[index].value)
+                    message = node.args[index].value
+                    context = node.args[0] if index else None
+                    if isinstance(context, ast.Constant) and isinstance(context.value, str):
+                        # A catalogue keys a message with a context as "context\x04message".
+                        message = f"{context.value}\x04{message}"
+                    found.add(message)
     return found
 
 

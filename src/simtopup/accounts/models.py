@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class Customer(models.Model):
@@ -62,8 +63,8 @@ class AppToken(models.Model):
 
 
 class IdentityKind(models.TextChoices):
-    PHONE = "phone", "phone"
-    EMAIL = "email", "email"
+    PHONE = "phone", pgettext_lazy("choice", "phone")
+    EMAIL = "email", pgettext_lazy("choice", "email")
 
 
 class LoginCode(models.Model):

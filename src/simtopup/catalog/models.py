@@ -6,12 +6,13 @@ from django.db import models
 from django.db.models import Q
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class PlanKind(models.TextChoices):
-    DAILY = "daily", "daily pass"
-    MONTHLY = "monthly", "monthly pass"
-    PAYG = "payg", "pay per use"
+    DAILY = "daily", pgettext_lazy("choice", "daily pass")
+    MONTHLY = "monthly", pgettext_lazy("choice", "monthly pass")
+    PAYG = "payg", pgettext_lazy("choice", "pay per use")
 
 
 class Plan(models.Model):

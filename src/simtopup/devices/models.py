@@ -7,21 +7,22 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from simtopup.ledger.models import Account
 
 
 class DeviceKind(models.TextChoices):
-    ESIM = "esim", "eSIM"
-    SIM = "sim", "physical SIM card"
-    HOTSPOT = "hotspot", "portable hotspot"
+    ESIM = "esim", pgettext_lazy("choice", "eSIM")
+    SIM = "sim", pgettext_lazy("choice", "physical SIM card")
+    HOTSPOT = "hotspot", pgettext_lazy("choice", "portable hotspot")
 
 
 class DeviceStatus(models.TextChoices):
-    IN_STOCK = "in_stock", "in stock"
-    ACTIVE = "active", "active"
-    SUSPENDED = "suspended", "suspended"
-    RETIRED = "retired", "retired"
+    IN_STOCK = "in_stock", pgettext_lazy("choice", "in stock")
+    ACTIVE = "active", pgettext_lazy("choice", "active")
+    SUSPENDED = "suspended", pgettext_lazy("choice", "suspended")
+    RETIRED = "retired", pgettext_lazy("choice", "retired")
 
 
 RECHARGEABLE = (DeviceStatus.IN_STOCK, DeviceStatus.ACTIVE)

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import pgettext_lazy
 
 from simtopup.payments.models import Payment, Refund
 
 
 class RunStatus(models.TextChoices):
-    COMPLETED = "completed", "completed"
+    COMPLETED = "completed", pgettext_lazy("choice", "completed")
     # The provider could not be reached or its statement could not be read: nothing was
     # compared; the daily job tries again later.
-    FAILED = "failed", "failed"
+    FAILED = "failed", pgettext_lazy("choice", "failed")
 
 
 class ReconciliationRun(models.Model):
@@ -66,11 +67,11 @@ class ReconciliationRun(models.Model):
 
 
 class Outcome(models.TextChoices):
-    AMOUNT_MISMATCH = "amount_mismatch", "amount mismatch"
-    STATE_MISMATCH = "state_mismatch", "state mismatch"
-    MISSING_OURS = "missing_ours", "missing on our side"
-    MISSING_THEIRS = "missing_theirs", "missing on theirs"
-    MATCHED = "matched", "matched"
+    AMOUNT_MISMATCH = "amount_mismatch", pgettext_lazy("choice", "amount mismatch")
+    STATE_MISMATCH = "state_mismatch", pgettext_lazy("choice", "state mismatch")
+    MISSING_OURS = "missing_ours", pgettext_lazy("choice", "missing on our side")
+    MISSING_THEIRS = "missing_theirs", pgettext_lazy("choice", "missing on theirs")
+    MATCHED = "matched", pgettext_lazy("choice", "matched")
 
 
 # Mismatches first, matched last: the order the console lists them in.

@@ -18,16 +18,17 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 BYTES = "BYTES"
 
 
 class AccountKind(models.TextChoices):
-    DEVICE_CREDIT = "device_credit", "device credit"
-    DEVICE_OVERAGE = "device_overage", "device overage"
-    BUNDLE = "bundle", "data bundle"
-    RESELLER_FLOAT = "reseller_float", "reseller float"
-    SYSTEM = "system", "system"
+    DEVICE_CREDIT = "device_credit", pgettext_lazy("choice", "device credit")
+    DEVICE_OVERAGE = "device_overage", pgettext_lazy("choice", "device overage")
+    BUNDLE = "bundle", pgettext_lazy("choice", "data bundle")
+    RESELLER_FLOAT = "reseller_float", pgettext_lazy("choice", "reseller float")
+    SYSTEM = "system", pgettext_lazy("choice", "system")
 
 
 class Account(models.Model):

@@ -5,19 +5,20 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from simtopup.catalog.models import Plan
 from simtopup.devices.models import Device
 
 
 class OrderStatus(models.TextChoices):
-    AWAITING_PAYMENT = "awaiting_payment", "awaiting payment"
-    PAID = "paid", "paid"
-    FULFILLING = "fulfilling", "fulfilling"
-    FULFILLED = "fulfilled", "fulfilled"
-    FAILED = "failed", "failed"
-    REFUNDED = "refunded", "refunded"
-    CANCELLED = "cancelled", "cancelled"
+    AWAITING_PAYMENT = "awaiting_payment", pgettext_lazy("choice", "awaiting payment")
+    PAID = "paid", pgettext_lazy("choice", "paid")
+    FULFILLING = "fulfilling", pgettext_lazy("choice", "fulfilling")
+    FULFILLED = "fulfilled", pgettext_lazy("choice", "fulfilled")
+    FAILED = "failed", pgettext_lazy("choice", "failed")
+    REFUNDED = "refunded", pgettext_lazy("choice", "refunded")
+    CANCELLED = "cancelled", pgettext_lazy("choice", "cancelled")
 
 
 # Orders whose money sits in the order clearing account.
@@ -28,10 +29,10 @@ OPEN = (OrderStatus.AWAITING_PAYMENT, *OUTSTANDING)
 
 
 class Channel(models.TextChoices):
-    RESELLER = "reseller", "reseller"
-    APP = "app", "app"
-    WEB = "web", "website"
-    AUTO = "auto", "automatic top-up"
+    RESELLER = "reseller", pgettext_lazy("choice", "reseller")
+    APP = "app", pgettext_lazy("choice", "app")
+    WEB = "web", pgettext_lazy("choice", "website")
+    AUTO = "auto", pgettext_lazy("choice", "automatic top-up")
 
 
 class Order(models.Model):

@@ -7,17 +7,18 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from simtopup.orders.models import Order
 
 
 class PaymentStatus(models.TextChoices):
-    PENDING = "pending", "pending"
-    SUCCEEDED = "succeeded", "succeeded"
-    FAILED = "failed", "failed"
-    CANCELLED = "cancelled", "cancelled"
-    REFUND_PENDING = "refund_pending", "refund pending"
-    REFUNDED = "refunded", "refunded"
+    PENDING = "pending", pgettext_lazy("choice", "pending")
+    SUCCEEDED = "succeeded", pgettext_lazy("choice", "succeeded")
+    FAILED = "failed", pgettext_lazy("choice", "failed")
+    CANCELLED = "cancelled", pgettext_lazy("choice", "cancelled")
+    REFUND_PENDING = "refund_pending", pgettext_lazy("choice", "refund pending")
+    REFUNDED = "refunded", pgettext_lazy("choice", "refunded")
 
 
 # The provider may still take the customer's money: the janitor keeps asking about these.
@@ -102,13 +103,13 @@ class Payment(models.Model):
 
 
 class EventOutcome(models.TextChoices):
-    RECEIVED = "received", "received"
-    APPLIED = "applied", "applied"
-    ALREADY_APPLIED = "already_applied", "already applied"
-    IGNORED = "ignored", "ignored"
-    MISMATCH = "mismatch", "mismatch"
-    UNKNOWN_PAYMENT = "unknown_payment", "unknown payment"
-    LATE_REFUNDED = "late_refunded", "paid late, refunded"
+    RECEIVED = "received", pgettext_lazy("choice", "received")
+    APPLIED = "applied", pgettext_lazy("choice", "applied")
+    ALREADY_APPLIED = "already_applied", pgettext_lazy("choice", "already applied")
+    IGNORED = "ignored", pgettext_lazy("choice", "ignored")
+    MISMATCH = "mismatch", pgettext_lazy("choice", "mismatch")
+    UNKNOWN_PAYMENT = "unknown_payment", pgettext_lazy("choice", "unknown payment")
+    LATE_REFUNDED = "late_refunded", pgettext_lazy("choice", "paid late, refunded")
 
 
 class PaymentEvent(models.Model):
@@ -162,17 +163,17 @@ class PaymentEvent(models.Model):
 
 
 class RefundStatus(models.TextChoices):
-    PENDING = "pending", "pending"
-    SUCCEEDED = "succeeded", "succeeded"
-    FAILED = "failed", "failed"
+    PENDING = "pending", pgettext_lazy("choice", "pending")
+    SUCCEEDED = "succeeded", pgettext_lazy("choice", "succeeded")
+    FAILED = "failed", pgettext_lazy("choice", "failed")
 
 
 class RefundDestination(models.TextChoices):
     """Where a refund's money goes: back through the payment's provider (asynchronously,
     with retries), or onto the card's credit (at once)."""
 
-    PROVIDER = "provider", "provider"
-    CREDIT = "credit", "card credit"
+    PROVIDER = "provider", pgettext_lazy("choice", "provider")
+    CREDIT = "credit", pgettext_lazy("choice", "card credit")
 
 
 class Refund(models.Model):
@@ -246,10 +247,10 @@ class Refund(models.Model):
 
 
 class SandboxChargeStatus(models.TextChoices):
-    REQUIRES_ACTION = "requires_action", "requires action"
-    SUCCEEDED = "succeeded", "succeeded"
-    DECLINED = "declined", "declined"
-    REFUNDED = "refunded", "refunded"
+    REQUIRES_ACTION = "requires_action", pgettext_lazy("choice", "requires action")
+    SUCCEEDED = "succeeded", pgettext_lazy("choice", "succeeded")
+    DECLINED = "declined", pgettext_lazy("choice", "declined")
+    REFUNDED = "refunded", pgettext_lazy("choice", "refunded")
 
 
 class SandboxCharge(models.Model):

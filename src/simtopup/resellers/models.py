@@ -7,14 +7,15 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from simtopup.catalog.models import Plan
 from simtopup.ledger.models import Account, Transfer
 
 
 class ResellerStatus(models.TextChoices):
-    ACTIVE = "active", "active"
-    SUSPENDED = "suspended", "suspended"
+    ACTIVE = "active", pgettext_lazy("choice", "active")
+    SUSPENDED = "suspended", pgettext_lazy("choice", "suspended")
 
 
 class Reseller(models.Model):
@@ -99,9 +100,9 @@ class ResellerPrice(models.Model):
 
 
 class DeliveryStatus(models.TextChoices):
-    PENDING = "pending", "pending"
-    DELIVERED = "delivered", "delivered"
-    FAILED = "failed", "failed"
+    PENDING = "pending", pgettext_lazy("choice", "pending")
+    DELIVERED = "delivered", pgettext_lazy("choice", "delivered")
+    FAILED = "failed", pgettext_lazy("choice", "failed")
 
 
 class WebhookDelivery(models.Model):
@@ -143,8 +144,8 @@ class WebhookDelivery(models.Model):
 
 class MemberRole(models.TextChoices):
     # Owners manage API keys and the webhook; clerks sell and look.
-    OWNER = "owner", "owner"
-    CLERK = "clerk", "clerk"
+    OWNER = "owner", pgettext_lazy("choice", "owner")
+    CLERK = "clerk", pgettext_lazy("choice", "clerk")
 
 
 class ResellerMember(models.Model):

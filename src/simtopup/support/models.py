@@ -6,22 +6,23 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from simtopup.accounts.models import Customer
 
 
 class ReplyChannel(models.TextChoices):
-    PHONE = "phone", "phone"
-    EMAIL = "email", "email"
+    PHONE = "phone", pgettext_lazy("choice", "phone")
+    EMAIL = "email", pgettext_lazy("choice", "email")
 
 
 class TicketStatus(models.TextChoices):
     """Where a ticket stands: ``new`` until the desk answers, ``waiting`` on the customer
     after a reply that asks something, ``solved`` when nothing is left to do."""
 
-    NEW = "new", "new"
-    WAITING = "waiting", "waiting on customer"
-    SOLVED = "solved", "solved"
+    NEW = "new", pgettext_lazy("choice", "new")
+    WAITING = "waiting", pgettext_lazy("choice", "waiting on customer")
+    SOLVED = "solved", pgettext_lazy("choice", "solved")
 
 
 class SupportTicket(models.Model):
@@ -68,9 +69,9 @@ class SupportTicket(models.Model):
 
 
 class Delivery(models.TextChoices):
-    PENDING = "pending", "pending"
-    DELIVERED = "delivered", "delivered"
-    FAILED = "failed", "failed"
+    PENDING = "pending", pgettext_lazy("choice", "pending")
+    DELIVERED = "delivered", pgettext_lazy("choice", "delivered")
+    FAILED = "failed", pgettext_lazy("choice", "failed")
 
 
 class TicketMessage(models.Model):

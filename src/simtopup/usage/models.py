@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from simtopup.catalog.models import Plan
 from simtopup.devices.models import Device
@@ -173,13 +174,13 @@ class AutoTopupRule(models.Model):
 
 
 class AlertKind(models.TextChoices):
-    USED_80 = "used_80", "80 % used"
-    USED_100 = "used_100", "100 % used"
-    EXPIRES_3D = "expires_3d", "expires in 3 days"
-    EXPIRES_1D = "expires_1d", "expires in 1 day"
-    EXPIRED = "expired", "expired"
-    CREDIT_LOW = "credit_low", "credit low"
-    CREDIT_EXHAUSTED = "credit_exhausted", "credit exhausted"
+    USED_80 = "used_80", pgettext_lazy("choice", "80 % used")
+    USED_100 = "used_100", pgettext_lazy("choice", "100 % used")
+    EXPIRES_3D = "expires_3d", pgettext_lazy("choice", "expires in 3 days")
+    EXPIRES_1D = "expires_1d", pgettext_lazy("choice", "expires in 1 day")
+    EXPIRED = "expired", pgettext_lazy("choice", "expired")
+    CREDIT_LOW = "credit_low", pgettext_lazy("choice", "credit low")
+    CREDIT_EXHAUSTED = "credit_exhausted", pgettext_lazy("choice", "credit exhausted")
 
 
 class Alert(models.Model):
