@@ -31,9 +31,8 @@ __all__ = ["sandbox_direct"]
 
 # Proper names and codes a Chinese page shows as they are.
 PROPER_NAMES = {"ID", "ICCID", "EID", "IMEI", "IP"}
-# django_otp names its models with plain strings (not marked for translation), so they stay
-# English: backoffice/library_apps.py translates their section names only.
-LIBRARY_UNTRANSLATED = {"TOTP devices", "Static devices"}
+# None left: django_otp's plain-string model names are renamed by backoffice/library_apps.py.
+LIBRARY_UNTRANSLATED: set[str] = set()
 
 CHANGELISTS = [
     "admin:devices_device_changelist",

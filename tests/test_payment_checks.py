@@ -333,7 +333,7 @@ def test_a_payment_notification_that_does_not_match_is_listed_for_review(
         {"action": "mark_reviewed", "_selected_action": [odd.pk, fine.pk]},
         follow=True,
     )
-    assert "1 notification(s) marked reviewed" in done.content.decode()
+    assert "1 notification marked reviewed." in done.content.decode()
     odd.refresh_from_db()
     assert odd.reviewed_at is not None
     assert odd.reviewed_by == "operator-h9"

@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import format_lazy
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp_webauthn.models import WebAuthnCredential
@@ -281,7 +281,11 @@ class ResellerAdmin(AuditedAdmin):
                         before={"status": "active"},
                         after={"status": "suspended"},
                     )
-        self.message_user(request, f"{n} reseller(s) suspended.", messages.SUCCESS)
+        self.message_user(
+            request,
+            ngettext("%(n)s reseller suspended.", "%(n)s resellers suspended.", n) % {"n": n},
+            messages.SUCCESS,
+        )
 
     @admin.action(description=gettext_lazy("Reinstate selected resellers"), permissions=["suspend"])
     def reinstate_selected(self, request: HttpRequest, queryset: QuerySet[Reseller]) -> None:
@@ -296,7 +300,11 @@ class ResellerAdmin(AuditedAdmin):
                         before={"status": "suspended"},
                         after={"status": "active"},
                     )
-        self.message_user(request, f"{n} reseller(s) reinstated.", messages.SUCCESS)
+        self.message_user(
+            request,
+            ngettext("%(n)s reseller reinstated.", "%(n)s resellers reinstated.", n) % {"n": n},
+            messages.SUCCESS,
+        )
 
 
 @admin.register(ResellerPrice)
@@ -477,7 +485,11 @@ class AppTokenAdmin(AuditedAdmin, ReadOnlyAdmin):
                 if revoke_token(token):
                     done += 1
                     audit(Action.APP_TOKEN_REVOKE, token, after={"revoked": True})
-        self.message_user(request, f"{done} token(s) revoked", messages.SUCCESS)
+        self.message_user(
+            request,
+            ngettext("%(n)s token revoked.", "%(n)s tokens revoked.", done) % {"n": done},
+            messages.SUCCESS,
+        )
 
 
 @admin.register(Payment)
@@ -561,7 +573,14 @@ class PaymentEventAdmin(AuditedAdmin, ReadOnlyAdmin):
                 ):
                     done += 1
                     audit(Action.PAYMENT_EVENT_REVIEW, event, after={"reviewed": True})
-        self.message_user(request, f"{done} notification(s) marked reviewed", messages.SUCCESS)
+        self.message_user(
+            request,
+            ngettext(
+                "%(n)s notification marked reviewed.", "%(n)s notifications marked reviewed.", done
+            )
+            % {"n": done},
+            messages.SUCCESS,
+        )
 
 
 @admin.register(Refund)
