@@ -33,6 +33,7 @@ from simtopup.catalog.display import format_data
 from simtopup.core.errors import DomainError
 from simtopup.core.http import client_ip
 from simtopup.core.money import format_money
+from simtopup.devices import identifiers
 from simtopup.devices.identifiers import find_device
 from simtopup.devices.models import Device
 from simtopup.orders.models import Order, OrderStatus
@@ -384,16 +385,7 @@ def device_page(request: HttpRequest, device_id: int) -> HttpResponse:
         _("Card %(device)s") % {"device": device.display_identifier},
         device=device,
         status=str(DEVICE_STATUS_LABELS.get(device.status, device.status)),
-        identifiers=[
-            (label, value)
-            for label, value in (
-                ("ICCID", device.iccid),
-                ("EID", device.eid),
-                ("IMEI", device.imei),
-                (_("Serial number"), device.serial),
-            )
-            if value
-        ],
+        identifiers=identifiers.labelled(device),
         kind=device.get_kind_display(),
         created=_when(device.created_at),
         activated=_when(device.activated_at) if device.activated_at else "",

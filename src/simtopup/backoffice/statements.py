@@ -31,7 +31,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from simtopup.audit.log import from_request
 from simtopup.backoffice import roles
-from simtopup.core.errors import DomainError
+from simtopup.core.errors import DomainError, show_error
 from simtopup.core.money import format_money, to_minor
 from simtopup.ledger.actions import system_account
 from simtopup.ledger.models import Account, AccountKind
@@ -116,16 +116,6 @@ class DepositForm(forms.Form):
         self.fields["reseller"].queryset = _resellers()  # type: ignore[attr-defined]
 
 
-def _show_error(form: forms.Form, exc: DomainError) -> None:
-    placed = False
-    for error in exc.errors:
-        if error.field in form.fields:
-            form.add_error(error.field, str(error.message))
-            placed = True
-    if not placed:
-        form.add_error(None, str(exc.message))
-
-
 def deposits_view(site: Any) -> View:
     @needs(roles.CREDIT_RESELLER)
     @require_http_methods(["GET", "POST"])
@@ -156,7 +146,7 @@ def deposits_view(site: Any) -> View:
                     }:
                         form.add_error("amount", str(exc.message))
                     else:
-                        _show_error(form, exc)
+                        show_error(form, exc)
                 else:
                     messages.success(
                         request,

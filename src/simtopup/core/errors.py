@@ -8,9 +8,14 @@ carry a user-facing code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.utils.functional import Promise
+
+if TYPE_CHECKING:
+    from django import forms
 
 
 @dataclass
@@ -44,3 +49,24 @@ def field_error(
     return DomainError(
         code, message, status, errors=[FieldError(field, code, message)], headers=headers or {}
     )
+
+
+def show_error(
+    form: forms.Form,
+    exc: DomainError,
+    fields: Mapping[str, str | None] | None = None,
+    default: str | None = None,
+) -> None:
+    """Put a domain error next to the field it concerns (or at the top of the form).
+
+    ``fields`` maps the domain's field names to the form's (``None``: the top of the form);
+    an error that names no field goes next to ``default`` (if given) or to the top."""
+    fields = fields or {}
+    placed = False
+    for error in exc.errors:
+        name = fields.get(error.field, error.field)
+        if name is not None and name in form.fields:
+            form.add_error(name, str(error.message))
+            placed = True
+    if not placed:
+        form.add_error(default if default in form.fields else None, str(exc.message))

@@ -133,3 +133,18 @@ def rechargeable_device(raw: str, *, field: str = "device") -> Device:
             field,
         )
     return device
+
+
+def labelled(device: Device) -> list[tuple[str, str]]:
+    """The identifiers a card carries, each with its label (the customer's card page and the
+    desk show the same list): ICCID, EID, IMEI and serial number, those it has."""
+    return [
+        (str(label), value)
+        for label, value in (
+            ("ICCID", device.iccid),
+            ("EID", device.eid),
+            ("IMEI", device.imei),
+            (_("Serial number"), device.serial),
+        )
+        if value
+    ]

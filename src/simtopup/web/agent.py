@@ -49,7 +49,7 @@ from simtopup.accounts.ratelimit import (
 from simtopup.catalog.display import plan_detail
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
-from simtopup.core.errors import DomainError
+from simtopup.core.errors import DomainError, show_error
 from simtopup.core.http import client_ip
 from simtopup.core.money import format_money, to_decimal_string
 from simtopup.core.spreadsheet import Sheet
@@ -469,17 +469,6 @@ def _new_reference() -> str:
     return "P" + secrets.token_hex(8).upper()
 
 
-def _apply_error(form: forms.Form, exc: DomainError) -> None:
-    """Put a domain error next to the field it concerns, or at the top of the form."""
-    placed = False
-    for error in exc.errors:
-        if error.field in form.fields:
-            form.add_error(error.field, str(error.message))
-            placed = True
-    if not placed:
-        form.add_error(None, str(exc.message))
-
-
 def _confirmation(member: ResellerMember, device_text: str, plan_code: str) -> dict[str, Any]:
     """What the clerk confirms before money moves. Raises DomainError (device or plan)."""
     reseller = member.reseller
@@ -536,7 +525,7 @@ def sell(request: HttpRequest, member: ResellerMember) -> HttpResponse:
                 member, _device_text(member, shown, token), form.cleaned_data["plan"]
             )
         except DomainError as exc:
-            _apply_error(form, exc)
+            show_error(form, exc)
         else:
             confirm = ConfirmForm(
                 initial={
@@ -594,7 +583,7 @@ def sell_confirm(request: HttpRequest, member: ResellerMember) -> HttpResponse:
             member, {"device": data["device"], "recent": data["recent"], "plan": data["plan"]}
         )
         form.is_valid()
-        _apply_error(form, exc)
+        show_error(form, exc)
         return _sell_page(request, member, form, exc.status)
     return redirect("web:agent-topup", topup_id=order.pk)
 
@@ -980,7 +969,7 @@ def webhook(request: HttpRequest, member: ResellerMember) -> HttpResponse:
             try:
                 new_secret = set_webhook(reseller, form.cleaned_data["webhook_url"])
             except DomainError as exc:
-                _apply_error(form, exc)
+                show_error(form, exc)
                 status = exc.status
             else:
                 messages.success(request, _("The webhook settings were saved."))

@@ -3,14 +3,13 @@ decide the rest (identifiers, ownership, prices) and their errors land next to t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from decimal import Decimal
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from simtopup.catalog.models import Plan
-from simtopup.core.errors import DomainError
 from simtopup.devices.identifiers import MAX_IDENTIFIER_LENGTH
 from simtopup.devices.models import Device
 from simtopup.orders.customer import BALANCE
@@ -27,27 +26,6 @@ def payment_labels() -> dict[str, str]:
         WECHAT_PAY: str(_("WeChat Pay")),
         BALANCE: str(_("The card's credit")),
     }
-
-
-def show_error(
-    form: forms.Form,
-    exc: DomainError,
-    fields: Mapping[str, str | None] | None = None,
-    default: str | None = None,
-) -> None:
-    """Put a domain error next to the field it concerns (or at the top of the form).
-
-    ``fields`` maps the domain's field names to the form's (``None``: the top of the form);
-    an error that names no field goes next to ``default`` (if given) or to the top."""
-    fields = fields or {}
-    placed = False
-    for error in exc.errors:
-        name = fields.get(error.field, error.field)
-        if name is not None and name in form.fields:
-            form.add_error(name, str(error.message))
-            placed = True
-    if not placed:
-        form.add_error(default if default in form.fields else None, str(exc.message))
 
 
 class BindForm(forms.Form):

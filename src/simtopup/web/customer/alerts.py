@@ -12,12 +12,11 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
-from simtopup.core.errors import DomainError
+from simtopup.core.errors import DomainError, show_error
 from simtopup.core.money import format_money, to_decimal_string, to_minor
 from simtopup.devices.models import Device
 from simtopup.usage.alerts import alert_settings_of, effective_credit_threshold, set_alert_settings
 from simtopup.web.customer.common import device_or_404, me
-from simtopup.web.forms import show_error
 from simtopup.web.session import customer_required
 
 

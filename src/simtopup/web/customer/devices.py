@@ -21,9 +21,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from simtopup.accounts.models import Customer
 from simtopup.catalog.display import format_data
 from simtopup.catalog.models import Plan
-from simtopup.core.errors import DomainError
+from simtopup.core.errors import DomainError, show_error
 from simtopup.core.http import client_ip
 from simtopup.core.money import format_money
+from simtopup.devices import identifiers
 from simtopup.devices.binding import bind_device, my_devices, rename_device, unbind_device
 from simtopup.devices.credit import credit_transfers, movements
 from simtopup.devices.esim import activate, qr_code
@@ -42,7 +43,7 @@ from simtopup.web.customer.common import (
     zone_of,
 )
 from simtopup.web.customer.topup import buy_again_url
-from simtopup.web.forms import GB, MB, AutoTopupForm, BindForm, RenameForm, show_error
+from simtopup.web.forms import GB, MB, AutoTopupForm, BindForm, RenameForm
 from simtopup.web.session import customer_required
 
 CREDIT_PAGE_SIZE = 100
@@ -81,16 +82,7 @@ def _card(device: Device, active: tuple[int, datetime | None] | None = None) -> 
         "status": device_statuses().get(device.status, device.status),
         "remaining": data_text(remaining),
         "credit": format_money(credit.balance, credit.unit),
-        "identifiers": [
-            (label, value)
-            for label, value in (
-                ("ICCID", device.iccid),
-                ("EID", device.eid),
-                ("IMEI", device.imei),
-                (_("Serial number"), device.serial),
-            )
-            if value
-        ],
+        "identifiers": identifiers.labelled(device),
     }
 
 

@@ -36,7 +36,7 @@ from simtopup.catalog.display import format_data, format_validity, plan_label
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
 from simtopup.core import idempotency
-from simtopup.core.errors import DomainError
+from simtopup.core.errors import DomainError, show_error
 from simtopup.core.http import client_ip
 from simtopup.core.money import format_money
 from simtopup.devices.binding import my_devices
@@ -52,7 +52,7 @@ from simtopup.payments.registry import provider_for
 from simtopup.payments.surface import methods_for, surface_of
 from simtopup.web.customer import payment_state
 from simtopup.web.customer.common import device_or_404, me, status_url, visible_order
-from simtopup.web.forms import DeviceChoiceForm, PayForm, show_error
+from simtopup.web.forms import DeviceChoiceForm, PayForm
 from simtopup.web.session import current_customer, customer_required
 
 CONFIRMATION_SALT = "simtopup.web.topup-confirmation"
