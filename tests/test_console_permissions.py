@@ -231,11 +231,7 @@ STOCK = {
 }
 # Links a role is shown but may not follow, known and reported (each fails this test once
 # fixed, to be taken out): (role, URL name).
-KNOWN_DEAD_LINKS: set[tuple[str, str]] = {
-    # desk.py shows "Goodwill credit requests" on a card's page to whoever may *give* goodwill
-    # credit (devices.grant_goodwill: support), but the list needs devices.approve_goodwill.
-    (roles.SUPPORT, "admin:desk-goodwill-list"),
-}
+KNOWN_DEAD_LINKS: set[tuple[str, str]] = set()
 
 STANDARD_MODEL_VIEWS = ("changelist", "add", "history", "delete", "change")
 

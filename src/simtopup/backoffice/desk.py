@@ -29,6 +29,16 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from simtopup.backoffice.dashboard import CHANNEL_LABELS, METHOD_LABELS, STATUS_LABELS, columns_svg
+from simtopup.backoffice.roles import (
+    APPROVE_GOODWILL,
+    GRANT_GOODWILL,
+    ISSUE_REFUND,
+    REPLY_TICKET,
+    RESEND_RECEIPT,
+    RETRY_FULFILMENT,
+    SUSPEND_DEVICE,
+    UNBIND_DEVICE,
+)
 from simtopup.catalog.display import format_data
 from simtopup.core.errors import DomainError
 from simtopup.core.http import client_ip
@@ -53,14 +63,8 @@ VIEW_USAGE = "usage.view_usagerecord"
 VIEW_ALERT = "usage.view_alert"
 VIEW_TICKET = "support.view_supportticket"
 VIEW_RESELLER = "resellers.view_reseller"
-REPLY_TICKET = "support.reply_supportticket"
-# The desk's actions: URL name (admin namespace), the argument it takes, its permission.
-ISSUE_REFUND = "payments.issue_refund"
-RETRY_FULFILMENT = "orders.retry_fulfilment"
-RESEND_RECEIPT = "orders.resend_receipt"
-GRANT_GOODWILL = "devices.grant_goodwill"
-SUSPEND_DEVICE = "devices.suspend_device"
-UNBIND_DEVICE = "devices.unbind_device"
+# The desk's actions: URL name (admin namespace), the argument it takes, its permission (the
+# custom permissions are backoffice/roles.py's).
 ORDER_ACTIONS = (
     ("refund", "admin:desk-refund", ISSUE_REFUND, gettext_lazy("Refund")),
     ("retry", "admin:desk-retry", RETRY_FULFILMENT, gettext_lazy("Retry fulfilment")),
@@ -451,7 +455,7 @@ def device_page(request: HttpRequest, device_id: int) -> HttpResponse:
         actions=_actions(request, DEVICE_ACTIONS, here, device_id=device.pk),
         goodwill_list=(
             action_url("admin:desk-goodwill-list", here)
-            if request.user.has_perm(GRANT_GOODWILL)
+            if request.user.has_perm(APPROVE_GOODWILL)
             else None
         ),
     )
