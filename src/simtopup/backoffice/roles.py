@@ -21,6 +21,8 @@ from typing import Any
 from django.apps import apps as global_apps
 from django.db import DEFAULT_DB_ALIAS
 
+from simtopup.devices import goodwill
+
 SUPPORT = "support"
 FINANCE = "finance"
 ADMIN = "admin"
@@ -41,8 +43,9 @@ RESEND_RECEIPT = "orders.resend_receipt"
 # The desk (backoffice/desk_actions.py): support gives goodwill credit and unbinds cards;
 # goodwill above SIMTOPUP_GOODWILL_APPROVAL_ABOVE needs a second person who may approve it —
 # finance (and admin), never support — so that no one alone gives a large credit.
-GRANT_GOODWILL = "devices.grant_goodwill"
-APPROVE_GOODWILL = "devices.approve_goodwill"
+# The domain checks these two itself (devices/goodwill.py owns their names).
+GRANT_GOODWILL = goodwill.GRANT_PERMISSION
+APPROVE_GOODWILL = goodwill.APPROVE_PERMISSION
 UNBIND_DEVICE = "devices.unbind_device"
 VIEW_FINANCE_REPORTS = "ledger.view_finance_reports"
 
