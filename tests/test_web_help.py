@@ -12,7 +12,7 @@ from django.utils import translation
 
 from simtopup.accounts.models import Customer
 from simtopup.notifications.senders import Message, SendError
-from simtopup.support.models import ReplyChannel, SupportTicket
+from simtopup.support.models import ReplyChannel, SupportTicket, TicketMessage
 from simtopup.web.session import SESSION_KEY
 from tests.customer_support import captured_messages
 from tests.staff_support import verify_console
@@ -185,7 +185,9 @@ def test_too_many_messages_from_one_address_are_refused(db: None, settings: Any)
     assert response.status_code == 429
     assert int(response["Retry-After"]) >= 1
     assert "Too many requests. Please wait" in page(response)
-    assert SupportTicket.objects.count() == 2
+    # Two messages stored: the ticket and the same sender's second message on its thread.
+    assert SupportTicket.objects.count() == 1
+    assert TicketMessage.objects.count() == 1
     # Another address is not affected.
     other = client_in("en", REMOTE_ADDR="192.0.2.7")
     assert send(other, GOOD)[0].status_code == 302
@@ -227,3 +229,55 @@ def test_the_operator_sees_tickets_in_the_console(db: None) -> None:
     detail = console.get(f"/admin/support/supportticket/{ticket.pk}/change/")
     assert detail.status_code == 200
     assert GOOD["message"] in page(detail)
+
+
+def test_writing_again_continues_the_unsolved_ticket(db: None, settings: Any) -> None:
+    """After the desk's reply (waiting on the customer) the customer writes again with the same
+    phone number: the same ticket, the message on its thread, new again, the operator told;
+    once solved, the next message opens a new ticket."""
+    from simtopup.support.actions import reply_to_ticket, set_ticket_status
+    from simtopup.support.models import TicketStatus
+    from tests.staff_support import console_client, make_staff
+
+    settings.SUPPORT_EMAIL = "support@operator.example"
+    client = client_in("en")
+    send(client, GOOD)
+    ticket = SupportTicket.objects.get()
+    agent = make_staff("agent-thread", "support")
+    with captured_messages() as replies:
+        reply_to_ticket(
+            ticket.pk, "Please restart the hotspot.", staff=agent, ip=None, status_after="waiting"
+        )
+    assert "write to us again on the help page" in replies[0].body
+    ticket.refresh_from_db()
+    assert ticket.status == TicketStatus.WAITING
+
+    again = {**GOOD, "reply_to": "+86 138-0013-8000", "message": "Restarted, still nothing."}
+    response, sent = send(client_in("zh-hans"), again)
+    assert response.status_code == 302
+    assert SupportTicket.objects.count() == 1
+    ticket.refresh_from_db()
+    assert ticket.status == TicketStatus.NEW
+    assert ticket.language == "zh-hans"
+    thread = list(TicketMessage.objects.filter(ticket=ticket))
+    assert [(m.from_customer, m.body) for m in thread] == [
+        (False, "Please restart the hotspot."),
+        (True, "Restarted, still nothing."),
+    ]
+    [email] = sent
+    assert f"#{ticket.pk}" in email.subject
+    assert "Restarted, still nothing." in email.body
+
+    # The desk's ticket page shows the thread with the customer's new message.
+    desk = console_client(agent).get(reverse("admin:desk-ticket", args=[ticket.pk]))
+    assert "Restarted, still nothing." in desk.content.decode()
+
+    set_ticket_status(ticket.pk, TicketStatus.SOLVED, staff=agent, ip=None)
+    send(client, {**GOOD, "message": "Another question."})
+    assert SupportTicket.objects.count() == 2
+    # Someone else's number opens its own ticket.
+    response, _sent = send(
+        client, {**GOOD, "reply_to": "13900139000", "message": "My card is dead."}
+    )
+    assert response.status_code == 302
+    assert SupportTicket.objects.count() == 3

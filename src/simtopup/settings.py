@@ -328,6 +328,8 @@ SILENCED_SYSTEM_CHECKS = (
 SUPPORT_EMAIL = env("SUPPORT_EMAIL", "")
 # Rate limits on contact-form messages per client IP, "<count>/<seconds>" each.
 SUPPORT_IP_LIMITS = envlist("SUPPORT_IP_LIMITS", "5/3600,20/86400")
+# A customer who writes again within this many days continues their unsolved ticket.
+SUPPORT_THREAD_DAYS = envint("SUPPORT_THREAD_DAYS", 30)
 # Receipt and agent lookups on the public verification pages, per client IP.
 VERIFY_IP_LIMITS = envlist("VERIFY_IP_LIMITS", "30/60,300/86400")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -67,6 +68,11 @@ def create_ticket(
         if ip:
             limits = ratelimit.limits(settings.SUPPORT_IP_LIMITS)
             ratelimit.hit(f"support-ip:{ratelimit.ip_bucket(ip)}", limits)
+        open_ticket = _open_ticket_of(reply_channel, one_line(reply_to))
+        if open_ticket is not None:
+            follow_up = _add_customer_message(open_ticket, message.strip(), language)
+            transaction.on_commit(partial(notify_operator_of_message, follow_up.pk), robust=True)
+            return open_ticket
         ticket = SupportTicket.objects.create(
             customer=customer,
             name=one_line(name)[:100],
@@ -80,6 +86,58 @@ def create_ticket(
         logger.info("support ticket #%s from %s (%s, %s)", ticket.pk, reply_to, language, ip or "-")
         transaction.on_commit(partial(notify_operator, ticket.pk), robust=True)
     return ticket
+
+
+def _open_ticket_of(reply_channel: str, reply_to: str) -> SupportTicket | None:
+    """The newest ticket of this phone number or email that is not solved and was written in
+    the last ``SUPPORT_THREAD_DAYS`` days, locked: a customer who writes again (after our
+    reply, or before it) continues that ticket's thread instead of opening another."""
+    since = timezone.now() - timedelta(days=settings.SUPPORT_THREAD_DAYS)
+    return (
+        SupportTicket.objects.select_for_update()
+        .filter(
+            reply_channel=reply_channel,
+            reply_to=reply_to,
+            created_at__gte=since,
+            status__in=[TicketStatus.NEW, TicketStatus.WAITING],
+        )
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def _add_customer_message(ticket: SupportTicket, body: str, language: str) -> TicketMessage:
+    """The customer's next message on ``ticket``'s thread; a ticket waiting on the customer is
+    new again (someone has to answer). The thread answers in the language last written in."""
+    now = timezone.now()
+    follow_up = TicketMessage.objects.create(
+        ticket=ticket,
+        at=now,
+        body=body,
+        channel=ticket.reply_channel,
+        delivery=Delivery.DELIVERED,
+        delivered_at=now,
+    )
+    SupportTicket.objects.filter(pk=ticket.pk).update(status=TicketStatus.NEW, language=language)
+    ticket.status, ticket.language = TicketStatus.NEW, language
+    logger.info("support ticket #%s: the customer wrote again", ticket.pk)
+    return follow_up
+
+
+def notify_operator_of_message(message_id: int) -> bool:
+    """Email the operator that a customer wrote again on a ticket (``SUPPORT_EMAIL``)."""
+    recipient = settings.SUPPORT_EMAIL
+    if not recipient:
+        return False
+    message = TicketMessage.objects.select_related("ticket").get(pk=message_id)
+    ticket = message.ticket
+    with translation.override(settings.LANGUAGE_CODE):
+        subject = _("Ticket #%(number)s: %(reply_to)s wrote again") % {
+            "number": ticket.pk,
+            "reply_to": ticket.reply_to,
+        }
+    email = Message("email", recipient, subject, message.body, settings.LANGUAGE_CODE)
+    return deliver(email, "support_ticket")
 
 
 def operator_message(ticket: SupportTicket, recipient: str) -> Message:
@@ -188,8 +246,10 @@ def reply_message(message: TicketMessage) -> Message:
             "number": ticket.pk,
         }
         subject = _("Reply to your message #%(number)s") % {"number": ticket.pk}
+        answer = _("To answer, write to us again on the help page with this phone number or email.")
     channel: Channel = "sms" if message.channel == ReplyChannel.PHONE else "email"
-    return Message(channel, ticket.reply_to, subject, f"{intro}\n\n{message.body}", ticket.language)
+    body = f"{intro}\n\n{message.body}\n\n{answer}"
+    return Message(channel, ticket.reply_to, subject, body, ticket.language)
 
 
 def send_reply(message_id: int) -> bool:
