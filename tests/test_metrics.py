@@ -226,6 +226,9 @@ def test_every_metric_of_the_dashboard_is_served(
 ) -> None:
     topup(alice, actors, 1)
     record_audit()  # every family has samples: their labels are checked too
+    from simtopup.finance.actions import reconcile
+
+    reconcile("sandbox", timezone.now().date() - timedelta(days=1))
     fallback("test_reason")
     headers, body = sandbox_notification({"reference": "pay_nope", "payment": "sbx_nope"})
     assert post_notification(Client(), headers, body).status_code == 200
@@ -255,3 +258,35 @@ def test_every_metric_of_the_dashboard_is_served(
         "simtopup_fulfilment_retries_total",
         "simtopup_ledger_violations",
     } <= used
+
+
+def test_the_finance_desk_s_metrics(actors: Actors) -> None:
+    """The latest reconciliation per provider, failed refunds and goodwill awaiting approval."""
+    from simtopup.devices.models import GoodwillCredit
+    from simtopup.finance.actions import reconcile
+    from simtopup.finance.models import ReconciliationRun
+    from tests.staff_support import make_staff
+
+    day = timezone.now().date() - timedelta(days=2)
+    reconcile("sandbox", day)
+    assert sample("simtopup_reconciliation_ok", provider="sandbox") == 1
+    assert sample("simtopup_reconciliation_unmatched", provider="sandbox") == 0
+    run = ReconciliationRun.objects.get(provider="sandbox", day=day)
+    assert sample("simtopup_reconciliation_timestamp_seconds", provider="sandbox") == round(
+        run.finished_at.timestamp(), 3
+    )
+    # A later day's run with one amount mismatch and one line missing on our side counts 2.
+    ReconciliationRun.objects.filter(pk=run.pk).update(day=day - timedelta(days=1))
+    later = reconcile("sandbox", day)
+    ReconciliationRun.objects.filter(pk=later.pk).update(amount_mismatch=1, missing_ours=1)
+    assert sample("simtopup_reconciliation_unmatched", provider="sandbox") == 2
+    assert sample("simtopup_goodwill_pending") == 0
+    GoodwillCredit.objects.create(
+        device=actors.device,
+        amount=90_000,
+        currency="CNY",
+        reason="network outage",
+        requested_by=make_staff("metrics-agent", "support"),
+    )
+    assert sample("simtopup_goodwill_pending") == 1
+    assert sample("simtopup_refunds_failed") == 0

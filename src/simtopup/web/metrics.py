@@ -25,9 +25,11 @@ from __future__ import annotations
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Min, Q, Sum
 from django.utils import timezone
 
+from simtopup.devices.models import GoodwillCredit, GoodwillStatus
+from simtopup.finance.models import ReconciliationRun, RunStatus
 from simtopup.ledger.models import LedgerAudit
 from simtopup.orders.models import Channel, Order, OrderStatus
-from simtopup.payments.models import PaymentEvent
+from simtopup.payments.models import PaymentEvent, Refund, RefundStatus
 from simtopup.resellers.models import DeliveryStatus, FastSaleFallback, WebhookDelivery
 from simtopup.usage.models import UsageRecord
 
@@ -40,6 +42,7 @@ def render_metrics() -> str:
     lines = _orders()
     lines += _payment_notifications()
     lines += _webhooks()
+    lines += _finance()
     usage = UsageRecord.objects.aggregate(n=Count("id"), b=Sum("bytes"), o=Sum("overage_bytes"))
     lines += [
         "# HELP simtopup_usage_records_total Usage records rated.",
@@ -216,4 +219,66 @@ def _ledger_audit() -> list[str]:
     ]
     if latest:
         lines.append(f"simtopup_ledger_audit_duration_seconds {latest.duration_ms / 1000:.3f}")
+    return lines
+
+
+def _finance() -> list[str]:
+    """What the finance desk watches: each provider's latest reconciliation (its unmatched
+    lines, whether it could be made and when), refunds the providers refused for good, and
+    goodwill credit waiting for a second staff member."""
+    latest: dict[str, ReconciliationRun] = {}
+    for run in ReconciliationRun.objects.order_by("provider", "-day", "-run_no").only(
+        "provider",
+        "day",
+        "run_no",
+        "status",
+        "finished_at",
+        "missing_ours",
+        "missing_theirs",
+        "amount_mismatch",
+        "state_mismatch",
+    ):
+        latest.setdefault(run.provider, run)
+    lines = [
+        "# HELP simtopup_reconciliation_unmatched Lines of each provider's latest reconciled"
+        " day that did not match (missing on either side, amount or state differing).",
+        "# TYPE simtopup_reconciliation_unmatched gauge",
+    ]
+    for provider, run in sorted(latest.items()):
+        if run.status == RunStatus.COMPLETED:
+            unmatched = (
+                run.missing_ours + run.missing_theirs + run.amount_mismatch + run.state_mismatch
+            )
+            lines.append(
+                f"simtopup_reconciliation_unmatched{{{_labels(provider=provider)}}} {unmatched}"
+            )
+    lines += [
+        "# HELP simtopup_reconciliation_ok Whether each provider's latest reconciliation run"
+        " got the provider's statement (1) or failed (0).",
+        "# TYPE simtopup_reconciliation_ok gauge",
+    ]
+    for provider, run in sorted(latest.items()):
+        ok = 1 if run.status == RunStatus.COMPLETED else 0
+        lines.append(f"simtopup_reconciliation_ok{{{_labels(provider=provider)}}} {ok}")
+    lines += [
+        "# HELP simtopup_reconciliation_timestamp_seconds When each provider's latest"
+        " reconciliation run finished (Unix time).",
+        "# TYPE simtopup_reconciliation_timestamp_seconds gauge",
+    ]
+    for provider, run in sorted(latest.items()):
+        stamp = f"{run.finished_at.timestamp():.3f}"
+        lines.append(
+            f"simtopup_reconciliation_timestamp_seconds{{{_labels(provider=provider)}}} {stamp}"
+        )
+    failed = Refund.objects.filter(status=RefundStatus.FAILED).count()
+    pending = GoodwillCredit.objects.filter(status=GoodwillStatus.PENDING).count()
+    lines += [
+        "# HELP simtopup_refunds_failed Refunds the provider refused after every retry"
+        " (customer service retries them or sends them to the card's credit).",
+        "# TYPE simtopup_refunds_failed gauge",
+        f"simtopup_refunds_failed {failed}",
+        "# HELP simtopup_goodwill_pending Goodwill credit waiting for a second staff member.",
+        "# TYPE simtopup_goodwill_pending gauge",
+        f"simtopup_goodwill_pending {pending}",
+    ]
     return lines
