@@ -238,6 +238,8 @@ def test_goodwill_above_the_limit_waits_for_finance_and_the_card_actions(
     page.select_option("select[name=cause]", index=0)
     page.fill("textarea[name=reason]", "客户报失" if language == "zh-hans" else "reported lost")
     shot(page, f"console-suspend-{language}")
+    labels = page.locator("#content-main .form-row label").all_inner_texts()
+    assert len(set(labels)) == len(labels) == 2, labels  # the cause and the reason told apart
     _submit(page)
     page.wait_for_url(story)
     device.refresh_from_db()

@@ -136,7 +136,8 @@ class GoodwillForm(forms.Form):
 
 class SuspendForm(forms.Form):
     cause = forms.ChoiceField(
-        label=gettext_lazy("Why"), choices=list(status.SUSPEND_CAUSES.items())
+        label=gettext_lazy("Cause of the suspension"),
+        choices=list(status.SUSPEND_CAUSES.items()),
     )
     reason = _reason_field()
 
