@@ -271,6 +271,7 @@ def test_writing_again_continues_the_unsolved_ticket(db: None, settings: Any) ->
     # The desk's ticket page shows the thread with the customer's new message.
     desk = console_client(agent).get(reverse("admin:desk-ticket", args=[ticket.pk]))
     assert "Restarted, still nothing." in desk.content.decode()
+    assert "<dd>简体中文</dd>" in desk.content.decode()  # the language by its name, not a code
 
     set_ticket_status(ticket.pk, TicketStatus.SOLVED, staff=agent, ip=None)
     send(client, {**GOOD, "message": "Another question."})

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -577,6 +578,8 @@ def ticket_page(request: HttpRequest, ticket_id: int) -> HttpResponse:
         request,
         _("Support ticket #%(number)s") % {"number": ticket.pk},
         ticket=ticket,
+        # The language the customer wrote in, by its own name (简体中文, English …).
+        language=dict(settings.LANGUAGES).get(ticket.language, ticket.language),
         status=str(TICKET_STATUS_LABELS.get(ticket.status, ticket.status)),
         created=_when(ticket.created_at),
         customer_url=reverse("admin:desk-customer", args=[ticket.customer_id])
