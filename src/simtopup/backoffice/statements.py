@@ -143,6 +143,7 @@ def deposits_view(site: Any) -> View:
                         "invalid_amount",
                         "too_many_decimals",
                         "amount_not_positive",
+                        "amount_too_large",
                     }:
                         form.add_error("amount", str(exc.message))
                     else:

@@ -10,6 +10,13 @@ from django.utils.translation import gettext_lazy as _
 
 from simtopup.core.errors import DomainError
 
+# The largest amount accepted, in minor units (¥10,000,000,000,000.00): far above any real
+# payment, deposit or credit, and far below what the ledger's 64-bit balances hold even
+# summed many times over — a larger number is a typing mistake, refused on its form instead
+# of failing in the database (or, written with an exponent such as ``1e999999999``, taking
+# the process's memory to turn into an integer).
+MAX_MINOR = 10**15
+
 
 @cache
 def exponent(currency: str) -> int:
@@ -37,6 +44,13 @@ def to_minor(text: str, currency: str, *, field: str = "amount", allow_zero: boo
         raise DomainError(
             "too_many_decimals",
             _("The amount has more decimals than the currency allows."),
+            422,
+        )
+    if scaled > MAX_MINOR:
+        raise DomainError(
+            "amount_too_large",
+            _("The amount is too large (at most %(max)s).")
+            % {"max": to_decimal_string(MAX_MINOR, currency)},
             422,
         )
     minor = int(scaled)

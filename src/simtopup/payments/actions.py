@@ -648,7 +648,12 @@ def _confirm_refund(refund: Refund, provider_refund_ref: str | None) -> bool:
     """The provider made a refund: settle it once, and its payment once no refund of it is
     left pending (a payment refunded in full is ``refund_pending`` until then; one refunded
     in part stays ``succeeded``). The payment row is locked first (the module's lock order),
-    so two refunds of one payment confirmed at once cannot both leave it pending."""
+    so two refunds of one payment confirmed at once cannot both leave it pending.
+
+    A refund marked ``failed`` after its retries (the provider kept answering "pending", or
+    kept failing to answer) may still have been made: when the provider says so it is
+    settled too, so that customer service cannot send the same money to the card's credit
+    a second time (``staff_refunds.failed_refund_to_credit`` needs it ``failed``)."""
     now = timezone.now()
     payment_id = refund.payment_id
     assert payment_id is not None  # only refunds through the provider are confirmed
@@ -656,7 +661,11 @@ def _confirm_refund(refund: Refund, provider_refund_ref: str | None) -> bool:
     updates: dict[str, Any] = {"status": RefundStatus.SUCCEEDED, "settled_at": now}
     if provider_refund_ref:
         updates["provider_refund_ref"] = provider_refund_ref[:128]
-    won = Refund.objects.filter(pk=refund.pk, status=RefundStatus.PENDING).update(**updates)
+    won = Refund.objects.filter(
+        pk=refund.pk,
+        status__in=(RefundStatus.PENDING, RefundStatus.FAILED),
+        destination=RefundDestination.PROVIDER,
+    ).update(**updates, next_attempt_at=None)
     if won != 1:
         return False
     if not Refund.objects.filter(payment_id=payment_id, status=RefundStatus.PENDING).exists():

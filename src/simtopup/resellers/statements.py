@@ -138,7 +138,8 @@ class Statement:
 
 def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
     """The calendar month in the operator's time zone, as [start, end) instants."""
-    if not (1 <= month <= 12 and FIRST_YEAR <= year <= 9999):
+    # Up to 9998: the end of December 9999 would be in year 10000, which ``date`` refuses.
+    if not (1 <= month <= 12 and FIRST_YEAR <= year <= 9998):
         raise DomainError("invalid_month", gettext_lazy("There is no such month."), 404)
     zone = customer_zone(None)
     start = datetime.combine(date(year, month, 1), time.min, tzinfo=zone)
