@@ -4,9 +4,10 @@
    "pending") that the provider then confirms by notification is settled — not ignored as
    already applied, which let customer service send the same money to the card's credit a
    second time;
-2. what staff may still refund of an order counts only the refunds of the payment that paid
-   it: the automatic refund of an earlier attempt whose money arrived late (another payment
-   of the same order) is not part of what was paid for the order;
+2. what staff may still refund of an order, and the dashboard's revenue net of refunds, count
+   only the refunds of the payment that paid it (or to the card's credit): the automatic
+   refund of an earlier attempt whose money arrived late (another payment of the same order)
+   is not part of what was paid for the order, and never came out of revenue;
 3. a statement of December 9999 is not found (404), not a server error;
 4. an amount larger than the books can hold (a deposit, a goodwill credit) is refused on
    the form, not a server error when the database refuses the number.
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from django.test import Client, TestCase
 from django.urls import reverse
+from django.utils import timezone
 
 from simtopup.core.errors import DomainError
 from simtopup.core.money import MAX_MINOR, to_minor
@@ -26,6 +28,7 @@ from simtopup.devices.models import GoodwillCredit
 from simtopup.ledger.models import Transfer
 from simtopup.notifications.backends import memory
 from simtopup.orders.models import Order, OrderStatus
+from simtopup.payments import reports as payments_reports
 from simtopup.payments.models import (
     EventOutcome,
     Payment,
@@ -145,6 +148,11 @@ def test_a_late_attempt_s_refund_does_not_use_up_what_staff_may_refund(actors: A
     order = Order.objects.get(pk=order.pk)
     assert order.status == OrderStatus.FULFILLED
     assert Refund.objects.filter(payment=first).count() == 1
+
+    # That refund never came out of revenue: the dashboard's revenue does not take it off.
+    for field in ("channel", "payment_method"):
+        rows = payments_reports.revenue_by(field, order.created_at, timezone.now())
+        assert [(r.count, r.sold, r.refunded, r.refunds) for r in rows] == [(1, order.amount, 0, 0)]
 
     # The order itself was paid once and never refunded: all of it can still go back.
     state = refundable(order)

@@ -12,6 +12,7 @@ from django.db.models import Count, Q, Sum
 
 from simtopup.orders import reports as orders_reports
 from simtopup.payments.models import Payment, PaymentEvent, PaymentStatus, Refund, RefundStatus
+from simtopup.payments.staff_refunds import OF_THE_SALE
 
 # The provider took the money (a refund later does not undo the success of the payment).
 TOOK_MONEY = (PaymentStatus.SUCCEEDED, PaymentStatus.REFUND_PENDING, PaymentStatus.REFUNDED)
@@ -103,12 +104,16 @@ def refunds_by(
     field: str, since: datetime, until: datetime
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """Refunds of sold orders decided in ``[since, until)``, by the order's ``channel`` or
-    ``payment_method`` and currency: (count, amount)."""
+    ``payment_method`` and currency: (count, amount). Only the refunds of what paid for
+    the order (``staff_refunds.OF_THE_SALE``): those are the ones that left revenue."""
     if field not in ("channel", "payment_method"):
         raise ValueError(field)
     rows = (
         Refund.objects.filter(
-            created_at__gte=since, created_at__lt=until, order__status__in=orders_reports.SOLD
+            OF_THE_SALE,
+            created_at__gte=since,
+            created_at__lt=until,
+            order__status__in=orders_reports.SOLD,
         )
         .values(f"order__{field}", "currency")
         .annotate(n=Count("pk"), total=Sum("amount"))

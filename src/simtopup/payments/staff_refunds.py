@@ -35,7 +35,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -60,6 +60,12 @@ from simtopup.payments.models import (
 BALANCE = "balance"
 REASON_MAX = 500
 CUSTOMER_CHANNELS = (Channel.APP, Channel.WEB, Channel.AUTO)
+# The refunds of what paid for their order: to the card's credit, or of the payment that paid
+# it (its current attempt). An earlier attempt of the same order whose money arrived late
+# was refunded in full by itself (``paid_after_close``, out of gateway clearing): that refund
+# gave back another payment, is not part of what the order can still give back, and never
+# came out of revenue (``reports.refunds_by``).
+OF_THE_SALE = Q(payment__isnull=True) | Q(payment__current_for_id=F("order_id"))
 
 
 @dataclass(frozen=True)
@@ -107,16 +113,8 @@ def refundable(order: Order, *, lock: bool = False) -> Refundable:
         else Payment.objects.filter(current_for_id=order.pk, captured_at__isnull=False).first()
     )
     refunds = refunds_of(order)
-    # What was refunded of what paid for the order: its refunds to the card's credit and
-    # those of its paying payment. An earlier attempt of the same order whose money arrived
-    # late was refunded in full by itself (``paid_after_close``): that refund gave back
-    # another payment, not part of this one.
-    of_this_payment = Q(payment__isnull=True)
-    if payment is not None:
-        of_this_payment |= Q(payment_id=payment.pk)
     refunded = int(
-        Refund.objects.filter(of_this_payment, order=order).aggregate(total=Sum("amount"))["total"]
-        or 0
+        Refund.objects.filter(OF_THE_SALE, order=order).aggregate(total=Sum("amount"))["total"] or 0
     )
     return Refundable(order, payment, order.amount, refunded, refunds, _refusal(order, payment))
 
