@@ -413,7 +413,9 @@ WSGI_APPLICATION = "simtopup.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Templates that must win over the apps' own: the console's admin/base_site.html
+        # (django.contrib.admin, installed first, would otherwise be found first).
+        "DIRS": [BASE_DIR / "backoffice" / "overrides"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

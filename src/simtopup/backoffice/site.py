@@ -3,6 +3,7 @@ member gets in only with a password and a second factor (backoffice/two_factor.p
 
 from __future__ import annotations
 
+from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
@@ -24,6 +26,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
 from simtopup.backoffice import enrolment, two_factor
+from simtopup.orders.receipts import customer_zone, zone_label
 
 
 class LoginForm(forms.Form):
@@ -109,6 +112,29 @@ class ConsoleSite(admin.AdminSite):
         return super().index(
             request, extra_context={**home_context(request), **(extra_context or {})}
         )
+
+    def each_context(self, request: HttpRequest) -> dict[str, Any]:
+        zone = timezone.get_current_timezone()
+        return {
+            **super().each_context(request),
+            "console_zone": _("times in %(zone)s") % {"zone": zone_label(zone, timezone.now())},
+        }
+
+    def admin_view(self, view: Any, cacheable: bool = False) -> Any:
+        """Every console page shows times in the operator's zone (``DISPLAY_TIME_ZONE``), as
+        the dashboard counts its days: the stock lists and forms too, not UTC unlabelled."""
+        inner = super().admin_view(view, cacheable)
+
+        @wraps(inner)
+        def in_operator_zone(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            with timezone.override(customer_zone(None)):
+                response = inner(request, *args, **kwargs)
+                # A TemplateResponse renders after the view returns: render it in the zone.
+                if callable(getattr(response, "render", None)) and not response.is_rendered:
+                    response.render()
+                return response
+
+        return in_operator_zone
 
     def has_permission(self, request: HttpRequest) -> bool:
         user = request.user
