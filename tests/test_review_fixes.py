@@ -209,3 +209,72 @@ def test_to_minor_refuses_what_the_books_cannot_hold() -> None:
     with pytest.raises(DomainError) as refused:
         to_minor("10000000000000.01", "CNY")
     assert refused.value.code == "amount_too_large"
+
+
+# --- follow-ups: a refund the provider took; the customer's view of a late attempt ---------
+
+
+def test_a_refund_the_provider_took_is_never_also_sent_to_the_credit(
+    actors: Actors, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider answered "pending" with its refund id until the retries ran out: it may
+    still pay, so the desk offers only a retry, and the domain refuses the credit."""
+    from simtopup.payments import registry
+
+    order = paid_by_card(actors, "+8613500000092")
+    monkeypatch.setitem(
+        registry.PROVIDER_CLASSES, "sandbox", "tests.test_payment_checks.ProcessingRefunds"
+    )
+    settings.PAYMENT_REFUND_BACKOFF = []
+    made = refund(order, 500)
+    assert "failed" in run_tasks()
+    made.refresh_from_db()
+    assert made.status == RefundStatus.FAILED
+    assert made.provider_refund_ref
+    transfers = Transfer.objects.count()
+    with pytest.raises(DomainError) as refused:
+        failed_refund_to_credit(made, "the provider failed", ACTOR)
+    assert refused.value.code == "refund_at_provider"
+    assert Transfer.objects.count() == transfers
+    page = console_client(make_staff("fin-took", "finance")).get(
+        reverse("admin:desk-refund", args=[order.pk])
+    )
+    html = page.content.decode()
+    assert 'name="action" value="retry"' in html
+    assert 'name="action" value="credit"' not in html
+
+
+def test_the_customer_is_not_told_a_late_attempt_s_refund_refunded_the_top_up(
+    actors: Actors,
+) -> None:
+    from simtopup.payments.customer_refunds import customer_refunds
+
+    client = browser()
+    assert actors.device.iccid is not None
+    order, status_url = declined(client, actors.device.iccid)
+    card_url = dict((m, u) for u, m in retry_buttons(client, status_url))["card"]
+    pay_on_page(client.post(card_url, headers={"User-Agent": IPHONE})["Location"])
+    run_tasks()
+    first, _current = Payment.objects.filter(order=order).order_by("pk")
+    SandboxCharge.objects.filter(reference=first.reference).update(
+        status=SandboxChargeStatus.SUCCEEDED
+    )
+    data = {
+        "payment": first.provider_ref,
+        "reference": first.reference,
+        "amount": first.amount,
+        "currency": first.currency,
+        "merchant": "simtopup-sandbox",
+    }
+    headers, body = sandbox_notification(data, event_id="evt_review_late_customer")
+    assert post_notification(Client(), headers, body).status_code == 200
+    run_tasks()
+    order = Order.objects.get(pk=order.pk)
+    assert order.status == OrderStatus.FULFILLED
+    assert Refund.objects.filter(payment=first).count() == 1
+    # The top-up was not refunded: nothing to tell; the same rule as what staff may refund.
+    assert customer_refunds(order) == []
+    assert refundable(order).refunded == 0
+    made = refund(order, 200)  # a staff refund of the sale itself is told
+    order = Order.objects.get(pk=order.pk)
+    assert [r.amount for r in customer_refunds(order)] == [made.amount]

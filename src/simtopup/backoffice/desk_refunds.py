@@ -223,6 +223,8 @@ def _refunds(state: Refundable) -> list[dict[str, Any]]:
             "failed_url": reverse("admin:desk-refund-failed", args=[r.pk])
             if r.status == RefundStatus.FAILED and r.destination == RefundDestination.PROVIDER
             else "",
+            # The provider took it (it has the provider's id): only retrying is offered.
+            "may_credit": not r.provider_refund_ref,
         }
         for r in state.refunds
     ]

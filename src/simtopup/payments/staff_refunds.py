@@ -389,6 +389,17 @@ def failed_refund_to_credit(
 
 def _to_credit(refund_id: int, reason: str, actor: str, ip: str | None) -> Refund:
     refund = _failed_refund(refund_id)
+    if refund.provider_refund_ref:
+        # The provider took the refund (it answered "pending" with its id) and may still make
+        # it: sending the money to the credit too could pay the customer twice.
+        raise DomainError(
+            "refund_at_provider",
+            _(
+                "The provider has accepted this refund and may still make it: retry it through "
+                "the provider instead."
+            ),
+            409,
+        )
     payment_id = refund.payment_id
     assert payment_id is not None  # a provider refund always has its payment (a constraint)
     # The module's lock order: the payment row first (as _confirm_refund and _refund do).
