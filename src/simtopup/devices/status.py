@@ -64,7 +64,13 @@ def suspend_card(
     if cause not in SUSPEND_CAUSES:
         raise field_error("invalid_cause", _("Choose why the card is suspended."), "cause")
     with transaction.atomic(durable=True):
-        before = Device.objects.filter(pk=device.pk).values_list("status", flat=True).first()
+        # Locked: the status the audit row says it was is the one the update changed.
+        before = (
+            Device.objects.select_for_update()
+            .filter(pk=device.pk)
+            .values_list("status", flat=True)
+            .first()
+        )
         done = Device.objects.filter(pk=device.pk, status__in=SUSPENDABLE).update(
             status=DeviceStatus.SUSPENDED
         )
