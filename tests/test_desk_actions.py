@@ -113,6 +113,17 @@ def test_a_fulfilment_whose_worker_died_is_taken_over(actors: Actors, ann: Custo
     assert (order.status, order.attempts) == (OrderStatus.FULFILLED, 2)
 
 
+def test_a_fulfilling_order_without_a_lease_is_stuck_and_retried(
+    actors: Actors, ann: Customer
+) -> None:
+    """What the story page calls stuck (no live lease: none at all here) can be retried."""
+    order = stuck_order(actors, ann, status=OrderStatus.FULFILLING, attempts=1, lease_until=None)
+    assert service.stuck(order)
+    assert service.retry_fulfilment(order, reason="stuck without a lease", **WHO) == "fulfilled"
+    order.refresh_from_db()
+    assert (order.status, order.attempts) == (OrderStatus.FULFILLED, 2)
+
+
 class DownUpstream:
     """A network that is down (retryable)."""
 

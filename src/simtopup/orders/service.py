@@ -70,9 +70,17 @@ def retry_fulfilment(order: Order, *, actor: str, ip: str | None, reason: str) -
     row commit together before the network is called."""
     reason = _reason(reason)
     now = timezone.now()
-    due = Q(status=OrderStatus.PAID) | Q(status=OrderStatus.FULFILLING, lease_until__lt=now)
+    # What stuck() calls stuck: paid, or fulfilling with no live lease (none, or run out).
+    due = Q(status=OrderStatus.PAID) | (
+        Q(status=OrderStatus.FULFILLING) & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    )
     with transaction.atomic(durable=True):
-        row = Order.objects.filter(pk=order.pk).values_list("status", "attempts").first()
+        row = (
+            Order.objects.select_for_update()
+            .filter(pk=order.pk)
+            .values_list("status", "attempts")
+            .first()
+        )
         before = {"status": row[0], "attempts": row[1]} if row else {}
         claimed = Order.objects.filter(due, pk=order.pk, created_at__lt=stuck_before(now)).update(
             status=OrderStatus.FULFILLING,
