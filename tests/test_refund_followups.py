@@ -630,3 +630,19 @@ def test_the_history_csv_lists_each_refund(actors: Actors) -> None:
     assert rows[0][-1] == "Refunds"
     (row,) = [r for r in rows[1:] if r[0] == str(order.pk)]
     assert row[-1] == f"{made}; {on_its_way}"
+
+
+def test_a_payment_with_a_failed_refund_is_not_refunded_until_that_one_is_made(
+    actors: Actors, failing_provider: type[FailingRefunds]
+) -> None:
+    """The rest refunded to the credit after a provider refund failed: the refunds add up to
+    the payment, but one of them is not made, so the payment waits (refund_pending) until
+    that one goes to the credit (settle_refunded_payment, one rule for every path)."""
+    order = paid_by_card(actors, "+8613600000003")
+    failed = failed_refund(order, 400)
+    refund(order, 100, "credit")
+    assert Payment.objects.get(order=order).status == PaymentStatus.REFUND_PENDING
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        failed_refund_to_credit(failed, "customer asked for credit", ACTOR)
+    assert Payment.objects.get(order=order).status == PaymentStatus.REFUNDED
+    assert_ledger_clean()

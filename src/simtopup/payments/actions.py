@@ -46,6 +46,7 @@ from simtopup.payments.models import (
     Refund,
     RefundDestination,
     RefundStatus,
+    settle_refunded_payment,
 )
 from simtopup.payments.providers.base import (
     FAILED,
@@ -668,10 +669,7 @@ def _confirm_refund(refund: Refund, provider_refund_ref: str | None) -> bool:
     ).update(**updates, next_attempt_at=None)
     if won != 1:
         return False
-    if not Refund.objects.filter(payment_id=payment_id, status=RefundStatus.PENDING).exists():
-        Payment.objects.filter(pk=payment_id, status=PaymentStatus.REFUND_PENDING).update(
-            status=PaymentStatus.REFUNDED, refunded_at=now
-        )
+    settle_refunded_payment(payment_id, now)
     order_id = refund.order_id
     Order.objects.filter(pk=order_id, status=OrderStatus.FAILED).update(status=OrderStatus.REFUNDED)
     tell_customer(

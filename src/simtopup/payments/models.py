@@ -4,6 +4,8 @@ once), refunds — and the sandbox gateway's own state, kept apart as a real gat
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -239,6 +241,24 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return f"refund {self.reference} ({self.status})"
+
+
+# A refund not yet made: still asked of the provider, or refused by it for good (customer
+# service retries it or sends it to the card's credit).
+OUTSTANDING_REFUNDS = (RefundStatus.PENDING, RefundStatus.FAILED)
+
+
+def settle_refunded_payment(payment_id: int, now: datetime) -> bool:
+    """``refund_pending`` → ``refunded`` once none of the payment's refunds is outstanding
+    (the one rule for every path that settles a refund; the caller holds the payment's row
+    lock). True when it moved."""
+    if Refund.objects.filter(payment_id=payment_id, status__in=OUTSTANDING_REFUNDS).exists():
+        return False
+    return bool(
+        Payment.objects.filter(pk=payment_id, status=PaymentStatus.REFUND_PENDING).update(
+            status=PaymentStatus.REFUNDED, refunded_at=now
+        )
+    )
 
 
 # --- the sandbox gateway's own books ------------------------------------------------------

@@ -49,11 +49,13 @@ from simtopup.ledger.keys import order_key
 from simtopup.orders.models import Channel, Order, OrderStatus
 from simtopup.orders.notices import tell_customer
 from simtopup.payments.models import (
+    OUTSTANDING_REFUNDS,
     Payment,
     PaymentStatus,
     Refund,
     RefundDestination,
     RefundStatus,
+    settle_refunded_payment,
 )
 
 # The payment method of an order paid from the card's credit (orders/customer.py).
@@ -284,8 +286,8 @@ def _settle_payment(payment: Payment | None, refunded: int, now: datetime) -> st
         return None
     if refunded < payment.amount:
         return str(payment.status)
-    pending = Refund.objects.filter(payment=payment, status=RefundStatus.PENDING).exists()
-    if pending:
+    outstanding = Refund.objects.filter(payment=payment, status__in=OUTSTANDING_REFUNDS).exists()
+    if outstanding:
         Payment.objects.filter(pk=payment.pk, status=PaymentStatus.SUCCEEDED).update(
             status=PaymentStatus.REFUND_PENDING
         )
@@ -431,10 +433,7 @@ def _to_credit(refund_id: int, reason: str, actor: str, ip: str | None) -> Refun
             )
         ]
     )
-    if not Refund.objects.filter(payment_id=payment_id, status=RefundStatus.PENDING).exists():
-        Payment.objects.filter(pk=payment_id, status=PaymentStatus.REFUND_PENDING).update(
-            status=PaymentStatus.REFUNDED, refunded_at=now
-        )
+    settle_refunded_payment(payment_id, now)
     payment_status = Payment.objects.filter(pk=payment_id).values_list("status", flat=True).first()
     Order.objects.filter(pk=order.pk, status=OrderStatus.FAILED).update(status=OrderStatus.REFUNDED)
     record(
