@@ -235,6 +235,24 @@ def test_a_statement_line_without_our_reference_is_matched_by_the_providers_id(
     assert (run.matched, run.missing_theirs) == (1, 0)
 
 
+def test_a_refund_line_without_our_reference_is_matched_by_the_providers_refund_id(
+    actors: Actors,
+) -> None:
+    back = paid(actors, "sandbox", "pay_sbx_rf_noref", 1200, at_utc(8))
+    made = charge("pay_sbx_rf_noref", 1200, at_utc(8), status=SandboxChargeStatus.REFUNDED)
+    ours = refunded(back, "rfd_sbx_noref", at_utc(14))
+    Refund.objects.filter(pk=ours.pk).update(provider_refund_ref="sbxr_noref")
+    gave = SandboxRefund.objects.create(
+        public_id="sbxr_noref", charge=made, refund_reference="", amount=1200
+    )
+    SandboxRefund.objects.filter(pk=gave.pk).update(created_at=at_utc(14))
+
+    run = finance.reconcile("sandbox", DAY)
+    line = ReconciliationLine.objects.get(run=run, kind="refund")
+    assert (line.outcome, line.refund_id) == (Outcome.MATCHED, ours.pk)
+    assert (run.matched, run.missing_ours, run.missing_theirs) == (2, 0, 0)
+
+
 def test_a_capture_just_across_midnight_still_matches(actors: Actors) -> None:
     # We recorded the capture a second after midnight; the gateway a second before.
     paid(actors, "sandbox", "pay_sbx_midnight", 800, at_utc(0, 0, DAY + timedelta(days=1)))

@@ -167,6 +167,16 @@ def compare(provider: str, day: date, lines: Iterable[StatementLine]) -> list[_C
             refund = refunds.pop(line.reference, None) if line.reference else None
             if refund is None and line.reference:
                 refund = _provider_refunds(provider).filter(reference=line.reference).first()
+            if refund is None and line.provider_ref:
+                # A line without our reference, named by the provider's refund id (as payments
+                # are by theirs).
+                refund = (
+                    _provider_refunds(provider)
+                    .filter(provider_refund_ref=line.provider_ref)
+                    .first()
+                )
+                if refund is not None:
+                    refunds.pop(refund.reference, None)
             if refund is None:
                 found.append(_Compared(Outcome.MISSING_OURS, **common))
                 continue
