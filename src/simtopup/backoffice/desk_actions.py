@@ -22,13 +22,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from simtopup.audit.log import from_request
 from simtopup.backoffice import roles
 from simtopup.core.errors import DomainError
+from simtopup.core.http import safe_next
 from simtopup.core.money import format_money, to_minor
 from simtopup.devices import goodwill, status
 from simtopup.devices.binding import unbind_card
@@ -160,15 +160,6 @@ def _require(request: HttpRequest, permission: str) -> None:
         raise PermissionDenied
 
 
-def _next(request: HttpRequest, fallback: str) -> str:
-    target = request.POST.get("next") or request.GET.get("next") or ""
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return fallback
-
-
 def _device_page(device_id: int) -> str:
     return reverse("admin:devices_device_change", args=[device_id])
 
@@ -257,7 +248,7 @@ def _device_facts(device: Device) -> list[tuple[str, Any]]:
 def retry_view(request: HttpRequest, site: Any, order_id: int) -> HttpResponse:
     _require(request, roles.RETRY_FULFILMENT)
     order = _order(order_id)
-    back = _next(request, _device_page(order.device_id))
+    back = safe_next(request, _device_page(order.device_id))
     form = ReasonForm(request.POST if request.method == "POST" else None)
     code = 200
     if request.method == "POST" and form.is_valid():
@@ -300,7 +291,7 @@ def retry_view(request: HttpRequest, site: Any, order_id: int) -> HttpResponse:
 def resend_view(request: HttpRequest, site: Any, order_id: int) -> HttpResponse:
     _require(request, roles.RESEND_RECEIPT)
     order = _order(order_id)
-    back = _next(request, _device_page(order.device_id))
+    back = safe_next(request, _device_page(order.device_id))
     form = ResendForm(request.POST if request.method == "POST" else None)
     code = 200
     if request.method == "POST" and form.is_valid():
@@ -349,7 +340,7 @@ def goodwill_view(request: HttpRequest, site: Any, device_id: int) -> HttpRespon
     _require(request, roles.GRANT_GOODWILL)
     device = _device(device_id)
     currency = device.credit_account.unit
-    back = _next(request, _device_page(device.pk))
+    back = safe_next(request, _device_page(device.pk))
     form = GoodwillForm(request.POST if request.method == "POST" else None, currency=currency)
     code = 200
     if request.method == "POST" and form.is_valid():
@@ -428,7 +419,7 @@ def goodwill_decide_view(request: HttpRequest, site: Any, grant_id: int) -> Http
         ),
         pk=grant_id,
     )
-    back = _next(request, reverse("admin:desk-goodwill-list"))
+    back = safe_next(request, reverse("admin:desk-goodwill-list"))
     form = DecideForm(request.POST if request.method == "POST" else None)
     code = 200
     if request.method == "POST" and form.is_valid():
@@ -490,7 +481,7 @@ def goodwill_decide_view(request: HttpRequest, site: Any, grant_id: int) -> Http
 def status_view(request: HttpRequest, site: Any, device_id: int) -> HttpResponse:
     _require(request, roles.SUSPEND_DEVICE)
     device = _device(device_id)
-    back = _next(request, _device_page(device.pk))
+    back = safe_next(request, _device_page(device.pk))
     suspended = device.status == DeviceStatus.SUSPENDED
     # The action is the one the page offered: a replayed "suspend" never reinstates.
     wanted = request.POST.get("action") if request.method == "POST" else None
@@ -548,7 +539,7 @@ def status_view(request: HttpRequest, site: Any, device_id: int) -> HttpResponse
 def unbind_view(request: HttpRequest, site: Any, device_id: int) -> HttpResponse:
     _require(request, roles.UNBIND_DEVICE)
     device = _device(device_id)
-    back = _next(request, _device_page(device.pk))
+    back = safe_next(request, _device_page(device.pk))
     form = ReasonForm(request.POST if request.method == "POST" else None)
     code = 200
     if request.method == "POST" and form.is_valid():

@@ -27,13 +27,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from simtopup.audit.log import from_request
 from simtopup.backoffice import roles
 from simtopup.core.errors import DomainError
+from simtopup.core.http import safe_next
 from simtopup.core.money import format_money, to_decimal_string, to_minor
 from simtopup.orders.models import Order
 from simtopup.payments.models import Refund, RefundDestination, RefundStatus
@@ -118,22 +118,13 @@ class RefundForm(forms.Form):
             raise forms.ValidationError(str(exc.message)) from None
 
 
-def _next(request: HttpRequest, fallback: str) -> str:
-    target = request.POST.get("next") or request.GET.get("next") or ""
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return fallback
-
-
 def refund_view(request: HttpRequest, site: Any, order_id: int) -> HttpResponse:
     if not request.user.has_perm(roles.ISSUE_REFUND):
         raise PermissionDenied
     order = get_object_or_404(
         Order.objects.select_related("device", "plan", "customer"), pk=order_id
     )
-    back = _next(request, reverse("admin:orders_order_change", args=[order.pk]))
+    back = safe_next(request, reverse("admin:orders_order_change", args=[order.pk]))
     state = refundable(order)
     status_code = 200
     if request.method == "POST" and state.refusal is None:

@@ -29,7 +29,6 @@ from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django_otp_webauthn import exceptions
 from django_otp_webauthn.helpers import WebAuthnHelper
 from django_otp_webauthn.models import WebAuthnCredential
@@ -43,6 +42,7 @@ from django_otp_webauthn.views import (
 
 from simtopup.audit.log import from_request, record
 from simtopup.audit.models import Action
+from simtopup.core.http import safe_url
 
 # The staff member whose password was right and who now uses their passkey.
 PENDING_KEY = "backoffice_passkey"
@@ -185,12 +185,8 @@ class LoginComplete(CompleteCredentialAuthenticationView):
         two_factor.passkey_login(self.request, device.user, device, str(pending.get("name", "")))
 
     def get_success_url(self) -> str:
-        target = self.request.GET.get("next") or ""
-        if target and url_has_allowed_host_and_scheme(
-            target, allowed_hosts={self.request.get_host()}, require_https=self.request.is_secure()
-        ):
-            return target
-        return reverse("admin:index")
+        # The JSON ceremony's body holds no "next": only the page's query string does.
+        return safe_url(self.request, self.request.GET.get("next") or "", reverse("admin:index"))
 
     def handle_exception(self, exc: Exception) -> Any:
         pending = self.request.session.get(PENDING_KEY)

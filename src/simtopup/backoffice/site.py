@@ -18,7 +18,6 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -26,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
 from simtopup.backoffice import enrolment, two_factor
+from simtopup.core.http import safe_next
 from simtopup.orders.receipts import customer_zone, zone_label
 
 
@@ -163,12 +163,7 @@ class ConsoleSite(admin.AdminSite):
         return own + super().get_urls()
 
     def _next(self, request: HttpRequest) -> str:
-        target = request.POST.get("next") or request.GET.get("next") or ""
-        if target and url_has_allowed_host_and_scheme(
-            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-        ):
-            return target
-        return reverse("admin:index", current_app=self.name)
+        return safe_next(request, reverse("admin:index", current_app=self.name))
 
     def login(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         return _login(request, self, extra_context)

@@ -25,9 +25,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 from simtopup.accounts.login import Identity, parse_identity, request_code, spend_code
 from simtopup.accounts.models import IdentityKind
 from simtopup.core.errors import DomainError
-from simtopup.core.http import client_ip
+from simtopup.core.http import client_ip, safe_next
 from simtopup.orders.receipts import normalise_language
-from simtopup.web.session import current_customer, log_in, log_out, safe_next
+from simtopup.web.session import current_customer, log_in, log_out
 
 PENDING = "simtopup_login_pending"  # the identity a code was sent to, between the steps
 

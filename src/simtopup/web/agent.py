@@ -50,7 +50,7 @@ from simtopup.catalog.display import plan_detail
 from simtopup.catalog.models import Plan
 from simtopup.catalog.pricing import get_plan
 from simtopup.core.errors import DomainError, show_error
-from simtopup.core.http import client_ip
+from simtopup.core.http import client_ip, safe_next
 from simtopup.core.money import format_money, to_decimal_string
 from simtopup.core.spreadsheet import Sheet
 from simtopup.core.transactions import durable
@@ -89,7 +89,7 @@ from simtopup.resellers.reports import (
     sales_today,
     top_plans,
 )
-from simtopup.web.session import keeping_the_customer, safe_next
+from simtopup.web.session import keeping_the_customer
 
 PAGE_SIZE = 25
 TEMPLATE = "web/agent/{}.html"

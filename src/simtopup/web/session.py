@@ -19,7 +19,6 @@ from urllib.parse import urlencode
 from django.contrib import auth
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django_otp import DEVICE_ID_SESSION_KEY
 
 from simtopup.accounts.models import Customer
@@ -56,16 +55,6 @@ def current_customer(request: HttpRequest) -> Customer | None:
         customer = Customer.objects.filter(pk=customer_id).first() if customer_id else None
         request._simtopup_customer = customer  # type: ignore[attr-defined]
     return request._simtopup_customer  # type: ignore[attr-defined]
-
-
-def safe_next(request: HttpRequest, fallback: str) -> str:
-    """The ``next`` parameter if it stays on this site, else ``fallback``."""
-    target = request.POST.get("next") or request.GET.get("next") or ""
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return fallback
 
 
 def customer_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
